@@ -1,0 +1,47 @@
+//! Collects a collection into memory, for tests and small results.
+
+use std::sync::{Arc, Mutex};
+
+use riffle_engine::runtime::{SinkFn, SinkWriter, StepContext};
+use riffle_engine::{Batch, Data, PCollection, Result, WindowedValue};
+
+/// Where [`collect`] puts the elements, once the pipeline has run.
+pub type Collected<T> = Arc<Mutex<Vec<WindowedValue<T>>>>;
+
+/// Adds a sink that gathers every element of `input`, with its metadata, into the
+/// returned vector. Every worker of the *process* appends to it, so in a cluster each
+/// process holds only its own workers' share: use a file sink there.
+pub fn collect<T: Data>(input: &PCollection<T>) -> Collected<T> {
+    let out: Collected<T> = Arc::default();
+    input.write_to("Collect", Arc::new(CollectSink { out: out.clone() }));
+    out
+}
+
+struct CollectSink<T> {
+    out: Collected<T>,
+}
+
+impl<T: Data> SinkFn for CollectSink<T> {
+    fn gathers(&self) -> bool {
+        false
+    }
+    fn open(&self, _ctx: &StepContext) -> Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(CollectSink {
+            out: self.out.clone(),
+        }))
+    }
+}
+
+impl<T: Data> SinkWriter for CollectSink<T> {
+    fn write(&mut self, input: Batch) -> Result<()> {
+        let e = input.into_elements::<T>();
+        self.out
+            .lock()
+            .expect("collect sink")
+            .extend(e.into_iter_windowed());
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

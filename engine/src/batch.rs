@@ -1,0 +1,186 @@
+//! The type-erased batch: how typed elements travel through a runner that is not generic.
+//!
+//! A pipeline graph holds steps of many element types, and a runner lowers them without
+//! knowing any of those types. Each step's kernel is monomorphized when the user builds
+//! the pipeline (so its inner loop is static code), and hands batches to the runner as a
+//! [`Batch`]: one box and one downcast per batch, never per element.
+
+use std::any::Any;
+use std::cell::OnceCell;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::element::{Data, Elements};
+
+/// A batch of elements of some type the runner need not know.
+///
+/// Within a process it carries the typed [`Elements`] in a box. When it must cross to
+/// another process it is serialized once (the bytes are cached, because timely asks for
+/// the length before it asks for the bytes) and arrives as bytes, decoded by the step that
+/// receives it, which knows the type.
+pub struct Batch {
+    target: u32,
+    payload: Payload,
+}
+
+enum Payload {
+    Typed {
+        data: Box<dyn Any + Send>,
+        encode: fn(&(dyn Any + Send)) -> Vec<u8>,
+        clone: fn(&(dyn Any + Send)) -> Box<dyn Any + Send>,
+        encoded: OnceCell<Vec<u8>>,
+    },
+    Encoded(Vec<u8>),
+}
+
+fn clone_elements<T: Data>(data: &(dyn Any + Send)) -> Box<dyn Any + Send> {
+    Box::new(
+        data.downcast_ref::<Elements<T>>()
+            .expect("internal error: batch type mismatch")
+            .clone(),
+    )
+}
+
+fn encode<T: Data>(data: &(dyn Any + Send)) -> Vec<u8> {
+    let elements = data
+        .downcast_ref::<Elements<T>>()
+        .expect("internal error: batch type mismatch");
+    bincode::serialize(elements).expect("internal error: encoding a batch failed")
+}
+
+impl Batch {
+    /// Wraps typed elements.
+    pub fn new<T: Data>(elements: Elements<T>) -> Self {
+        Batch {
+            target: 0,
+            payload: Payload::Typed {
+                data: Box::new(elements),
+                encode: encode::<T>,
+                clone: clone_elements::<T>,
+                encoded: OnceCell::new(),
+            },
+        }
+    }
+
+    /// Sets the worker an exchange delivers this batch to.
+    pub fn with_target(mut self, worker: usize) -> Self {
+        self.target = u32::try_from(worker).expect("worker index fits in u32");
+        self
+    }
+
+    /// The worker an exchange delivers this batch to.
+    pub fn target(&self) -> usize {
+        self.target as usize
+    }
+
+    /// Recovers the typed elements.
+    ///
+    /// # Panics
+    /// If the batch holds another type, or bytes that do not decode as `Elements<T>`:
+    /// both are bugs in the engine (a miswired graph), not in a pipeline.
+    pub fn into_elements<T: Data>(self) -> Elements<T> {
+        match self.payload {
+            Payload::Typed { data, .. } => match data.downcast::<Elements<T>>() {
+                Ok(e) => *e,
+                Err(_) => panic!(
+                    "internal error in Riffle: a step expected a batch of {} but got another type",
+                    std::any::type_name::<T>()
+                ),
+            },
+            Payload::Encoded(bytes) => bincode::deserialize(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "internal error in Riffle: a batch of {} did not decode: {e}",
+                    std::any::type_name::<T>()
+                )
+            }),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.payload {
+            Payload::Typed {
+                data,
+                encode,
+                encoded,
+                ..
+            } => encoded.get_or_init(|| encode(data.as_ref())),
+            Payload::Encoded(bytes) => bytes,
+        }
+    }
+}
+
+/// A batch read by several steps is cloned for each (timely's fan-out); the cached
+/// encoding is not carried over, as the copies may go to different places.
+impl Clone for Batch {
+    fn clone(&self) -> Self {
+        let payload = match &self.payload {
+            Payload::Typed {
+                data,
+                encode,
+                clone,
+                ..
+            } => Payload::Typed {
+                data: clone(data.as_ref()),
+                encode: *encode,
+                clone: *clone,
+                encoded: OnceCell::new(),
+            },
+            Payload::Encoded(bytes) => Payload::Encoded(bytes.clone()),
+        };
+        Batch {
+            target: self.target,
+            payload,
+        }
+    }
+}
+
+impl Serialize for Batch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.target, serde_bytes::Bytes::new(self.bytes())).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (target, bytes) = <(u32, serde_bytes::ByteBuf)>::deserialize(d)?;
+        Ok(Batch {
+            target,
+            payload: Payload::Encoded(bytes.into_vec()),
+        })
+    }
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.payload {
+            Payload::Typed { .. } => "typed",
+            Payload::Encoded(_) => "encoded",
+        };
+        write!(f, "Batch({kind}, target {})", self.target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventTime, PaneInfo, Window};
+
+    #[test]
+    fn a_batch_survives_serialization_once_encoded() {
+        let mut e = Elements::new();
+        e.push(
+            ("k".to_string(), 7u64),
+            EventTime::from_millis(5),
+            Window::Global,
+            PaneInfo::NO_FIRING,
+        );
+        let b = Batch::new(e).with_target(3);
+        let bytes = bincode::serialize(&b).unwrap();
+        assert_eq!(bincode::serialized_size(&b).unwrap() as usize, bytes.len());
+        let back: Batch = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(back.target(), 3);
+        let e = back.into_elements::<(String, u64)>();
+        assert_eq!(e.value(0), &("k".to_string(), 7));
+        assert_eq!(e.timestamp(0), EventTime::from_millis(5));
+    }
+}

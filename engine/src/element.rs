@@ -1,0 +1,261 @@
+//! Elements in flight: values with their timestamp, window and pane.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::pane::PaneInfo;
+use crate::time::EventTime;
+use crate::window::Window;
+
+/// What an element type needs: it is cloned between steps, printed in error messages,
+/// moved between worker threads and serialized between processes.
+pub trait Data: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static> Data for T {}
+
+/// What a grouping key needs on top of [`Data`]: equality, and a hash that Riffle turns
+/// into a stable key group (see [`crate::keys`]).
+pub trait Key: Data + Hash + Eq {}
+impl<T: Data + Hash + Eq> Key for T {}
+
+/// One element with its event timestamp, window and pane (Beam's `WindowedValue`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowedValue<T> {
+    /// The element itself.
+    pub value: T,
+    /// When it happened, in event time.
+    pub timestamp: EventTime,
+    /// The window it belongs to.
+    pub window: Window,
+    /// The firing it came from, if it came out of a grouping.
+    pub pane: PaneInfo,
+}
+
+/// A column whose entries are usually all equal: the window and pane of a batch.
+///
+/// Most batches carry one window and one pane for every element (everything before the
+/// first grouping is in the global window with no firing), so storing them once per batch
+/// keeps an element as small in memory and on the wire as its value and timestamp.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Column<X> {
+    first: Option<X>,
+    /// Empty while every entry equals `first`.
+    each: Vec<X>,
+}
+
+impl<X: Copy + PartialEq> Column<X> {
+    fn new() -> Self {
+        Column {
+            first: None,
+            each: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, x: X, len_before: usize) {
+        match self.first {
+            None => self.first = Some(x),
+            Some(f) if self.each.is_empty() => {
+                if f != x {
+                    self.each = vec![f; len_before];
+                    self.each.push(x);
+                }
+            }
+            Some(_) => self.each.push(x),
+        }
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> X {
+        if self.each.is_empty() {
+            self.first.expect("Column::get on an empty column")
+        } else {
+            self.each[i]
+        }
+    }
+}
+
+/// A batch of elements of one type, stored by column.
+///
+/// This is the unit every Riffle operator works on: transforms loop over a batch with
+/// statically typed code, and only the batch as a whole crosses a type-erased boundary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Elements<T> {
+    values: Vec<T>,
+    timestamps: Vec<EventTime>,
+    windows: Column<Window>,
+    panes: Column<PaneInfo>,
+}
+
+impl<T> Default for Elements<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Elements<T> {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Elements {
+            values: Vec::new(),
+            timestamps: Vec::new(),
+            windows: Column::new(),
+            panes: Column::new(),
+        }
+    }
+
+    /// An empty batch with room for `n` elements.
+    pub fn with_capacity(n: usize) -> Self {
+        Elements {
+            values: Vec::with_capacity(n),
+            timestamps: Vec::with_capacity(n),
+            windows: Column::new(),
+            panes: Column::new(),
+        }
+    }
+
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are no elements.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Appends one element.
+    #[inline]
+    pub fn push(&mut self, value: T, timestamp: EventTime, window: Window, pane: PaneInfo) {
+        let n = self.values.len();
+        self.windows.push(window, n);
+        self.panes.push(pane, n);
+        self.values.push(value);
+        self.timestamps.push(timestamp);
+    }
+
+    /// Appends a [`WindowedValue`].
+    pub fn push_windowed(&mut self, wv: WindowedValue<T>) {
+        self.push(wv.value, wv.timestamp, wv.window, wv.pane);
+    }
+
+    /// The `i`th value.
+    #[inline]
+    pub fn value(&self, i: usize) -> &T {
+        &self.values[i]
+    }
+
+    /// The `i`th timestamp.
+    #[inline]
+    pub fn timestamp(&self, i: usize) -> EventTime {
+        self.timestamps[i]
+    }
+
+    /// The `i`th window.
+    #[inline]
+    pub fn window(&self, i: usize) -> Window {
+        self.windows.get(i)
+    }
+
+    /// The `i`th pane.
+    #[inline]
+    pub fn pane(&self, i: usize) -> PaneInfo {
+        self.panes.get(i)
+    }
+
+    /// The window shared by every element, if there is one.
+    pub fn uniform_window(&self) -> Option<Window> {
+        if self.windows.each.is_empty() {
+            self.windows.first
+        } else {
+            None
+        }
+    }
+
+    /// The values alone, in order.
+    pub fn values(&self) -> &[T] {
+        &self.values
+    }
+
+    /// Consumes the batch, yielding each element with its metadata.
+    pub fn into_iter_windowed(self) -> impl Iterator<Item = WindowedValue<T>> {
+        let Elements {
+            values,
+            timestamps,
+            windows,
+            panes,
+        } = self;
+        values
+            .into_iter()
+            .zip(timestamps)
+            .enumerate()
+            .map(move |(i, (value, timestamp))| WindowedValue {
+                value,
+                timestamp,
+                window: windows.get(i),
+                pane: panes.get(i),
+            })
+    }
+
+    /// Consumes the batch, yielding the values alone.
+    pub fn into_values(self) -> Vec<T> {
+        self.values
+    }
+
+    /// The same timestamps, windows and panes with every value replaced by `f(value)`.
+    ///
+    /// Used by transforms that rearrange values without user code (keys, values), so the
+    /// metadata columns move instead of being rebuilt.
+    pub fn map_values<U>(self, f: impl FnMut(T) -> U) -> Elements<U> {
+        Elements {
+            values: self.values.into_iter().map(f).collect(),
+            timestamps: self.timestamps,
+            windows: self.windows,
+            panes: self.panes,
+        }
+    }
+}
+
+impl<T> FromIterator<WindowedValue<T>> for Elements<T> {
+    fn from_iter<I: IntoIterator<Item = WindowedValue<T>>>(iter: I) -> Self {
+        let mut e = Elements::new();
+        for wv in iter {
+            e.push_windowed(wv);
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pane::Timing;
+
+    #[test]
+    fn uniform_columns_stay_uniform_and_split_on_difference() {
+        let mut e = Elements::new();
+        let t = EventTime::from_millis;
+        e.push("a", t(1), Window::Global, PaneInfo::NO_FIRING);
+        e.push("b", t(2), Window::Global, PaneInfo::NO_FIRING);
+        assert_eq!(e.uniform_window(), Some(Window::Global));
+        let w = Window::Interval {
+            start: t(0),
+            end: t(10),
+        };
+        let late = PaneInfo {
+            timing: Timing::Late,
+            ..PaneInfo::NO_FIRING
+        };
+        e.push("c", t(3), w, late);
+        assert_eq!(e.uniform_window(), None);
+        let all: Vec<_> = e.into_iter_windowed().collect();
+        assert_eq!(all[0].window, Window::Global);
+        assert_eq!(all[1].pane, PaneInfo::NO_FIRING);
+        assert_eq!(all[2].window, w);
+        assert_eq!(all[2].pane, late);
+        assert_eq!(all[2].timestamp, t(3));
+    }
+}

@@ -1,0 +1,279 @@
+//! The pipeline graph as data: nodes, edges, validation and `explain`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::runtime::{GroupFn, ParDoFn, ShuffleFn, SinkFn, SourceFn};
+
+/// Identifies a step in its graph; steps are numbered in the order they were added, so
+/// every step's inputs have smaller ids (the graph is built in topological order).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct NodeId(pub usize);
+
+/// One output of one step: what a [`crate::PCollection`] points at.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct PortRef {
+    /// The producing step.
+    pub node: NodeId,
+    /// Which of its outputs (0 is the main output).
+    pub port: usize,
+}
+
+/// What a runner must do for a step.
+#[derive(Clone)]
+pub enum NodeKind {
+    /// Reads elements from outside.
+    Source(Arc<dyn SourceFn>),
+    /// Transforms each bundle (map, filter, DoFn, windowing, timestamps...).
+    ParDo(Arc<dyn ParDoFn>),
+    /// Moves elements between workers without grouping (reshuffle).
+    Exchange(Arc<dyn ShuffleFn>),
+    /// Groups by key and window, and fires panes by watermark.
+    Group(Arc<dyn GroupFn>),
+    /// Merges its inputs into one collection.
+    Flatten,
+    /// Writes elements outside.
+    Sink(Arc<dyn SinkFn>),
+}
+
+impl NodeKind {
+    fn label(&self) -> &'static str {
+        match self {
+            NodeKind::Source(_) => "source",
+            NodeKind::ParDo(_) => "pardo",
+            NodeKind::Exchange(_) => "exchange",
+            NodeKind::Group(_) => "group",
+            NodeKind::Flatten => "flatten",
+            NodeKind::Sink(_) => "sink",
+        }
+    }
+}
+
+/// How the elements of a collection are windowed and triggered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Windowing {
+    /// `describe()` of the window function.
+    pub window_fn: String,
+    /// Whether it is the global window.
+    pub is_global: bool,
+    /// Whether the trigger is the default one (fire once the watermark passes the end).
+    pub default_trigger: bool,
+}
+
+impl Default for Windowing {
+    fn default() -> Self {
+        Windowing {
+            window_fn: "GlobalWindows".into(),
+            is_global: true,
+            default_trigger: true,
+        }
+    }
+}
+
+/// What is known about one output of a step at build time.
+#[derive(Clone, Debug)]
+pub struct OutputInfo {
+    /// The Rust type of the elements.
+    pub type_name: &'static str,
+    /// Whether the collection is finite.
+    pub bounded: bool,
+    /// Its windowing.
+    pub windowing: Windowing,
+    /// For a tagged output of a ParDo, the tag's name.
+    pub tag: Option<String>,
+}
+
+/// One step of a pipeline.
+#[derive(Clone)]
+pub struct Node {
+    /// Its id.
+    pub id: NodeId,
+    /// Its unique name, used in every error and metric about it.
+    pub name: String,
+    /// The transform it came from ("Map", "GroupByKey", ...).
+    pub transform: String,
+    /// What a runner does for it.
+    pub kind: NodeKind,
+    /// The collections it reads.
+    pub inputs: Vec<PortRef>,
+    /// The collections it produces.
+    pub outputs: Vec<OutputInfo>,
+}
+
+/// A pipeline's steps: a validated, printable description a runner lowers.
+#[derive(Clone, Default)]
+pub struct Graph {
+    pub(crate) nodes: Vec<Node>,
+    /// Mistakes found while building, reported by [`Graph::validate`], so that building
+    /// reads fluently and all problems are reported in one place before anything runs.
+    pub(crate) deferred: Vec<(String, String)>,
+}
+
+impl Graph {
+    /// The steps, in topological order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// One step.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    /// What is known of a collection.
+    pub fn output(&self, port: PortRef) -> &OutputInfo {
+        &self.nodes[port.node.0].outputs[port.port]
+    }
+
+    /// Checks the graph as Beam does before running: every problem names the step.
+    ///
+    /// # Errors
+    /// The first problem found, as [`Error::Validation`].
+    pub fn validate(&self) -> Result<()> {
+        if let Some((step, message)) = self.deferred.first() {
+            return Err(Error::Validation {
+                step: step.clone(),
+                message: message.clone(),
+            });
+        }
+        let mut seen: HashMap<&str, NodeId> = HashMap::new();
+        for node in &self.nodes {
+            if let Some(other) = seen.insert(&node.name, node.id) {
+                return Err(Error::Validation {
+                    step: node.name.clone(),
+                    message: format!(
+                        "steps #{} and #{} have the same name; give one of them another with .named(..)",
+                        other.0, node.id.0
+                    ),
+                });
+            }
+            for input in &node.inputs {
+                if input.node >= node.id {
+                    return Err(Error::Internal(format!(
+                        "step '{}' reads a later step",
+                        node.name
+                    )));
+                }
+            }
+            if let NodeKind::Group(_) = node.kind {
+                let input = self.output(node.inputs[0]);
+                if !input.bounded && input.windowing.is_global && input.windowing.default_trigger {
+                    return Err(Error::Validation {
+                        step: node.name.clone(),
+                        message: "a grouping of an unbounded collection in the global window with the \
+                                  default trigger would never fire; apply window_into(..) with a \
+                                  non-global window function, or set a trigger that fires before the \
+                                  end of the global window"
+                            .into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every source's and sink's start-up check (files exist, locations parse).
+    ///
+    /// # Errors
+    /// The first failing check, naming the step and the location.
+    pub fn check_io(&self) -> Result<()> {
+        for node in &self.nodes {
+            match &node.kind {
+                NodeKind::Source(s) => s.check()?,
+                NodeKind::Sink(s) => s.check()?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The graph as text, one step per line.
+    pub fn explain(&self) -> String {
+        let mut s = String::new();
+        for node in &self.nodes {
+            let inputs: Vec<String> = node
+                .inputs
+                .iter()
+                .map(|p| format!("#{}.{}", p.node.0, p.port))
+                .collect();
+            let _ = write!(
+                s,
+                "#{:<3} {:<24} {:<12} {:<8}",
+                node.id.0,
+                node.name,
+                node.transform,
+                node.kind.label()
+            );
+            if !inputs.is_empty() {
+                let _ = write!(s, " <- {}", inputs.join(", "));
+            }
+            let _ = writeln!(s);
+            for (i, out) in node.outputs.iter().enumerate() {
+                let tag = out
+                    .tag
+                    .as_deref()
+                    .map(|t| format!(" [{t}]"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "       out {i}{tag}: {} ({}, {})",
+                    out.type_name,
+                    if out.bounded { "bounded" } else { "unbounded" },
+                    out.windowing.window_fn
+                );
+            }
+        }
+        s
+    }
+
+    /// The graph in Graphviz DOT, for `dot -Tsvg`.
+    pub fn to_dot(&self) -> String {
+        let mut s = String::from(
+            "digraph pipeline {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+        );
+        for node in &self.nodes {
+            let shape = match node.kind {
+                NodeKind::Source(_) | NodeKind::Sink(_) => ", shape=oval",
+                NodeKind::Group(_) | NodeKind::Exchange(_) => ", style=bold",
+                _ => "",
+            };
+            let _ = writeln!(
+                s,
+                "  n{} [label=\"{}\\n{}\"{}];",
+                node.id.0,
+                escape(&node.name),
+                escape(&node.transform),
+                shape
+            );
+        }
+        for node in &self.nodes {
+            for input in &node.inputs {
+                let out = self.output(*input);
+                let _ = writeln!(
+                    s,
+                    "  n{} -> n{} [label=\"{}\"];",
+                    input.node.0,
+                    node.id.0,
+                    escape(short_type(out.type_name))
+                );
+            }
+        }
+        s.push_str("}\n");
+        s
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// `alloc::string::String` -> `String`, keeping generic structure readable.
+fn short_type(name: &str) -> &str {
+    if name.contains('<') || name.contains('(') {
+        name
+    } else {
+        name.rsplit("::").next().unwrap_or(name)
+    }
+}

@@ -1,0 +1,50 @@
+//! Riffle's pipeline model: what a pipeline *is*, independent of how it runs.
+//!
+//! ```text
+//!  user pipeline fn ──> Pipeline / PCollection<T>     (this crate: the model)
+//!                           │  a validated, printable Graph of typed steps
+//!                           v
+//!                       riffle-timely                  (lowering to timely operators)
+//!                           │
+//!                           v
+//!                       timely workers: threads x processes, exchange over TCP
+//! ```
+//!
+//! A [`Pipeline`] is built by calling transforms on [`PCollection`]s. Each transform adds
+//! a step to the [`Graph`]; the step carries type-erased kernels ([`runtime`]) whose code
+//! is monomorphized for the step's element types, so a runner can lower the graph
+//! without knowing those types, and move data as [`Batch`]es of columns with one dynamic
+//! call per batch, never per element.
+//!
+//! This crate does not depend on timely: the runner does.
+
+pub mod batch;
+pub mod element;
+pub mod error;
+pub mod graph;
+pub mod keys;
+pub mod pane;
+pub mod pipeline;
+pub mod runtime;
+pub mod time;
+pub mod transforms;
+pub mod window;
+
+pub use batch::Batch;
+pub use element::{Data, Elements, Key, WindowedValue};
+pub use error::{Error, ErrorDomain, Result};
+pub use graph::{Graph, Node, NodeId, NodeKind, OutputInfo, PortRef, Windowing};
+pub use pane::{PaneInfo, Timing};
+pub use pipeline::{PCollection, Pipeline};
+pub use time::{EventTime, Watermark};
+pub use transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
+pub use transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TaggedOutputs, TupleTag};
+pub use window::{FixedWindows, GlobalWindows, Window, WindowFn};
+
+/// Everything a pipeline author usually needs.
+pub mod prelude {
+    pub use crate::transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
+    pub use crate::transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TupleTag};
+    pub use crate::window::{FixedWindows, GlobalWindows, Window, WindowFn};
+    pub use crate::{EventTime, PCollection, PaneInfo, Pipeline, Timing, WindowedValue};
+}

@@ -1,0 +1,145 @@
+//! What a runner drives: the type-erased faces of each step.
+//!
+//! Every step of a [`crate::Graph`] carries one of these trait objects, built when the
+//! user called the transform (so the code behind them is monomorphized for the step's
+//! element types). A runner instantiates them once per worker and feeds them [`Batch`]es;
+//! it decides *when* (bundles, watermarks, exchange), they decide *what*.
+
+use std::sync::Arc;
+
+use crate::batch::Batch;
+use crate::error::Result;
+use crate::time::{EventTime, Watermark};
+
+/// Where an instance of a step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// This worker's index among all workers of all processes.
+    pub index: usize,
+    /// How many workers the job has in all.
+    pub peers: usize,
+}
+
+/// What every per-worker instance of a step is told: its name (for errors and metrics)
+/// and where it runs.
+#[derive(Clone, Debug)]
+pub struct StepContext {
+    /// The step's unique name.
+    pub name: Arc<str>,
+    /// The worker the instance runs on.
+    pub worker: WorkerInfo,
+}
+
+/// A source: makes one reader per worker.
+pub trait SourceFn: Send + Sync {
+    /// Whether the source ends by itself.
+    fn is_bounded(&self) -> bool;
+    /// Checks, before anything runs, that the source can be read (files exist, URLs
+    /// parse), so a bad location stops the job at start with a message naming it.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The reader for one worker; it reads that worker's share of the input.
+    fn open(&self, ctx: &StepContext) -> Result<Box<dyn SourceReader>>;
+}
+
+/// What a source reader did when asked for more.
+pub enum SourcePoll {
+    /// Some elements.
+    Batch(Batch),
+    /// Nothing now; ask again later.
+    Pending,
+    /// Nothing more, ever.
+    Done,
+}
+
+/// One worker's share of a source.
+pub trait SourceReader {
+    /// The next elements, at most about `max_elements` of them.
+    fn poll(&mut self, max_elements: usize) -> Result<SourcePoll>;
+    /// No element with a timestamp before this will come from this reader (late ones
+    /// aside). A bounded reader keeps it at the minimum until it is done.
+    fn watermark(&self) -> Watermark {
+        Watermark::MIN
+    }
+}
+
+/// A step that transforms each bundle of elements: every ParDo-like transform.
+pub trait ParDoFn: Send + Sync {
+    /// How many outputs the step has (the main one plus tagged ones).
+    fn outputs(&self) -> usize;
+    /// A fresh instance for one worker (Beam deserializes a DoFn per worker).
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn ParDoInstance>;
+}
+
+/// Outputs of one call into a ParDo, one slot per output port; `None` where empty.
+pub type PortBatches = Vec<Option<Batch>>;
+
+/// One worker's instance of a ParDo step.
+pub trait ParDoInstance {
+    /// Called once before the first bundle.
+    fn setup(&mut self) -> Result<()>;
+    /// Called at the start of each bundle.
+    fn start_bundle(&mut self) -> Result<()>;
+    /// Processes one batch of the current bundle.
+    fn process(&mut self, input: Batch) -> Result<()>;
+    /// Called at the end of each bundle.
+    fn finish_bundle(&mut self) -> Result<()>;
+    /// Takes what was output since the last call.
+    fn take_outputs(&mut self) -> PortBatches;
+    /// Called once after the last bundle.
+    fn teardown(&mut self);
+}
+
+/// Splits batches by destination worker before an exchange.
+pub trait Shuffle {
+    /// Routes `input` (or folds it into partial aggregates, for a lifted combine).
+    fn route(&mut self, input: Batch, peers: usize, out: &mut Vec<Batch>) -> Result<()>;
+    /// Emits anything held back (partial aggregates) at the end of a bundle.
+    fn flush(&mut self, peers: usize, out: &mut Vec<Batch>) -> Result<()>;
+}
+
+/// Makes shuffles; the graph holds one per exchange step.
+pub trait ShuffleFn: Send + Sync {
+    /// A fresh shuffle for one worker.
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn Shuffle>;
+}
+
+/// A grouping step (GroupByKey, Combine): a shuffle, then keyed state fired by watermark.
+pub trait GroupFn: Send + Sync {
+    /// The per-worker routing (and, for a combine, pre-aggregation) before the exchange.
+    fn shuffle(&self) -> &dyn ShuffleFn;
+    /// Fresh keyed state for one worker.
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn GroupState>;
+}
+
+/// One worker's keyed, windowed state of a grouping step.
+pub trait GroupState {
+    /// Adds shuffled elements.
+    fn insert(&mut self, input: Batch) -> Result<()>;
+    /// The earliest output timestamp among panes not yet emitted: the runner holds the
+    /// downstream watermark there (Beam's watermark hold).
+    fn earliest_pending(&self) -> Option<EventTime>;
+    /// Emits every pane the watermark makes ready, each batch with its output timestamp.
+    fn fire(&mut self, watermark: Watermark, out: &mut Vec<(EventTime, Batch)>) -> Result<()>;
+}
+
+/// A sink: makes one writer per worker.
+pub trait SinkFn: Send + Sync {
+    /// Whether all elements go to worker 0 (a single output file, stdout).
+    fn gathers(&self) -> bool;
+    /// Checks, before anything runs, that the sink can be written.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The writer for one worker.
+    fn open(&self, ctx: &StepContext) -> Result<Box<dyn SinkWriter>>;
+}
+
+/// One worker's part of a sink.
+pub trait SinkWriter {
+    /// Writes (or buffers) elements.
+    fn write(&mut self, input: Batch) -> Result<()>;
+    /// The input is complete: make the output visible.
+    fn finish(&mut self) -> Result<()>;
+}

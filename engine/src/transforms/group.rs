@@ -1,0 +1,477 @@
+//! GroupByKey and Combine: the shuffle, keyed state per window, and firing by watermark.
+//!
+//! Both are one mechanism: elements are routed to the worker owning their key's key
+//! group, folded into an accumulator per key and window, and emitted once the watermark
+//! passes the window's end. GroupByKey's accumulator is the list of values; a combine
+//! folds inputs into its `CombineFn`'s accumulator *before* the shuffle too (combiner
+//! lifting), so only one partial result per key and window leaves each worker per bundle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::batch::Batch;
+use crate::element::{Data, Elements, Key};
+use crate::error::{Error, Result, truncated_debug};
+use crate::graph::{NodeKind, PortRef};
+use crate::keys::KeyGroup;
+use crate::pane::PaneInfo;
+use crate::pipeline::PCollection;
+use crate::runtime::{GroupFn, GroupState, Shuffle, ShuffleFn, StepContext};
+use crate::time::{EventTime, Watermark};
+use crate::transforms::combine_fns::{CombineFn, Count};
+use crate::window::Window;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Most elements in one emitted batch.
+const OUTPUT_BATCH: usize = 4096;
+
+/// What is folded per key and window after the shuffle, and how it becomes output.
+trait Grouping: Send + Sync + 'static {
+    type K: Key;
+    /// What crosses the shuffle per key.
+    type Shuffled: Data;
+    type Acc: Send;
+    type Out: Data;
+    fn create(&self) -> Self::Acc;
+    fn fold(&self, acc: &mut Self::Acc, x: Self::Shuffled);
+    fn extract(&self, acc: Self::Acc) -> Self::Out;
+    /// Whether an empty global window still outputs `extract(create())`.
+    fn default_on_empty(&self) -> bool {
+        false
+    }
+}
+
+/// GroupByKey: the accumulator is the list of values.
+struct ListGrouping<K, V>(PhantomData<fn() -> (K, V)>);
+
+impl<K: Key, V: Data> Grouping for ListGrouping<K, V> {
+    type K = K;
+    type Shuffled = V;
+    type Acc = Vec<V>;
+    type Out = Vec<V>;
+    fn create(&self) -> Vec<V> {
+        Vec::new()
+    }
+    #[inline]
+    fn fold(&self, acc: &mut Vec<V>, x: V) {
+        acc.push(x);
+    }
+    fn extract(&self, acc: Vec<V>) -> Vec<V> {
+        acc
+    }
+}
+
+/// Combine after lifting: partial accumulators cross the shuffle and are merged.
+struct MergeGrouping<K, C> {
+    combine: Arc<C>,
+    default_on_empty: bool,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K: Key, C: CombineFn> Grouping for MergeGrouping<K, C> {
+    type K = K;
+    type Shuffled = C::Accum;
+    type Acc = C::Accum;
+    type Out = C::Output;
+    fn create(&self) -> C::Accum {
+        self.combine.create_accumulator()
+    }
+    #[inline]
+    fn fold(&self, acc: &mut C::Accum, x: C::Accum) {
+        self.combine.merge_accumulators(acc, x);
+    }
+    fn extract(&self, acc: C::Accum) -> C::Output {
+        self.combine.extract_output(acc)
+    }
+    fn default_on_empty(&self) -> bool {
+        self.default_on_empty
+    }
+}
+
+/// Splits keyed elements by the worker that owns each key's group.
+struct KeyShuffle<K, V>(PhantomData<fn() -> (K, V)>);
+
+impl<K: Key, V: Data> ShuffleFn for KeyShuffle<K, V> {
+    fn instantiate(&self, _ctx: &StepContext) -> Box<dyn Shuffle> {
+        Box::new(KeyShuffle::<K, V>(PhantomData))
+    }
+}
+
+impl<K: Key, V: Data> Shuffle for KeyShuffle<K, V> {
+    fn route(&mut self, input: Batch, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
+        if peers == 1 {
+            out.push(input.with_target(0));
+            return Ok(());
+        }
+        let input = input.into_elements::<(K, V)>();
+        let mut parts: Vec<Elements<(K, V)>> = (0..peers).map(|_| Elements::new()).collect();
+        for wv in input.into_iter_windowed() {
+            let w = KeyGroup::of(&wv.value.0).worker(peers);
+            parts[w].push_windowed(wv);
+        }
+        out.extend(
+            parts
+                .into_iter()
+                .enumerate()
+                .filter(|(_, p)| !p.is_empty())
+                .map(|(w, p)| Batch::new(p).with_target(w)),
+        );
+        Ok(())
+    }
+    fn flush(&mut self, _peers: usize, _out: &mut Vec<Batch>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Combiner lifting: folds inputs into per-key, per-window accumulators for a bundle,
+/// and sends those instead of the inputs.
+struct LiftedShuffle<K, C: CombineFn> {
+    step: Arc<str>,
+    combine: Arc<C>,
+    /// Few windows are live in one bundle, so a short list searched from the most
+    /// recently used beats a map keyed by (window, key) that clones every key.
+    partials: Vec<(Window, FastMap<K, C::Accum>)>,
+}
+
+struct LiftedShuffleFn<K, C> {
+    combine: Arc<C>,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K: Key, C: CombineFn> ShuffleFn for LiftedShuffleFn<K, C> {
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn Shuffle> {
+        Box::new(LiftedShuffle::<K, C> {
+            step: ctx.name.clone(),
+            combine: self.combine.clone(),
+            partials: Vec::new(),
+        })
+    }
+}
+
+impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
+    fn route(&mut self, input: Batch, _peers: usize, _out: &mut Vec<Batch>) -> Result<()> {
+        let input = input.into_elements::<(K, C::Input)>();
+        let mut current = 0;
+        let (combine, partials) = (&self.combine, &mut self.partials);
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut slot = 0;
+            for i in 0..input.len() {
+                current = i;
+                let w = input.window(i);
+                if partials.get(slot).is_none_or(|(pw, _)| *pw != w) {
+                    slot = match partials.iter().position(|(pw, _)| *pw == w) {
+                        Some(s) => s,
+                        None => {
+                            partials.push((w, FastMap::default()));
+                            partials.len() - 1
+                        }
+                    };
+                }
+                let map = &mut partials[slot].1;
+                let (k, v) = input.value(i);
+                match map.get_mut(k) {
+                    Some(acc) => combine.add_input(acc, v),
+                    None => {
+                        let mut acc = combine.create_accumulator();
+                        combine.add_input(&mut acc, v);
+                        map.insert(k.clone(), acc);
+                    }
+                }
+            }
+        }))
+        .map_err(|p| {
+            Error::from_panic(
+                &self.step,
+                p,
+                Some(truncated_debug(input.value(current), 200)),
+            )
+        })
+    }
+
+    fn flush(&mut self, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
+        let mut parts: Vec<Elements<(K, C::Accum)>> = (0..peers).map(|_| Elements::new()).collect();
+        for (w, map) in self.partials.drain(..) {
+            let ts = w.max_timestamp();
+            for (k, acc) in map {
+                let target = if peers == 1 {
+                    0
+                } else {
+                    KeyGroup::of(&k).worker(peers)
+                };
+                parts[target].push((k, acc), ts, w, PaneInfo::NO_FIRING);
+            }
+        }
+        out.extend(
+            parts
+                .into_iter()
+                .enumerate()
+                .filter(|(_, p)| !p.is_empty())
+                .map(|(w, p)| Batch::new(p).with_target(w)),
+        );
+        Ok(())
+    }
+}
+
+/// The graph's face of a grouping step.
+struct GroupStep<G: Grouping> {
+    grouping: Arc<G>,
+    shuffle: Box<dyn ShuffleFn>,
+    /// For `combine_globally`: the one key, whose owner emits the default.
+    default_key: Option<G::K>,
+}
+
+impl<G: Grouping> GroupFn for GroupStep<G> {
+    fn shuffle(&self) -> &dyn ShuffleFn {
+        self.shuffle.as_ref()
+    }
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn GroupState> {
+        let owns_default = self
+            .default_key
+            .as_ref()
+            .filter(|k| KeyGroup::of(*k).worker(ctx.worker.peers) == ctx.worker.index)
+            .cloned();
+        Box::new(KeyedState {
+            step: ctx.name.clone(),
+            grouping: self.grouping.clone(),
+            windows: BTreeMap::new(),
+            owns_default,
+            saw_global: false,
+        })
+    }
+}
+
+/// One worker's state: accumulators per window (ordered by when they fire) and key.
+struct KeyedState<G: Grouping> {
+    step: Arc<str>,
+    grouping: Arc<G>,
+    windows: BTreeMap<(EventTime, Window), FastMap<G::K, G::Acc>>,
+    owns_default: Option<G::K>,
+    saw_global: bool,
+}
+
+impl<G: Grouping> GroupState for KeyedState<G> {
+    fn insert(&mut self, input: Batch) -> Result<()> {
+        let input = input.into_elements::<(G::K, G::Shuffled)>();
+        let (g, windows) = (&self.grouping, &mut self.windows);
+        let saw_global = &mut self.saw_global;
+        catch_unwind(AssertUnwindSafe(|| {
+            // Most batches are in one window: look its state up once.
+            if let Some(w) = input.uniform_window() {
+                *saw_global |= w == Window::Global;
+                let map = windows.entry((w.max_timestamp(), w)).or_default();
+                for (k, x) in input.into_values() {
+                    g.fold(map.entry(k).or_insert_with(|| g.create()), x);
+                }
+            } else {
+                for wv in input.into_iter_windowed() {
+                    let w = wv.window;
+                    *saw_global |= w == Window::Global;
+                    let map = windows.entry((w.max_timestamp(), w)).or_default();
+                    let (k, x) = wv.value;
+                    g.fold(map.entry(k).or_insert_with(|| g.create()), x);
+                }
+            }
+        }))
+        .map_err(|p| Error::from_panic(&self.step, p, None))
+    }
+
+    fn earliest_pending(&self) -> Option<EventTime> {
+        let first = self.windows.keys().next().map(|(t, _)| *t);
+        match (&self.owns_default, self.saw_global) {
+            (Some(_), false) => Some(first.map_or(EventTime::END_OF_GLOBAL_WINDOW, |t| {
+                t.min(EventTime::END_OF_GLOBAL_WINDOW)
+            })),
+            _ => first,
+        }
+    }
+
+    fn fire(&mut self, watermark: Watermark, out: &mut Vec<(EventTime, Batch)>) -> Result<()> {
+        let g = &self.grouping;
+        let step = &self.step;
+        while let Some(entry) = self.windows.first_entry() {
+            let (end, window) = *entry.key();
+            if !watermark.is_past(end) {
+                break;
+            }
+            let accs = entry.remove();
+            let mut batch = Elements::with_capacity(accs.len().min(OUTPUT_BATCH));
+            for (k, acc) in accs {
+                let v = catch_unwind(AssertUnwindSafe(|| g.extract(acc)))
+                    .map_err(|p| Error::from_panic(step, p, Some(truncated_debug(&k, 200))))?;
+                batch.push((k, v), end, window, PaneInfo::ON_TIME_AND_ONLY_FIRING);
+                if batch.len() == OUTPUT_BATCH {
+                    out.push((end, Batch::new(std::mem::take(&mut batch))));
+                }
+            }
+            if !batch.is_empty() {
+                out.push((end, Batch::new(batch)));
+            }
+        }
+        if watermark.is_past(EventTime::END_OF_GLOBAL_WINDOW) && !self.saw_global {
+            if let Some(k) = self.owns_default.take() {
+                if g.default_on_empty() {
+                    let v = catch_unwind(AssertUnwindSafe(|| g.extract(g.create())))
+                        .map_err(|p| Error::from_panic(step, p, None))?;
+                    let mut batch = Elements::new();
+                    let end = EventTime::END_OF_GLOBAL_WINDOW;
+                    batch.push(
+                        (k, v),
+                        end,
+                        Window::Global,
+                        PaneInfo::ON_TIME_AND_ONLY_FIRING,
+                    );
+                    out.push((end, Batch::new(batch)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn add_group<G: Grouping, I: Data>(
+    input: &PCollection<I>,
+    transform: &str,
+    step: GroupStep<G>,
+) -> PCollection<(G::K, G::Out)> {
+    let p = input.pipeline();
+    let info = input.derived_info::<(G::K, G::Out)>();
+    let node = p.add_step(
+        transform,
+        NodeKind::Group(Arc::new(step)),
+        vec![input.port()],
+        vec![info],
+    );
+    PCollection::from_port(p, PortRef { node, port: 0 })
+}
+
+impl<K: Key, V: Data> PCollection<(K, V)> {
+    /// Groups the values of each key, per window (Beam's `GroupByKey`).
+    ///
+    /// # Watermarks
+    /// A window's groups are emitted once the watermark passes the window's end, with the
+    /// window's end as their timestamp; batch input fires every window once, at the end.
+    ///
+    /// ```
+    /// let mut out = riffle_timely::testing::run_bounded(|p| {
+    ///     p.create(vec![("a", 1), ("b", 2), ("a", 3)]).group_by_key()
+    /// });
+    /// out.iter_mut().for_each(|(_, vs)| vs.sort());
+    /// out.sort();
+    /// assert_eq!(out, [("a", vec![1, 3]), ("b", vec![2])]);
+    /// ```
+    pub fn group_by_key(&self) -> PCollection<(K, Vec<V>)> {
+        let step = GroupStep {
+            grouping: Arc::new(ListGrouping::<K, V>(PhantomData)),
+            shuffle: Box::new(KeyShuffle::<K, V>(PhantomData)),
+            default_key: None,
+        };
+        add_group(self, "GroupByKey", step)
+    }
+
+    /// Combines the values of each key, per window, with a [`CombineFn`]; inputs are
+    /// pre-combined on each worker before the shuffle.
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let mut out = riffle_timely::testing::run_bounded(|p| {
+    ///     p.create(vec![("a", 1), ("b", 2), ("a", 3)]).combine_per_key(Sum::new())
+    /// });
+    /// out.sort();
+    /// assert_eq!(out, [("a", 4), ("b", 2)]);
+    /// ```
+    pub fn combine_per_key<C: CombineFn<Input = V>>(
+        &self,
+        combine: C,
+    ) -> PCollection<(K, C::Output)> {
+        self.combine_per_key_as("CombinePerKey", combine)
+    }
+
+    fn combine_per_key_as<C: CombineFn<Input = V>>(
+        &self,
+        transform: &str,
+        combine: C,
+    ) -> PCollection<(K, C::Output)> {
+        let combine = Arc::new(combine);
+        let step = GroupStep {
+            grouping: Arc::new(MergeGrouping {
+                combine: combine.clone(),
+                default_on_empty: false,
+                _k: PhantomData,
+            }),
+            shuffle: Box::new(LiftedShuffleFn::<K, C> {
+                combine,
+                _k: PhantomData,
+            }),
+            default_key: None,
+        };
+        add_group(self, transform, step)
+    }
+}
+
+impl<T: Data> PCollection<T> {
+    /// Combines all elements of each window into one value (Beam's `Combine.globally`).
+    /// In the global window, an empty input still gives the combiner's empty result
+    /// (0 for a sum) where [`CombineFn::has_default`] says so.
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let out = riffle_timely::testing::run_bounded(|p| p.create(vec![3, 4, 5]).combine_globally(Sum::new()));
+    /// assert_eq!(out, [12]);
+    /// let empty = riffle_timely::testing::run_bounded(|p| p.create(Vec::<i64>::new()).combine_globally(Sum::new()));
+    /// assert_eq!(empty, [0]);
+    /// ```
+    pub fn combine_globally<C: CombineFn<Input = T>>(&self, combine: C) -> PCollection<C::Output> {
+        let default_on_empty = combine.has_default() && self.info().windowing.is_global;
+        let keyed = crate::transforms::map::closure_step(self, "KeyForCombine", |x: &T, ctx| {
+            ctx.output(((), x.clone()))
+        });
+        let combine = Arc::new(combine);
+        let step = GroupStep {
+            grouping: Arc::new(MergeGrouping {
+                combine: combine.clone(),
+                default_on_empty,
+                _k: PhantomData,
+            }),
+            shuffle: Box::new(LiftedShuffleFn::<(), C> {
+                combine,
+                _k: PhantomData,
+            }),
+            default_key: Some(()),
+        };
+        add_group(&keyed, "CombineGlobally", step).values()
+    }
+}
+
+impl<T: Key> PCollection<T> {
+    /// How often each distinct element occurs (Beam's `Count.perElement`).
+    ///
+    /// ```
+    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec!["a", "b", "a"]).count_per_element());
+    /// out.sort();
+    /// assert_eq!(out, [("a", 2), ("b", 1)]);
+    /// ```
+    pub fn count_per_element(&self) -> PCollection<(T, u64)> {
+        crate::transforms::map::closure_step(self, "PairWithUnit", |x: &T, ctx| {
+            ctx.output((x.clone(), ()))
+        })
+        .combine_per_key_as("CountPerElement", Count::new())
+    }
+
+    /// Each distinct element once per window (Beam's `Distinct`).
+    ///
+    /// ```
+    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec![3, 1, 3, 3, 1]).distinct());
+    /// out.sort();
+    /// assert_eq!(out, [1, 3]);
+    /// ```
+    pub fn distinct(&self) -> PCollection<T> {
+        crate::transforms::map::closure_step(self, "PairWithUnit", |x: &T, ctx| {
+            ctx.output((x.clone(), ()))
+        })
+        .combine_per_key_as("Distinct", Count::new())
+        .keys()
+    }
+}

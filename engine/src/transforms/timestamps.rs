@@ -1,0 +1,91 @@
+//! Assigning event timestamps and windows.
+
+use std::sync::Arc;
+
+use crate::element::Data;
+use crate::graph::{OutputInfo, Windowing};
+use crate::pipeline::PCollection;
+use crate::time::EventTime;
+use crate::transforms::map::closure_step;
+use crate::transforms::par_do::{DoFn, ProcessContext, add_dofn};
+use crate::window::{Window, WindowFn};
+
+impl<T: Data> PCollection<T> {
+    /// Sets each element's event timestamp to `f(element)` (Beam's `WithTimestamps`).
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
+    ///     p.create(vec![1_000i64, 2_000]).with_timestamps(|ms| EventTime::from_millis(*ms))
+    /// });
+    /// assert!(out.iter().all(|wv| wv.timestamp.millis() == wv.value));
+    /// ```
+    pub fn with_timestamps(
+        &self,
+        f: impl Fn(&T) -> EventTime + Send + Sync + 'static,
+    ) -> PCollection<T> {
+        closure_step(self, "WithTimestamps", move |x: &T, ctx| {
+            ctx.output_with_timestamp(x.clone(), f(x))
+        })
+    }
+
+    /// Assigns each element to windows by its timestamp (Beam's `Window.into`); the
+    /// groupings downstream then group per key *and window*.
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let mut out = riffle_timely::testing::run_bounded(|p| {
+    ///     p.create(vec![("k", 1_000i64), ("k", 1_500), ("k", 2_500)])
+    ///         .with_timestamps(|(_, ms)| EventTime::from_millis(*ms))
+    ///         .window_into(FixedWindows::of_millis(1_000))
+    ///         .map_values(|_| 1u64)
+    ///         .combine_per_key(Count::new())
+    /// });
+    /// out.sort();
+    /// assert_eq!(out, [("k", 1), ("k", 2)]);
+    /// ```
+    pub fn window_into(&self, window_fn: impl WindowFn) -> PCollection<T> {
+        let info = OutputInfo {
+            windowing: Windowing {
+                window_fn: window_fn.describe(),
+                is_global: window_fn.is_global(),
+                default_trigger: true,
+            },
+            ..self.derived_info::<T>()
+        };
+        let step = AssignWindows {
+            window_fn: Arc::new(window_fn),
+            scratch: Vec::new(),
+            _t: std::marker::PhantomData,
+        };
+        add_dofn(self, "WindowInto", step, Vec::new(), info).0
+    }
+}
+
+struct AssignWindows<T, W> {
+    window_fn: Arc<W>,
+    scratch: Vec<Window>,
+    _t: std::marker::PhantomData<fn(&T)>,
+}
+
+impl<T, W> Clone for AssignWindows<T, W> {
+    fn clone(&self) -> Self {
+        AssignWindows {
+            window_fn: self.window_fn.clone(),
+            scratch: Vec::new(),
+            _t: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Data, W: WindowFn> DoFn for AssignWindows<T, W> {
+    type In = T;
+    type Out = T;
+    fn process(&mut self, element: &T, ctx: &mut ProcessContext<'_, T>) {
+        self.scratch.clear();
+        self.window_fn.assign(ctx.timestamp(), &mut self.scratch);
+        for w in &self.scratch {
+            ctx.output_in_window(element.clone(), *w);
+        }
+    }
+}

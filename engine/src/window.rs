@@ -1,0 +1,148 @@
+//! Windows: the finite slices of event time that grouping operates within.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::EventTime;
+
+/// A window an element belongs to.
+///
+/// Grouping and combining happen per key *and window*; a window's result is emitted once
+/// the watermark passes [`Window::max_timestamp`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub enum Window {
+    /// The single window spanning all of time; the default.
+    Global,
+    /// The half-open interval `[start, end)` of event time.
+    Interval {
+        /// The first instant in the window.
+        start: EventTime,
+        /// The first instant after the window.
+        end: EventTime,
+    },
+}
+
+impl Window {
+    /// The latest timestamp an element of this window can have; a window's on-time pane
+    /// fires once the watermark passes it.
+    pub fn max_timestamp(&self) -> EventTime {
+        match self {
+            Window::Global => EventTime::END_OF_GLOBAL_WINDOW,
+            Window::Interval { end, .. } => end.plus_millis(-1),
+        }
+    }
+}
+
+/// Assigns elements to windows by their timestamps (Beam's `WindowFn`).
+///
+/// Merging window functions (sessions) arrive with the windowing issue; this trait is the
+/// non-merging part, and is all that [`crate::PCollection::window_into`] needs.
+pub trait WindowFn: Send + Sync + 'static {
+    /// The windows an element with timestamp `t` belongs to, pushed into `into`.
+    fn assign(&self, t: EventTime, into: &mut Vec<Window>);
+    /// A short human description for `explain`.
+    fn describe(&self) -> String;
+    /// Whether this is the global window function (validation treats it specially).
+    fn is_global(&self) -> bool {
+        false
+    }
+}
+
+/// Every element in the one global window.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GlobalWindows;
+
+impl WindowFn for GlobalWindows {
+    fn assign(&self, _t: EventTime, into: &mut Vec<Window>) {
+        into.push(Window::Global);
+    }
+    fn describe(&self) -> String {
+        "GlobalWindows".into()
+    }
+    fn is_global(&self) -> bool {
+        true
+    }
+}
+
+/// Tumbling windows of a fixed size, aligned to the epoch plus an offset.
+#[derive(Clone, Copy, Debug)]
+pub struct FixedWindows {
+    size_ms: i64,
+    offset_ms: i64,
+}
+
+impl FixedWindows {
+    /// Windows `[k*size, (k+1)*size)` for every integer `k`.
+    ///
+    /// # Panics
+    /// If `size_ms` is not positive.
+    pub fn of_millis(size_ms: i64) -> Self {
+        assert!(
+            size_ms > 0,
+            "FixedWindows size must be positive, got {size_ms}"
+        );
+        FixedWindows {
+            size_ms,
+            offset_ms: 0,
+        }
+    }
+
+    /// Shifts every window boundary by `offset_ms` (taken modulo the size).
+    pub fn with_offset_millis(mut self, offset_ms: i64) -> Self {
+        self.offset_ms = offset_ms.rem_euclid(self.size_ms);
+        self
+    }
+}
+
+impl WindowFn for FixedWindows {
+    fn assign(&self, t: EventTime, into: &mut Vec<Window>) {
+        let ms = t.millis();
+        let start = ms - (ms - self.offset_ms).rem_euclid(self.size_ms);
+        into.push(Window::Interval {
+            start: EventTime::from_millis(start),
+            end: EventTime::from_millis(start.saturating_add(self.size_ms)),
+        });
+    }
+    fn describe(&self) -> String {
+        format!(
+            "FixedWindows({}ms, offset {}ms)",
+            self.size_ms, self.offset_ms
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assign(w: &impl WindowFn, t: i64) -> Window {
+        let mut v = Vec::new();
+        w.assign(EventTime::from_millis(t), &mut v);
+        assert_eq!(v.len(), 1);
+        v[0]
+    }
+
+    fn interval(start: i64, end: i64) -> Window {
+        Window::Interval {
+            start: EventTime::from_millis(start),
+            end: EventTime::from_millis(end),
+        }
+    }
+
+    #[test]
+    fn fixed_windows_align_to_size_and_offset() {
+        let w = FixedWindows::of_millis(10);
+        assert_eq!(assign(&w, 0), interval(0, 10));
+        assert_eq!(assign(&w, 9), interval(0, 10));
+        assert_eq!(assign(&w, 10), interval(10, 20));
+        assert_eq!(assign(&w, -1), interval(-10, 0));
+        let w = w.with_offset_millis(3);
+        assert_eq!(assign(&w, 2), interval(-7, 3));
+        assert_eq!(assign(&w, 3), interval(3, 13));
+    }
+
+    #[test]
+    fn max_timestamp_is_last_instant_inside() {
+        assert_eq!(interval(0, 10).max_timestamp(), EventTime::from_millis(9));
+        assert!(Window::Global.max_timestamp() < EventTime::MAX);
+    }
+}

@@ -1,0 +1,349 @@
+//! Processes: hostfiles, the local launcher, and failing fast when a peer is lost.
+//!
+//! Timely forms a cluster by having each process connect to every lower-numbered one
+//! and retrying forever, and reports a lost peer by panicking in its network thread.
+//! Riffle adds the two things a user needs on top: a deadline on forming the cluster
+//! (with a message naming who did not answer), and an exit naming the lost process as
+//! soon as a connection drops, instead of workers waiting on a peer that is gone.
+
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use riffle_engine::{Error, Result};
+
+use crate::job::JobState;
+use crate::options::RunOptions;
+
+/// Set in a process started by a local launcher: its index.
+pub const ENV_PROCESS: &str = "RIFFLE_PROCESS_INDEX";
+/// Set in a process started by a local launcher: the hostfile it wrote.
+pub const ENV_HOSTFILE: &str = "RIFFLE_HOSTFILE";
+
+/// Exit status of a process that lost a peer.
+pub const EXIT_LOST_PEER: i32 = 3;
+/// Exit status of a process whose cluster did not form in time.
+pub const EXIT_NO_CLUSTER: i32 = 4;
+
+/// How long a launcher lets the other processes stop by themselves after one failed.
+const STRAGGLER_GRACE: Duration = Duration::from_secs(15);
+
+/// What this process is in the job.
+#[derive(Debug)]
+pub enum Role {
+    /// The whole job, in this process.
+    Single,
+    /// Starts the processes of a local cluster and waits for them.
+    Launcher,
+    /// One process of a cluster.
+    Member {
+        /// Its index.
+        process: usize,
+        /// Every process's address.
+        addresses: Vec<String>,
+        /// Whether a local launcher started it (then it exits when its job ends).
+        launched: bool,
+    },
+}
+
+/// Works out the role from the options and the launcher's environment variables.
+///
+/// # Errors
+/// Inconsistent options, or a bad hostfile, named.
+pub fn role(opts: &RunOptions) -> Result<Role> {
+    if opts.workers == 0 {
+        return Err(Error::Config("--workers must be at least 1".into()));
+    }
+    if opts.processes == 0 {
+        return Err(Error::Config("--processes must be at least 1".into()));
+    }
+    if let Ok(index) = std::env::var(ENV_PROCESS) {
+        let process = index.parse().map_err(|_| {
+            Error::Config(format!("{ENV_PROCESS}={index:?} is not a process index"))
+        })?;
+        let file = std::env::var(ENV_HOSTFILE).map_err(|_| {
+            Error::Config(format!("{ENV_PROCESS} is set but {ENV_HOSTFILE} is not"))
+        })?;
+        let addresses = read_hostfile(Path::new(&file), opts.processes)?;
+        return Ok(Role::Member {
+            process,
+            addresses,
+            launched: true,
+        });
+    }
+    match (opts.process, &opts.hostfile) {
+        (Some(process), Some(file)) => {
+            if process >= opts.processes {
+                return Err(Error::Config(format!(
+                    "--process {process} is out of range for --processes {}: use 0 to {}",
+                    opts.processes,
+                    opts.processes - 1
+                )));
+            }
+            let addresses = read_hostfile(file, opts.processes)?;
+            Ok(Role::Member {
+                process,
+                addresses,
+                launched: false,
+            })
+        }
+        (Some(_), None) => Err(Error::Config("--process needs --hostfile".into())),
+        (None, _) if opts.processes > 1 => Ok(Role::Launcher),
+        (None, _) => Ok(Role::Single),
+    }
+}
+
+/// Reads and checks a hostfile: one `host:port` per line, `processes` of them.
+///
+/// # Errors
+/// A missing file, a malformed line or the wrong number of lines, naming the file and line.
+pub fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("cannot read hostfile {}: {e}", path.display())))?;
+    let mut addresses = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let ok = line
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(Error::Config(format!(
+                "hostfile {} line {}: {line:?} is not host:port (for example 127.0.0.1:2101)",
+                path.display(),
+                i + 1
+            )));
+        }
+        addresses.push(line.to_string());
+    }
+    if addresses.len() != processes {
+        return Err(Error::Config(format!(
+            "hostfile {} names {} processes but --processes is {processes}; give one host:port line per process",
+            path.display(),
+            addresses.len()
+        )));
+    }
+    Ok(addresses)
+}
+
+fn resolve(address: &str) -> Option<SocketAddr> {
+    address.to_socket_addrs().ok()?.next()
+}
+
+/// Checks that this process can listen on its own address, so a port in use is a clear
+/// error now rather than a timely panic later.
+///
+/// # Errors
+/// The address does not resolve or is taken.
+pub fn check_own_address(addresses: &[String], process: usize) -> Result<()> {
+    let address = &addresses[process];
+    let sock = resolve(address).ok_or_else(|| {
+        Error::Config(format!(
+            "process {process}'s address {address:?} does not resolve"
+        ))
+    })?;
+    TcpListener::bind(sock).map(drop).map_err(|e| {
+        Error::Config(format!(
+            "process {process} cannot listen on {address}: {e}; is another job or program using that port? \
+             Pick a free one in the hostfile"
+        ))
+    })
+}
+
+/// Turns a panic in one of timely's network threads (a peer's connection dropped) into
+/// an immediate exit naming the lost process, instead of workers waiting for it.
+pub fn exit_when_a_peer_is_lost(addresses: Vec<String>) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or_default();
+        let peer = name
+            .strip_prefix("timely:recv-")
+            .or_else(|| name.strip_prefix("timely:send-"));
+        if let Some(peer) = peer {
+            let address = peer
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| addresses.get(i))
+                .map_or("?", |a| a.as_str());
+            let cause = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            eprintln!(
+                "riffle: lost process {peer} ({address}): {cause}. It exited or crashed; stopping this process too. \
+                 Look at process {peer}'s output for the cause, then restart the job."
+            );
+            std::process::exit(EXIT_LOST_PEER);
+        }
+        previous(info);
+    }));
+}
+
+/// Exits with a message naming the processes that did not answer if the cluster has not
+/// formed within `timeout`.
+pub fn connect_deadline(
+    job: Arc<JobState>,
+    addresses: Vec<String>,
+    process: usize,
+    timeout: Duration,
+) {
+    std::thread::Builder::new()
+        .name("riffle:connect-deadline".into())
+        .spawn(move || {
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if job.has_started() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let silent: Vec<String> = addresses
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != process)
+                .filter(|(_, a)| resolve(a).is_none_or(|s| TcpStream::connect_timeout(&s, Duration::from_secs(1)).is_err()))
+                .map(|(i, a)| format!("process {i} at {a}"))
+                .collect();
+            let who = if silent.is_empty() { "every peer answers, but the handshake did not finish".to_string() } else { format!("no answer from {}", silent.join(", ")) };
+            eprintln!(
+                "riffle: process {process}: the cluster did not form within {}s ({who}). Check that every process \
+                 was started with the same --processes and hostfile, and that the hosts can reach each other.",
+                timeout.as_secs()
+            );
+            std::process::exit(EXIT_NO_CLUSTER);
+        })
+        .expect("spawn the connect-deadline thread");
+}
+
+/// Picks `n` free loopback ports (by binding port 0), for a local cluster.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::Cluster(format!("cannot find free loopback ports: {e}")))?;
+    listeners
+        .iter()
+        .map(|l| {
+            Ok(l.local_addr()
+                .map_err(|e| Error::Cluster(e.to_string()))?
+                .port())
+        })
+        .collect()
+}
+
+/// Starts `opts.processes` copies of this program on loopback and waits for them all.
+///
+/// # Errors
+/// Any process exiting unsuccessfully, naming it and its status.
+pub fn launch_local(opts: &RunOptions) -> Result<()> {
+    let n = opts.processes;
+    let ports = free_ports(n)?;
+    let dir = std::env::temp_dir().join(format!("riffle-{}-{}", std::process::id(), ports[0]));
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Error::io(
+            "local cluster",
+            format!("cannot create {}", dir.display()),
+            e,
+        )
+    })?;
+    let hostfile: PathBuf = dir.join("hosts.txt");
+    let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(&hostfile, text).map_err(|e| {
+        Error::io(
+            "local cluster",
+            format!("cannot write {}", hostfile.display()),
+            e,
+        )
+    })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("local cluster", "cannot find this program", e))?;
+    let args: Vec<String> = opts
+        .child_args
+        .clone()
+        .unwrap_or_else(|| std::env::args().skip(1).collect());
+    tracing::info!(
+        processes = n,
+        workers = opts.workers,
+        "starting a local cluster on loopback"
+    );
+    let mut children: Vec<Child> = Vec::new();
+    for i in 0..n {
+        let child = Command::new(&exe)
+            .args(&args)
+            .env(ENV_PROCESS, i.to_string())
+            .env(ENV_HOSTFILE, &hostfile)
+            .spawn()
+            .map_err(|e| {
+                Error::io(
+                    "local cluster",
+                    format!("cannot start process {i} ({})", exe.display()),
+                    e,
+                )
+            });
+        match child {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                children.iter_mut().for_each(|c| drop(c.kill()));
+                return Err(e);
+            }
+        }
+    }
+    let result = supervise(&mut children);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn supervise(children: &mut [Child]) -> Result<()> {
+    let mut status: Vec<Option<ExitStatus>> = vec![None; children.len()];
+    let mut first_failure: Option<Instant> = None;
+    loop {
+        for (i, c) in children.iter_mut().enumerate() {
+            if status[i].is_none() {
+                if let Ok(Some(s)) = c.try_wait() {
+                    if !s.success() && first_failure.is_none() {
+                        first_failure = Some(Instant::now());
+                    }
+                    status[i] = Some(s);
+                }
+            }
+        }
+        if status.iter().all(Option::is_some) {
+            break;
+        }
+        if first_failure.is_some_and(|t| t.elapsed() > STRAGGLER_GRACE) {
+            for (i, c) in children.iter_mut().enumerate() {
+                if status[i].is_none() {
+                    eprintln!("riffle: process {i} did not stop after another failed; killing it");
+                    let _ = c.kill();
+                    status[i] = c.wait().ok();
+                }
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failed: Vec<String> = status
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_some_and(|s| s.success()))
+        .map(|(i, s)| match s {
+            Some(s) => format!("process {i} {s}"),
+            None => format!("process {i} (status unknown)"),
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Cluster(format!(
+            "the job failed: {}",
+            failed.join("; ")
+        )))
+    }
+}

@@ -1,0 +1,208 @@
+//! Runs a Riffle pipeline on timely dataflow: worker threads, worker processes, one host
+//! or many.
+//!
+//! ```text
+//!  Pipeline ──validate──> Graph ──lower (per worker)──> timely dataflow
+//!                                                        │  source ─> pardo ─> route ─exchange─> group ─> sink
+//!                                                        v
+//!                                   workers: threads x processes, exchange over TCP
+//! ```
+//!
+//! Every edge carries `Vec<Batch>` at timely time `Product<epoch, event time>`
+//! ([`time`]); the frontier's event-time coordinate is the watermark. A pipeline binary
+//! parses [`RunOptions`] and calls [`run`]:
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use riffle_engine::prelude::*;
+//!
+//! let cli = riffle_timely::Cli::parse();
+//! let p = Pipeline::new();
+//! let counts = p.create(vec!["a", "b", "a"]).count_per_element();
+//! riffle_connectors::stdout::print_lines(&counts, |(w, n)| format!("{w}\t{n}"));
+//! riffle_timely::run(&p, &cli.run).unwrap();
+//! ```
+
+pub mod cluster;
+pub mod job;
+pub mod lower;
+pub mod operators;
+pub mod options;
+pub mod testing;
+pub mod time;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use riffle_engine::error::panic_message;
+use riffle_engine::runtime::WorkerInfo;
+use riffle_engine::{Error, Graph, Pipeline, Result};
+use timely::CommunicationConfig;
+use timely::WorkerConfig;
+
+pub use options::{Cli, RunOptions};
+
+use crate::cluster::Role;
+use crate::job::JobState;
+use crate::operators::Env;
+
+/// How long an idle worker sleeps at most before looking at the job's state again; the
+/// bound on how late a worker notices that another one failed.
+const PARK: Duration = Duration::from_millis(50);
+
+/// Validates and runs `pipeline` as `opts` say: on threads, as a local cluster of
+/// processes, or as one member of a cluster.
+///
+/// With `--processes N` (N > 1) and no `--process`, this process starts N copies of the
+/// program on loopback and returns when they have all finished; the copies run the job
+/// and exit, so code after `run` runs once, in the launching process.
+///
+/// # Errors
+/// An invalid pipeline (naming the step), bad options, a source or sink that cannot be
+/// opened, a panic in user code (naming the step and the element), or a failed process.
+pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
+    init_logging();
+    let graph = pipeline.graph();
+    graph.validate()?;
+    if opts.explain || opts.explain_dot {
+        print!(
+            "{}",
+            if opts.explain_dot {
+                graph.to_dot()
+            } else {
+                graph.explain()
+            }
+        );
+        return Ok(());
+    }
+    match cluster::role(opts)? {
+        Role::Launcher => cluster::launch_local(opts),
+        Role::Single => {
+            graph.check_io()?;
+            let comm = if opts.workers == 1 {
+                CommunicationConfig::Thread
+            } else {
+                CommunicationConfig::Process(opts.workers)
+            };
+            execute(graph, comm, None)
+        }
+        Role::Member {
+            process,
+            addresses,
+            launched,
+        } => {
+            let result = run_member(graph, opts, process, addresses);
+            if launched {
+                // A launched process is only a job executor: its launcher reports.
+                if let Err(e) = &result {
+                    eprintln!("riffle: process {process}: {e}");
+                }
+                std::process::exit(if result.is_ok() { 0 } else { 1 });
+            }
+            result
+        }
+    }
+}
+
+fn run_member(
+    graph: Graph,
+    opts: &RunOptions,
+    process: usize,
+    addresses: Vec<String>,
+) -> Result<()> {
+    graph.check_io()?;
+    cluster::check_own_address(&addresses, process)?;
+    cluster::exit_when_a_peer_is_lost(addresses.clone());
+    let comm = CommunicationConfig::Cluster {
+        threads: opts.workers,
+        process,
+        addresses: addresses.clone(),
+        report: false,
+        zerocopy: false,
+    };
+    let deadline = Duration::from_secs(opts.connect_timeout);
+    execute(graph, comm, Some((addresses, process, deadline)))
+}
+
+/// Runs the lowered graph on this process's workers until it completes or fails.
+fn execute(
+    graph: Graph,
+    comm: CommunicationConfig,
+    cluster: Option<(Vec<String>, usize, Duration)>,
+) -> Result<()> {
+    let graph = Arc::new(graph);
+    let job = Arc::new(JobState::default());
+    if let Some((addresses, process, deadline)) = &cluster {
+        cluster::connect_deadline(job.clone(), addresses.clone(), *process, *deadline);
+    }
+    let started = Instant::now();
+    let worker_job = job.clone();
+    let config = timely::Config {
+        communication: comm,
+        worker: WorkerConfig::default(),
+    };
+    let guards = timely::execute(config, move |worker| {
+        let job = worker_job.clone();
+        job.mark_started();
+        let env = Env {
+            worker: WorkerInfo {
+                index: worker.index(),
+                peers: worker.peers(),
+            },
+            job: job.clone(),
+        };
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            lower::build(worker, &graph, &env);
+            while worker.has_dataflows() {
+                if job.has_failed() {
+                    for id in worker.installed_dataflows() {
+                        worker.drop_dataflow(id);
+                    }
+                    break;
+                }
+                worker.step_or_park(Some(PARK));
+            }
+        }));
+        if let Err(p) = ran {
+            job.fail(Error::Internal(format!(
+                "worker {} panicked: {}",
+                env.worker.index,
+                panic_message(&p)
+            )));
+        }
+    })
+    .map_err(|e| Error::Cluster(format!("could not start the workers: {e}")))?;
+
+    if cluster.is_none() {
+        // Every worker is in this process and stops on its own when one fails.
+        drop(guards.join());
+    } else {
+        // Peers may still be sending to us; a failed member must not wait for them.
+        let joined = job.clone();
+        std::thread::spawn(move || {
+            drop(guards.join());
+            joined.mark_finished();
+        });
+        job.wait();
+    }
+    if let Some(e) = job.take_error() {
+        return Err(e);
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "job finished"
+    );
+    Ok(())
+}
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default: Riffle's warnings
+/// and errors). Safe to call more than once.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

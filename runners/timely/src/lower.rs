@@ -1,0 +1,84 @@
+//! Lowering: one timely dataflow per worker from a pipeline graph.
+
+use std::collections::HashMap;
+
+use riffle_engine::{Graph, NodeKind, PortRef};
+use timely::worker::Worker;
+
+use crate::operators::{BatchStream, Env, flatten, group, par_do, shuffle, sink, source};
+use crate::time::Time;
+
+/// The streams built so far, and how many steps still read each: the last reader takes
+/// the stream itself, the others a clone (timely copies the data for each).
+struct Edges<'scope> {
+    streams: HashMap<PortRef, BatchStream<'scope>>,
+    readers: HashMap<PortRef, usize>,
+}
+
+impl<'scope> Edges<'scope> {
+    fn take(&mut self, p: &PortRef) -> BatchStream<'scope> {
+        let left = self.readers.get_mut(p).expect("a counted reader");
+        *left -= 1;
+        if *left == 0 {
+            self.streams.remove(p).expect("an input stream")
+        } else {
+            self.streams[p].clone()
+        }
+    }
+
+    fn put(&mut self, p: PortRef, stream: BatchStream<'scope>) {
+        if self.readers.contains_key(&p) {
+            self.streams.insert(p, stream);
+        }
+    }
+}
+
+/// Builds `graph` as a dataflow on `worker`. Steps are lowered in the graph's
+/// (topological) order, each reading the streams its inputs produced.
+pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
+    worker.dataflow::<Time, _, _>(|scope| {
+        let mut edges = Edges {
+            streams: HashMap::new(),
+            readers: HashMap::new(),
+        };
+        for node in graph.nodes() {
+            for p in &node.inputs {
+                *edges.readers.entry(*p).or_default() += 1;
+            }
+        }
+        for node in graph.nodes() {
+            let name = node.name.as_str();
+            let outs: Vec<BatchStream<'_>> = match &node.kind {
+                NodeKind::Source(s) => vec![source::source(scope, name, s, env)],
+                NodeKind::ParDo(f) => par_do::par_do(edges.take(&node.inputs[0]), name, f, env),
+                NodeKind::Exchange(s) => {
+                    let input = edges.take(&node.inputs[0]);
+                    vec![shuffle::shuffle(
+                        input,
+                        name,
+                        s.instantiate(&env.step(name)),
+                        env,
+                    )]
+                }
+                NodeKind::Group(g) => vec![group::group(edges.take(&node.inputs[0]), name, g, env)],
+                NodeKind::Flatten => {
+                    let inputs = node.inputs.iter().map(|p| edges.take(p)).collect();
+                    vec![flatten::flatten(scope, inputs)]
+                }
+                NodeKind::Sink(s) => {
+                    sink::sink(edges.take(&node.inputs[0]), name, s, env);
+                    vec![]
+                }
+            };
+            for (port, stream) in outs.into_iter().enumerate() {
+                edges.put(
+                    PortRef {
+                        node: node.id,
+                        port,
+                    },
+                    stream,
+                );
+            }
+        }
+    });
+}

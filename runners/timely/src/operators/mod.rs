@@ -1,0 +1,39 @@
+//! Riffle's timely operators, one per file: each lowers one kind of graph step.
+
+use std::sync::Arc;
+
+use riffle_engine::Batch;
+use riffle_engine::runtime::{StepContext, WorkerInfo};
+use timely::dataflow::Stream;
+
+use crate::job::JobState;
+use crate::time::Time;
+
+pub mod flatten;
+pub mod group;
+pub mod par_do;
+pub mod shuffle;
+pub mod sink;
+pub mod source;
+
+/// Every edge of a lowered pipeline: batches of some element type, at Riffle times.
+pub type BatchStream<'scope> = Stream<'scope, Time, Vec<Batch>>;
+
+/// What each operator needs to know about where it runs.
+#[derive(Clone)]
+pub struct Env {
+    /// This worker.
+    pub worker: WorkerInfo,
+    /// The job's shared failure state.
+    pub job: Arc<JobState>,
+}
+
+impl Env {
+    /// The context handed to a step's per-worker instance.
+    pub fn step(&self, name: &str) -> StepContext {
+        StepContext {
+            name: name.into(),
+            worker: self.worker,
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The sink operator: writes batches, and finishes the output once its input is complete.
+
+use std::sync::Arc;
+
+use riffle_engine::Batch;
+use riffle_engine::runtime::SinkFn;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use super::{BatchStream, Env};
+
+/// Lowers a sink step; a gathering sink first sends everything to worker 0.
+pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) {
+    let job = env.job.clone();
+    let input = if f.gathers() && env.worker.peers > 1 {
+        input.exchange(|_: &Batch| 0)
+    } else {
+        input
+    };
+    let mut writer = match f.open(&env.step(name)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            job.fail(e);
+            None
+        }
+    };
+    input.sink(Pipeline, name, move |(input, frontier)| {
+        input.for_each_stamp(|_cap, containers| {
+            for container in containers {
+                for batch in container.drain(..) {
+                    if let Some(w) = writer.as_mut() {
+                        if let Err(e) = w.write(batch) {
+                            job.fail(e);
+                            writer = None;
+                        }
+                    }
+                }
+            }
+        });
+        if frontier.is_empty() && !job.has_failed() {
+            if let Some(mut w) = writer.take() {
+                if let Err(e) = w.finish() {
+                    job.fail(e);
+                }
+            }
+        }
+    });
+}

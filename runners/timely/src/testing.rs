@@ -1,0 +1,75 @@
+//! Helpers for tests and doctests: run a bounded pipeline and get its output back.
+//!
+//! They run on two worker threads, so every doctest also exercises the exchange.
+
+use std::sync::{Arc, Mutex};
+
+use riffle_connectors::memory::collect;
+use riffle_engine::{Data, PCollection, Pipeline, Result, WindowedValue};
+
+use crate::options::RunOptions;
+
+/// Worker threads the helpers use.
+pub const TEST_WORKERS: usize = 2;
+
+type Collected<T> = Arc<Mutex<Vec<WindowedValue<T>>>>;
+
+fn finish<T>(c: Collected<T>) -> Vec<WindowedValue<T>> {
+    std::mem::take(&mut *c.lock().expect("collected output"))
+}
+
+fn values<T>(c: Collected<T>) -> Vec<T> {
+    finish(c).into_iter().map(|wv| wv.value).collect()
+}
+
+/// Builds a pipeline with `build`, runs it with `opts`, and returns the elements of the
+/// collection it returns, with timestamps, windows and panes, in no particular order.
+///
+/// # Errors
+/// Whatever [`crate::run`] returns.
+pub fn try_run_windowed<T: Data>(
+    opts: &RunOptions,
+    build: impl FnOnce(&Pipeline) -> PCollection<T>,
+) -> Result<Vec<WindowedValue<T>>> {
+    let p = Pipeline::new();
+    let out = collect(&build(&p));
+    crate::run(&p, opts)?;
+    Ok(finish(out))
+}
+
+/// The output values of a bounded pipeline, in no particular order.
+///
+/// # Panics
+/// If the pipeline fails.
+pub fn run_bounded<T: Data>(build: impl FnOnce(&Pipeline) -> PCollection<T>) -> Vec<T> {
+    run_bounded_windowed(build)
+        .into_iter()
+        .map(|wv| wv.value)
+        .collect()
+}
+
+/// The output elements of a bounded pipeline with their metadata, in no particular order.
+///
+/// # Panics
+/// If the pipeline fails.
+pub fn run_bounded_windowed<T: Data>(
+    build: impl FnOnce(&Pipeline) -> PCollection<T>,
+) -> Vec<WindowedValue<T>> {
+    try_run_windowed(&RunOptions::threads(TEST_WORKERS), build)
+        .unwrap_or_else(|e| panic!("pipeline failed: {e}"))
+}
+
+/// The values of two outputs of one bounded pipeline.
+///
+/// # Panics
+/// If the pipeline fails.
+pub fn run_bounded2<A: Data, B: Data>(
+    build: impl FnOnce(&Pipeline) -> (PCollection<A>, PCollection<B>),
+) -> (Vec<A>, Vec<B>) {
+    let p = Pipeline::new();
+    let (a, b) = build(&p);
+    let (a, b) = (collect(&a), collect(&b));
+    crate::run(&p, &RunOptions::threads(TEST_WORKERS))
+        .unwrap_or_else(|e| panic!("pipeline failed: {e}"));
+    (values(a), values(b))
+}

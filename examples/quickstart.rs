@@ -46,25 +46,13 @@ impl DoFn for ParseSale {
             [ts, user, cents] => ts
                 .parse::<i64>()
                 .map_err(|e| format!("bad timestamp {ts:?}: {e}"))
-                .and_then(|ts| {
-                    Ok((
-                        ts,
-                        user,
-                        cents
-                            .parse::<i64>()
-                            .map_err(|e| format!("bad amount {cents:?}: {e}"))?,
-                    ))
-                }),
+                .and_then(|ts| Ok((ts, user, cents.parse::<i64>().map_err(|e| format!("bad amount {cents:?}: {e}"))?))),
             _ => Err(format!("expected 3 fields, got {}", fields.len())),
         };
         match parsed {
-            Ok((ts, user, cents)) => ctx.output_with_timestamp(
-                Sale {
-                    user: user.to_string(),
-                    cents,
-                },
-                EventTime::from_millis(ts),
-            ),
+            Ok((ts, user, cents)) => {
+                ctx.output_with_timestamp(Sale { user: user.to_string(), cents }, EventTime::from_millis(ts))
+            }
             Err(why) => ctx.output_to(&self.dead_letter, format!("{line:?}: {why}")),
         }
     }
@@ -76,12 +64,7 @@ fn main() -> anyhow::Result<()> {
 
     let lines = p.create(SALES.lines().map(str::to_string).collect());
     let dead_letter = TupleTag::<String>::new("dead-letter");
-    let (sales, rejected) = lines.par_do_with_outputs(
-        ParseSale {
-            dead_letter: dead_letter.clone(),
-        },
-        &[&dead_letter],
-    );
+    let (sales, rejected) = lines.par_do_with_outputs(ParseSale { dead_letter: dead_letter.clone() }, &[&dead_letter]);
     let sales = sales.named("ParseSales");
 
     let hourly = sales
@@ -93,9 +76,7 @@ fn main() -> anyhow::Result<()> {
     // Print the window with each total: a DoFn sees the window of its element.
     let report = hourly.par_do(WithWindow);
     print_lines(&report, |line| line.clone());
-    print_lines(&rejected.get(&dead_letter), |bad| {
-        format!("dead letter: {bad}")
-    });
+    print_lines(&rejected.get(&dead_letter), |bad| format!("dead letter: {bad}"));
 
     riffle_timely::run(&p, &cli.run)?;
     Ok(())

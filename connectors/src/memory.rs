@@ -26,19 +26,14 @@ impl<T: Data> SinkFn for CollectSink<T> {
         false
     }
     fn open(&self, _ctx: &StepContext) -> Result<Box<dyn SinkWriter>> {
-        Ok(Box::new(CollectSink {
-            out: self.out.clone(),
-        }))
+        Ok(Box::new(CollectSink { out: self.out.clone() }))
     }
 }
 
 impl<T: Data> SinkWriter for CollectSink<T> {
     fn write(&mut self, input: Batch) -> Result<()> {
         let e = input.into_elements::<T>();
-        self.out
-            .lock()
-            .expect("collect sink")
-            .extend(e.into_iter_windowed());
+        self.out.lock().expect("collect sink").extend(e.into_iter_windowed());
         Ok(())
     }
     fn finish(&mut self) -> Result<()> {

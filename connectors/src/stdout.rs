@@ -9,17 +9,8 @@ use crate::lines::{LineTarget, SortedLines};
 
 /// Prints `f(element)` for each element, sorted, on standard output once the input is
 /// complete. Everything is gathered on worker 0: for small results.
-pub fn print_lines<T: Data>(
-    input: &PCollection<T>,
-    f: impl Fn(&T) -> String + Send + Sync + 'static,
-) {
-    input.write_to(
-        "PrintLines",
-        Arc::new(SortedLines {
-            format: Arc::new(f),
-            target: Arc::new(Stdout),
-        }),
-    );
+pub fn print_lines<T: Data>(input: &PCollection<T>, f: impl Fn(&T) -> String + Send + Sync + 'static) {
+    input.write_to("PrintLines", Arc::new(SortedLines { format: Arc::new(f), target: Arc::new(Stdout) }));
 }
 
 struct Stdout;
@@ -31,10 +22,8 @@ impl LineTarget for Stdout {
     fn write_all(&self, step: &str, lines: &[String]) -> Result<()> {
         let mut out = std::io::stdout().lock();
         for l in lines {
-            writeln!(out, "{l}")
-                .map_err(|e| Error::io(step, "cannot write to standard output", e))?;
+            writeln!(out, "{l}").map_err(|e| Error::io(step, "cannot write to standard output", e))?;
         }
-        out.flush()
-            .map_err(|e| Error::io(step, "cannot write to standard output", e))
+        out.flush().map_err(|e| Error::io(step, "cannot write to standard output", e))
     }
 }

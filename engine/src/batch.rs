@@ -34,17 +34,11 @@ enum Payload {
 }
 
 fn clone_elements<T: Data>(data: &(dyn Any + Send)) -> Box<dyn Any + Send> {
-    Box::new(
-        data.downcast_ref::<Elements<T>>()
-            .expect("internal error: batch type mismatch")
-            .clone(),
-    )
+    Box::new(data.downcast_ref::<Elements<T>>().expect("internal error: batch type mismatch").clone())
 }
 
 fn encode<T: Data>(data: &(dyn Any + Send)) -> Vec<u8> {
-    let elements = data
-        .downcast_ref::<Elements<T>>()
-        .expect("internal error: batch type mismatch");
+    let elements = data.downcast_ref::<Elements<T>>().expect("internal error: batch type mismatch");
     bincode::serialize(elements).expect("internal error: encoding a batch failed")
 }
 
@@ -88,22 +82,14 @@ impl Batch {
                 ),
             },
             Payload::Encoded(bytes) => bincode::deserialize(&bytes).unwrap_or_else(|e| {
-                panic!(
-                    "internal error in Riffle: a batch of {} did not decode: {e}",
-                    std::any::type_name::<T>()
-                )
+                panic!("internal error in Riffle: a batch of {} did not decode: {e}", std::any::type_name::<T>())
             }),
         }
     }
 
     fn bytes(&self) -> &[u8] {
         match &self.payload {
-            Payload::Typed {
-                data,
-                encode,
-                encoded,
-                ..
-            } => encoded.get_or_init(|| encode(data.as_ref())),
+            Payload::Typed { data, encode, encoded, .. } => encoded.get_or_init(|| encode(data.as_ref())),
             Payload::Encoded(bytes) => bytes,
         }
     }
@@ -114,23 +100,12 @@ impl Batch {
 impl Clone for Batch {
     fn clone(&self) -> Self {
         let payload = match &self.payload {
-            Payload::Typed {
-                data,
-                encode,
-                clone,
-                ..
-            } => Payload::Typed {
-                data: clone(data.as_ref()),
-                encode: *encode,
-                clone: *clone,
-                encoded: OnceCell::new(),
-            },
+            Payload::Typed { data, encode, clone, .. } => {
+                Payload::Typed { data: clone(data.as_ref()), encode: *encode, clone: *clone, encoded: OnceCell::new() }
+            }
             Payload::Encoded(bytes) => Payload::Encoded(bytes.clone()),
         };
-        Batch {
-            target: self.target,
-            payload,
-        }
+        Batch { target: self.target, payload }
     }
 }
 
@@ -143,10 +118,7 @@ impl Serialize for Batch {
 impl<'de> Deserialize<'de> for Batch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (target, bytes) = <(u32, serde_bytes::ByteBuf)>::deserialize(d)?;
-        Ok(Batch {
-            target,
-            payload: Payload::Encoded(bytes.into_vec()),
-        })
+        Ok(Batch { target, payload: Payload::Encoded(bytes.into_vec()) })
     }
 }
 
@@ -168,12 +140,7 @@ mod tests {
     #[test]
     fn a_batch_survives_serialization_once_encoded() {
         let mut e = Elements::new();
-        e.push(
-            ("k".to_string(), 7u64),
-            EventTime::from_millis(5),
-            Window::Global,
-            PaneInfo::NO_FIRING,
-        );
+        e.push(("k".to_string(), 7u64), EventTime::from_millis(5), Window::Global, PaneInfo::NO_FIRING);
         let b = Batch::new(e).with_target(3);
         let bytes = bincode::serialize(&b).unwrap();
         assert_eq!(bincode::serialized_size(&b).unwrap() as usize, bytes.len());

@@ -11,7 +11,8 @@ use crate::time::EventTime;
 use crate::window::Window;
 
 /// What an element type needs: it is cloned between steps, printed in error messages,
-/// moved between worker threads and serialized between processes.
+/// shared between worker threads and serialized between processes. Elements are owned
+/// values: use `String`, not `&str`.
 pub trait Data: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
 impl<T: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static> Data for T {}
 
@@ -47,10 +48,7 @@ struct Column<X> {
 
 impl<X: Copy + PartialEq> Column<X> {
     fn new() -> Self {
-        Column {
-            first: None,
-            each: Vec::new(),
-        }
+        Column { first: None, each: Vec::new() }
     }
 
     fn push(&mut self, x: X, len_before: usize) {
@@ -68,11 +66,7 @@ impl<X: Copy + PartialEq> Column<X> {
 
     #[inline]
     fn get(&self, i: usize) -> X {
-        if self.each.is_empty() {
-            self.first.expect("Column::get on an empty column")
-        } else {
-            self.each[i]
-        }
+        if self.each.is_empty() { self.first.expect("Column::get on an empty column") } else { self.each[i] }
     }
 }
 
@@ -97,12 +91,7 @@ impl<T> Default for Elements<T> {
 impl<T> Elements<T> {
     /// An empty batch.
     pub fn new() -> Self {
-        Elements {
-            values: Vec::new(),
-            timestamps: Vec::new(),
-            windows: Column::new(),
-            panes: Column::new(),
-        }
+        Elements { values: Vec::new(), timestamps: Vec::new(), windows: Column::new(), panes: Column::new() }
     }
 
     /// An empty batch with room for `n` elements.
@@ -168,11 +157,7 @@ impl<T> Elements<T> {
 
     /// The window shared by every element, if there is one.
     pub fn uniform_window(&self) -> Option<Window> {
-        if self.windows.each.is_empty() {
-            self.windows.first
-        } else {
-            None
-        }
+        if self.windows.each.is_empty() { self.windows.first } else { None }
     }
 
     /// The values alone, in order.
@@ -182,22 +167,13 @@ impl<T> Elements<T> {
 
     /// Consumes the batch, yielding each element with its metadata.
     pub fn into_iter_windowed(self) -> impl Iterator<Item = WindowedValue<T>> {
-        let Elements {
-            values,
-            timestamps,
-            windows,
-            panes,
-        } = self;
-        values
-            .into_iter()
-            .zip(timestamps)
-            .enumerate()
-            .map(move |(i, (value, timestamp))| WindowedValue {
-                value,
-                timestamp,
-                window: windows.get(i),
-                pane: panes.get(i),
-            })
+        let Elements { values, timestamps, windows, panes } = self;
+        values.into_iter().zip(timestamps).enumerate().map(move |(i, (value, timestamp))| WindowedValue {
+            value,
+            timestamp,
+            window: windows.get(i),
+            pane: panes.get(i),
+        })
     }
 
     /// Consumes the batch, yielding the values alone.
@@ -241,14 +217,8 @@ mod tests {
         e.push("a", t(1), Window::Global, PaneInfo::NO_FIRING);
         e.push("b", t(2), Window::Global, PaneInfo::NO_FIRING);
         assert_eq!(e.uniform_window(), Some(Window::Global));
-        let w = Window::Interval {
-            start: t(0),
-            end: t(10),
-        };
-        let late = PaneInfo {
-            timing: Timing::Late,
-            ..PaneInfo::NO_FIRING
-        };
+        let w = Window::Interval { start: t(0), end: t(10) };
+        let late = PaneInfo { timing: Timing::Late, ..PaneInfo::NO_FIRING };
         e.push("c", t(3), w, late);
         assert_eq!(e.uniform_window(), None);
         let all: Vec<_> = e.into_iter_windowed().collect();

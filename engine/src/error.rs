@@ -65,9 +65,7 @@ impl Error {
     /// Who must act on this error.
     pub fn domain(&self) -> ErrorDomain {
         match self {
-            Error::Validation { .. } | Error::UserCode { .. } | Error::Config(_) => {
-                ErrorDomain::User
-            }
+            Error::Validation { .. } | Error::UserCode { .. } | Error::Config(_) => ErrorDomain::User,
             Error::Io { .. } | Error::Cluster(_) => ErrorDomain::External,
             Error::Internal(_) => ErrorDomain::Internal,
         }
@@ -75,20 +73,12 @@ impl Error {
 
     /// An I/O error at `step` about `message`.
     pub fn io(step: impl Into<String>, message: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            step: step.into(),
-            message: message.into(),
-            source: Some(source),
-        }
+        Error::Io { step: step.into(), message: message.into(), source: Some(source) }
     }
 
     /// A panic caught in user code at `step`, while processing `element` if known.
     pub fn from_panic(step: &str, payload: Box<dyn Any + Send>, element: Option<String>) -> Self {
-        Error::UserCode {
-            step: step.to_string(),
-            message: panic_message(&payload),
-            element,
-        }
+        Error::UserCode { step: step.to_string(), message: panic_message(&payload), element }
     }
 }
 

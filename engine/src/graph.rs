@@ -64,11 +64,7 @@ pub struct Windowing {
 
 impl Default for Windowing {
     fn default() -> Self {
-        Windowing {
-            window_fn: "GlobalWindows".into(),
-            is_global: true,
-            default_trigger: true,
-        }
+        Windowing { window_fn: "GlobalWindows".into(), is_global: true, default_trigger: true }
     }
 }
 
@@ -133,10 +129,7 @@ impl Graph {
     /// The first problem found, as [`Error::Validation`].
     pub fn validate(&self) -> Result<()> {
         if let Some((step, message)) = self.deferred.first() {
-            return Err(Error::Validation {
-                step: step.clone(),
-                message: message.clone(),
-            });
+            return Err(Error::Validation { step: step.clone(), message: message.clone() });
         }
         let mut seen: HashMap<&str, NodeId> = HashMap::new();
         for node in &self.nodes {
@@ -151,10 +144,7 @@ impl Graph {
             }
             for input in &node.inputs {
                 if input.node >= node.id {
-                    return Err(Error::Internal(format!(
-                        "step '{}' reads a later step",
-                        node.name
-                    )));
+                    return Err(Error::Internal(format!("step '{}' reads a later step", node.name)));
                 }
             }
             if let NodeKind::Group(_) = node.kind {
@@ -193,29 +183,14 @@ impl Graph {
     pub fn explain(&self) -> String {
         let mut s = String::new();
         for node in &self.nodes {
-            let inputs: Vec<String> = node
-                .inputs
-                .iter()
-                .map(|p| format!("#{}.{}", p.node.0, p.port))
-                .collect();
-            let _ = write!(
-                s,
-                "#{:<3} {:<24} {:<12} {:<8}",
-                node.id.0,
-                node.name,
-                node.transform,
-                node.kind.label()
-            );
+            let inputs: Vec<String> = node.inputs.iter().map(|p| format!("#{}.{}", p.node.0, p.port)).collect();
+            let _ = write!(s, "#{:<3} {:<24} {:<12} {:<8}", node.id.0, node.name, node.transform, node.kind.label());
             if !inputs.is_empty() {
                 let _ = write!(s, " <- {}", inputs.join(", "));
             }
             let _ = writeln!(s);
             for (i, out) in node.outputs.iter().enumerate() {
-                let tag = out
-                    .tag
-                    .as_deref()
-                    .map(|t| format!(" [{t}]"))
-                    .unwrap_or_default();
+                let tag = out.tag.as_deref().map(|t| format!(" [{t}]")).unwrap_or_default();
                 let _ = writeln!(
                     s,
                     "       out {i}{tag}: {} ({}, {})",
@@ -230,9 +205,7 @@ impl Graph {
 
     /// The graph in Graphviz DOT, for `dot -Tsvg`.
     pub fn to_dot(&self) -> String {
-        let mut s = String::from(
-            "digraph pipeline {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
-        );
+        let mut s = String::from("digraph pipeline {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
         for node in &self.nodes {
             let shape = match node.kind {
                 NodeKind::Source(_) | NodeKind::Sink(_) => ", shape=oval",
@@ -271,9 +244,5 @@ fn escape(s: &str) -> String {
 
 /// `alloc::string::String` -> `String`, keeping generic structure readable.
 fn short_type(name: &str) -> &str {
-    if name.contains('<') || name.contains('(') {
-        name
-    } else {
-        name.rsplit("::").next().unwrap_or(name)
-    }
+    if name.contains('<') || name.contains('(') { name } else { name.rsplit("::").next().unwrap_or(name) }
 }

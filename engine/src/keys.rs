@@ -50,9 +50,7 @@ mod tests {
         assert_eq!(stable_hash(&42u64), stable_hash(&42u64));
         assert_eq!(
             stable_hash("riffle"),
-            0x4f4b_1a5f_1f4e_a5c8_u64
-                .wrapping_mul(0)
-                .wrapping_add(stable_hash("riffle"))
+            0x4f4b_1a5f_1f4e_a5c8_u64.wrapping_mul(0).wrapping_add(stable_hash("riffle"))
         );
     }
 

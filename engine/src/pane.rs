@@ -32,22 +32,12 @@ pub struct PaneInfo {
 
 impl PaneInfo {
     /// The pane of an element that has not been through a grouping (Beam's `NO_FIRING`).
-    pub const NO_FIRING: PaneInfo = PaneInfo {
-        timing: Timing::Unknown,
-        index: 0,
-        non_speculative_index: 0,
-        is_first: true,
-        is_last: true,
-    };
+    pub const NO_FIRING: PaneInfo =
+        PaneInfo { timing: Timing::Unknown, index: 0, non_speculative_index: 0, is_first: true, is_last: true };
 
     /// The single on-time pane of a window under the default trigger: first and last.
-    pub const ON_TIME_AND_ONLY_FIRING: PaneInfo = PaneInfo {
-        timing: Timing::OnTime,
-        index: 0,
-        non_speculative_index: 0,
-        is_first: true,
-        is_last: true,
-    };
+    pub const ON_TIME_AND_ONLY_FIRING: PaneInfo =
+        PaneInfo { timing: Timing::OnTime, index: 0, non_speculative_index: 0, is_first: true, is_last: true };
 }
 
 impl Default for PaneInfo {

@@ -34,13 +34,7 @@ impl Pipeline {
 
     /// Adds a step and returns its id. The step is named after its transform, with `#n`
     /// appended when that name is taken; [`PCollection::named`] renames it.
-    pub fn add_step(
-        &self,
-        transform: &str,
-        kind: NodeKind,
-        inputs: Vec<PortRef>,
-        outputs: Vec<OutputInfo>,
-    ) -> NodeId {
+    pub fn add_step(&self, transform: &str, kind: NodeKind, inputs: Vec<PortRef>, outputs: Vec<OutputInfo>) -> NodeId {
         let mut g = self.graph.borrow_mut();
         let id = NodeId(g.nodes.len());
         let taken = |n: &str| g.nodes.iter().any(|x| x.name == n);
@@ -50,23 +44,13 @@ impl Pipeline {
             name = format!("{transform}#{k}");
             k += 1;
         }
-        g.nodes.push(Node {
-            id,
-            name,
-            transform: transform.to_string(),
-            kind,
-            inputs,
-            outputs,
-        });
+        g.nodes.push(Node { id, name, transform: transform.to_string(), kind, inputs, outputs });
         id
     }
 
     /// Records a mistake found while building, reported when the pipeline is validated.
     pub fn defer_error(&self, step: &str, message: impl Into<String>) {
-        self.graph
-            .borrow_mut()
-            .deferred
-            .push((step.to_string(), message.into()));
+        self.graph.borrow_mut().deferred.push((step.to_string(), message.into()));
     }
 
     /// The output info of a collection.
@@ -101,22 +85,14 @@ pub struct PCollection<T> {
 
 impl<T> Clone for PCollection<T> {
     fn clone(&self) -> Self {
-        PCollection {
-            pipeline: self.pipeline.clone(),
-            port: self.port,
-            _type: PhantomData,
-        }
+        PCollection { pipeline: self.pipeline.clone(), port: self.port, _type: PhantomData }
     }
 }
 
 impl<T: Data> PCollection<T> {
     /// The collection at `port` of `pipeline`; for transforms and runners.
     pub fn from_port(pipeline: &Pipeline, port: PortRef) -> Self {
-        PCollection {
-            pipeline: pipeline.clone(),
-            port,
-            _type: PhantomData,
-        }
+        PCollection { pipeline: pipeline.clone(), port, _type: PhantomData }
     }
 
     /// The pipeline this collection belongs to.
@@ -149,10 +125,6 @@ impl<T: Data> PCollection<T> {
     /// The output info of a collection derived from this one with elements of type `U`:
     /// the same boundedness and windowing.
     pub fn derived_info<U>(&self) -> OutputInfo {
-        OutputInfo {
-            type_name: std::any::type_name::<U>(),
-            tag: None,
-            ..self.info()
-        }
+        OutputInfo { type_name: std::any::type_name::<U>(), tag: None, ..self.info() }
     }
 }

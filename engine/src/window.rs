@@ -76,14 +76,8 @@ impl FixedWindows {
     /// # Panics
     /// If `size_ms` is not positive.
     pub fn of_millis(size_ms: i64) -> Self {
-        assert!(
-            size_ms > 0,
-            "FixedWindows size must be positive, got {size_ms}"
-        );
-        FixedWindows {
-            size_ms,
-            offset_ms: 0,
-        }
+        assert!(size_ms > 0, "FixedWindows size must be positive, got {size_ms}");
+        FixedWindows { size_ms, offset_ms: 0 }
     }
 
     /// Shifts every window boundary by `offset_ms` (taken modulo the size).
@@ -103,10 +97,7 @@ impl WindowFn for FixedWindows {
         });
     }
     fn describe(&self) -> String {
-        format!(
-            "FixedWindows({}ms, offset {}ms)",
-            self.size_ms, self.offset_ms
-        )
+        format!("FixedWindows({}ms, offset {}ms)", self.size_ms, self.offset_ms)
     }
 }
 
@@ -122,10 +113,7 @@ mod tests {
     }
 
     fn interval(start: i64, end: i64) -> Window {
-        Window::Interval {
-            start: EventTime::from_millis(start),
-            end: EventTime::from_millis(end),
-        }
+        Window::Interval { start: EventTime::from_millis(start), end: EventTime::from_millis(end) }
     }
 
     #[test]

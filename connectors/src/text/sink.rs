@@ -23,13 +23,7 @@ pub fn write_lines<T: Data>(
     f: impl Fn(&T) -> String + Send + Sync + 'static,
 ) {
     let target = Arc::new(TextFile { path: path.into() });
-    input.write_to(
-        "WriteLines",
-        Arc::new(SortedLines {
-            format: Arc::new(f),
-            target,
-        }),
-    );
+    input.write_to("WriteLines", Arc::new(SortedLines { format: Arc::new(f), target }));
 }
 
 struct TextFile {
@@ -59,30 +53,17 @@ impl LineTarget for TextFile {
     }
 
     fn write_all(&self, step: &str, lines: &[String]) -> Result<()> {
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = self
-            .dir()
-            .join(format!(".{name}.riffle-{}.tmp", std::process::id()));
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = self.dir().join(format!(".{name}.riffle-{}.tmp", std::process::id()));
         let fail = |what: &str, e| Error::io(step, format!("cannot {what} {}", tmp.display()), e);
         let file = std::fs::File::create(&tmp).map_err(|e| fail("create", e))?;
         let mut out = std::io::BufWriter::new(file);
         for l in lines {
             writeln!(out, "{l}").map_err(|e| fail("write", e))?;
         }
-        let file = out
-            .into_inner()
-            .map_err(|e| fail("write", e.into_error()))?;
+        let file = out.into_inner().map_err(|e| fail("write", e.into_error()))?;
         file.sync_all().map_err(|e| fail("sync", e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| {
-            Error::io(
-                step,
-                format!("cannot move {} to {}", tmp.display(), self.path.display()),
-                e,
-            )
-        })
+        std::fs::rename(&tmp, &self.path)
+            .map_err(|e| Error::io(step, format!("cannot move {} to {}", tmp.display(), self.path.display()), e))
     }
 }

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use riffle_engine::graph::{NodeKind, OutputInfo, PortRef, Windowing};
 use riffle_engine::runtime::{SourceFn, SourcePoll, SourceReader, StepContext};
-use riffle_engine::{
-    Batch, Elements, Error, EventTime, PCollection, PaneInfo, Pipeline, Result, Window,
-};
+use riffle_engine::{Batch, Elements, Error, EventTime, PCollection, PaneInfo, Pipeline, Result, Window};
 
 /// The lines of every file matching `patterns` (paths or globs such as `logs/*.txt`),
 /// without their line endings, each at timestamp [`EventTime::MIN`].
@@ -23,18 +21,8 @@ use riffle_engine::{
 /// file and line.
 pub fn read_lines(p: &Pipeline, patterns: &[impl AsRef<str>]) -> PCollection<String> {
     let patterns: Vec<String> = patterns.iter().map(|s| s.as_ref().to_string()).collect();
-    let info = OutputInfo {
-        type_name: "String",
-        bounded: true,
-        windowing: Windowing::default(),
-        tag: None,
-    };
-    let node = p.add_step(
-        "ReadLines",
-        NodeKind::Source(Arc::new(TextSource { patterns })),
-        vec![],
-        vec![info],
-    );
+    let info = OutputInfo { type_name: "String", bounded: true, windowing: Windowing::default(), tag: None };
+    let node = p.add_step("ReadLines", NodeKind::Source(Arc::new(TextSource { patterns })), vec![], vec![info]);
     PCollection::from_port(p, PortRef { node, port: 0 })
 }
 
@@ -46,21 +34,14 @@ impl TextSource {
     fn files(&self) -> Result<Vec<(PathBuf, u64)>> {
         let mut files = Vec::new();
         for pattern in &self.patterns {
-            let paths = glob::glob(pattern).map_err(|e| {
-                Error::Config(format!(
-                    "input pattern {pattern:?} is not a valid glob: {e}"
-                ))
-            })?;
+            let paths = glob::glob(pattern)
+                .map_err(|e| Error::Config(format!("input pattern {pattern:?} is not a valid glob: {e}")))?;
             let before = files.len();
             for path in paths {
-                let path = path.map_err(|e| {
-                    Error::io("ReadLines", format!("cannot list {pattern:?}"), e.into())
-                })?;
+                let path = path.map_err(|e| Error::io("ReadLines", format!("cannot list {pattern:?}"), e.into()))?;
                 if path.is_file() {
                     let len = std::fs::metadata(&path)
-                        .map_err(|e| {
-                            Error::io("ReadLines", format!("cannot stat {}", path.display()), e)
-                        })?
+                        .map_err(|e| Error::io("ReadLines", format!("cannot stat {}", path.display()), e))?
                         .len();
                     files.push((path, len));
                 }
@@ -92,21 +73,14 @@ impl SourceFn for TextSource {
         let mut load = vec![0u64; peers];
         let mut mine = Vec::new();
         for (path, len) in files {
-            let w = (0..peers)
-                .min_by_key(|w| (load[*w], *w))
-                .expect("at least one worker");
+            let w = (0..peers).min_by_key(|w| (load[*w], *w)).expect("at least one worker");
             load[w] += len;
             if w == ctx.worker.index {
                 mine.push(path);
             }
         }
         mine.reverse();
-        Ok(Box::new(TextReader {
-            files: mine,
-            current: None,
-            line: 0,
-            step: ctx.name.to_string(),
-        }))
+        Ok(Box::new(TextReader { files: mine, current: None, line: 0, step: ctx.name.to_string() }))
     }
 }
 
@@ -125,9 +99,8 @@ impl SourceReader for TextReader {
         while batch.len() < max_elements {
             let Some((path, reader)) = self.current.as_mut() else {
                 let Some(path) = self.files.pop() else { break };
-                let file = File::open(&path).map_err(|e| {
-                    Error::io(&self.step, format!("cannot open {}", path.display()), e)
-                })?;
+                let file = File::open(&path)
+                    .map_err(|e| Error::io(&self.step, format!("cannot open {}", path.display()), e))?;
                 self.current = Some((path, BufReader::with_capacity(1 << 16, file)));
                 self.line = 0;
                 continue;
@@ -154,10 +127,6 @@ impl SourceReader for TextReader {
             })?;
             batch.push(line, EventTime::MIN, Window::Global, PaneInfo::NO_FIRING);
         }
-        if batch.is_empty() {
-            Ok(SourcePoll::Done)
-        } else {
-            Ok(SourcePoll::Batch(Batch::new(batch)))
-        }
+        if batch.is_empty() { Ok(SourcePoll::Done) } else { Ok(SourcePoll::Batch(Batch::new(batch))) }
     }
 }

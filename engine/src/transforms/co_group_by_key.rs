@@ -18,9 +18,7 @@ enum Tagged<A, B, C> {
 type Nothing = ();
 
 fn tag<K: Key, V: Data, T: Data>(c: &PCollection<(K, V)>, f: fn(V) -> T) -> PCollection<(K, T)> {
-    closure_step(c, "TagInput", move |(k, v): &(K, V), ctx| {
-        ctx.output((k.clone(), f(v.clone())))
-    })
+    closure_step(c, "TagInput", move |(k, v): &(K, V), ctx| ctx.output((k.clone(), f(v.clone()))))
 }
 
 impl<K: Key, A: Data> PCollection<(K, A)> {
@@ -29,22 +27,21 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
     ///
     /// ```
     /// let mut out = riffle_timely::testing::run_bounded(|p| {
-    ///     let emails = p.create(vec![("amy", "amy@x"), ("carl", "carl@y")]);
-    ///     let phones = p.create(vec![("amy", 111), ("amy", 222), ("bob", 333)]);
+    ///     let s = |x: &str| x.to_string();
+    ///     let emails = p.create(vec![(s("amy"), s("amy@x")), (s("carl"), s("carl@y"))]);
+    ///     let phones = p.create(vec![(s("amy"), 111), (s("amy"), 222), (s("bob"), 333)]);
     ///     emails.co_group_by_key(&phones)
     /// });
     /// out.iter_mut().for_each(|(_, (_, ph))| ph.sort());
     /// out.sort();
+    /// let s = |x: &str| x.to_string();
     /// assert_eq!(out, [
-    ///     ("amy", (vec!["amy@x"], vec![111, 222])),
-    ///     ("bob", (vec![], vec![333])),
-    ///     ("carl", (vec!["carl@y"], vec![])),
+    ///     (s("amy"), (vec![s("amy@x")], vec![111, 222])),
+    ///     (s("bob"), (vec![], vec![333])),
+    ///     (s("carl"), (vec![s("carl@y")], vec![])),
     /// ]);
     /// ```
-    pub fn co_group_by_key<B: Data>(
-        &self,
-        other: &PCollection<(K, B)>,
-    ) -> PCollection<(K, (Vec<A>, Vec<B>))> {
+    pub fn co_group_by_key<B: Data>(&self, other: &PCollection<(K, B)>) -> PCollection<(K, (Vec<A>, Vec<B>))> {
         let a = tag(self, Tagged::<A, B, Nothing>::A);
         let b = tag(other, Tagged::<A, B, Nothing>::B);
         PCollection::flatten(&[a, b]).group_by_key().map(|(k, vs)| {
@@ -65,11 +62,11 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
     /// ```
     /// let out = riffle_timely::testing::run_bounded(|p| {
     ///     let a = p.create(vec![(1, 'a')]);
-    ///     let b = p.create(vec![(1, "b")]);
+    ///     let b = p.create(vec![(1, 'b')]);
     ///     let c = p.create(vec![(1, 3.5)]);
     ///     a.co_group_by_key3(&b, &c)
     /// });
-    /// assert_eq!(out, [(1, (vec!['a'], vec!["b"], vec![3.5]))]);
+    /// assert_eq!(out, [(1, (vec!['a'], vec!['b'], vec![3.5]))]);
     /// ```
     pub fn co_group_by_key3<B: Data, C: Data>(
         &self,
@@ -79,19 +76,17 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
         let ta = tag(self, Tagged::<A, B, C>::A);
         let tb = tag(b, Tagged::<A, B, C>::B);
         let tc = tag(c, Tagged::<A, B, C>::C);
-        PCollection::flatten(&[ta, tb, tc])
-            .group_by_key()
-            .map(|(k, vs)| {
-                let (mut xs, mut ys, mut zs) = (Vec::new(), Vec::new(), Vec::new());
-                for v in vs {
-                    match v {
-                        Tagged::A(x) => xs.push(x.clone()),
-                        Tagged::B(y) => ys.push(y.clone()),
-                        Tagged::C(z) => zs.push(z.clone()),
-                    }
+        PCollection::flatten(&[ta, tb, tc]).group_by_key().map(|(k, vs)| {
+            let (mut xs, mut ys, mut zs) = (Vec::new(), Vec::new(), Vec::new());
+            for v in vs {
+                match v {
+                    Tagged::A(x) => xs.push(x.clone()),
+                    Tagged::B(y) => ys.push(y.clone()),
+                    Tagged::C(z) => zs.push(z.clone()),
                 }
-                (k.clone(), (xs, ys, zs))
-            })
+            }
+            (k.clone(), (xs, ys, zs))
+        })
     }
 
     /// CoGroupByKey over any number of inputs of one value type: for each key, one list
@@ -100,10 +95,10 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
     /// ```
     /// use riffle_engine::PCollection;
     /// let out = riffle_timely::testing::run_bounded(|p| {
-    ///     let ins: Vec<_> = (0..4).map(|i| p.create(vec![("k", i)])).collect();
+    ///     let ins: Vec<_> = (0..4).map(|i| p.create(vec![('k', i)])).collect();
     ///     PCollection::co_group_by_key_many(&ins)
     /// });
-    /// assert_eq!(out, [("k", vec![vec![0], vec![1], vec![2], vec![3]])]);
+    /// assert_eq!(out, [('k', vec![vec![0], vec![1], vec![2], vec![3]])]);
     /// ```
     ///
     /// # Panics
@@ -114,19 +109,15 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                closure_step(c, "TagInput", move |(k, v): &(K, A), ctx| {
-                    ctx.output((k.clone(), (i, v.clone())))
-                })
+                closure_step(c, "TagInput", move |(k, v): &(K, A), ctx| ctx.output((k.clone(), (i, v.clone()))))
             })
             .collect();
-        PCollection::flatten(&tagged)
-            .group_by_key()
-            .map(move |(k, vs)| {
-                let mut lists = vec![Vec::new(); n];
-                for (i, v) in vs {
-                    lists[*i].push(v.clone());
-                }
-                (k.clone(), lists)
-            })
+        PCollection::flatten(&tagged).group_by_key().map(move |(k, vs)| {
+            let mut lists = vec![Vec::new(); n];
+            for (i, v) in vs {
+                lists[*i].push(v.clone());
+            }
+            (k.clone(), lists)
+        })
     }
 }

@@ -170,11 +170,7 @@ impl<T: Data + Into<f64> + Copy> CombineFn for Mean<T> {
         acc.1 += other.1;
     }
     fn extract_output(&self, acc: (f64, u64)) -> f64 {
-        if acc.1 == 0 {
-            f64::NAN
-        } else {
-            acc.0 / acc.1 as f64
-        }
+        if acc.1 == 0 { f64::NAN } else { acc.0 / acc.1 as f64 }
     }
 }
 
@@ -189,19 +185,11 @@ pub struct Top<T> {
 impl<T: Ord> Top<T> {
     /// The `k` greatest inputs, greatest first.
     pub fn largest(k: usize) -> Self {
-        Top {
-            k,
-            largest: true,
-            _t: PhantomData,
-        }
+        Top { k, largest: true, _t: PhantomData }
     }
     /// The `k` least inputs, least first.
     pub fn smallest(k: usize) -> Self {
-        Top {
-            k,
-            largest: false,
-            _t: PhantomData,
-        }
+        Top { k, largest: false, _t: PhantomData }
     }
 
     fn trim(&self, acc: &mut Vec<T>) {

@@ -18,9 +18,9 @@ impl Pipeline {
     /// Element `i` is read by worker `i % workers`, so the split is the same in every run.
     ///
     /// ```
-    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec!["x", "y"]));
+    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec!['x', 'y']));
     /// out.sort();
-    /// assert_eq!(out, ["x", "y"]);
+    /// assert_eq!(out, ['x', 'y']);
     /// ```
     pub fn create<T: Data>(&self, values: Vec<T>) -> PCollection<T> {
         self.create_timestamped(values.into_iter().map(|v| (v, EventTime::MIN)).collect())
@@ -31,7 +31,7 @@ impl Pipeline {
     /// ```
     /// use riffle_engine::prelude::*;
     /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
-    ///     p.create_timestamped(vec![("a", EventTime::from_millis(5))])
+    ///     p.create_timestamped(vec![('a', EventTime::from_millis(5))])
     /// });
     /// assert_eq!(out[0].timestamp, EventTime::from_millis(5));
     /// ```
@@ -42,15 +42,8 @@ impl Pipeline {
             windowing: Windowing::default(),
             tag: None,
         };
-        let source = CreateSource {
-            values: Arc::new(values),
-        };
-        let node = self.add_step(
-            "Create",
-            NodeKind::Source(Arc::new(source)),
-            vec![],
-            vec![info],
-        );
+        let source = CreateSource { values: Arc::new(values) };
+        let node = self.add_step("Create", NodeKind::Source(Arc::new(source)), vec![], vec![info]);
         PCollection::from_port(self, PortRef { node, port: 0 })
     }
 }
@@ -64,11 +57,7 @@ impl<T: Data> SourceFn for CreateSource<T> {
         true
     }
     fn open(&self, ctx: &StepContext) -> Result<Box<dyn SourceReader>> {
-        Ok(Box::new(CreateReader {
-            values: self.values.clone(),
-            next: ctx.worker.index,
-            stride: ctx.worker.peers,
-        }))
+        Ok(Box::new(CreateReader { values: self.values.clone(), next: ctx.worker.index, stride: ctx.worker.peers }))
     }
 }
 

@@ -113,11 +113,7 @@ impl<K: Key, V: Data> Shuffle for KeyShuffle<K, V> {
             parts[w].push_windowed(wv);
         }
         out.extend(
-            parts
-                .into_iter()
-                .enumerate()
-                .filter(|(_, p)| !p.is_empty())
-                .map(|(w, p)| Batch::new(p).with_target(w)),
+            parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(w, p)| Batch::new(p).with_target(w)),
         );
         Ok(())
     }
@@ -143,11 +139,7 @@ struct LiftedShuffleFn<K, C> {
 
 impl<K: Key, C: CombineFn> ShuffleFn for LiftedShuffleFn<K, C> {
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn Shuffle> {
-        Box::new(LiftedShuffle::<K, C> {
-            step: ctx.name.clone(),
-            combine: self.combine.clone(),
-            partials: Vec::new(),
-        })
+        Box::new(LiftedShuffle::<K, C> { step: ctx.name.clone(), combine: self.combine.clone(), partials: Vec::new() })
     }
 }
 
@@ -182,13 +174,7 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
                 }
             }
         }))
-        .map_err(|p| {
-            Error::from_panic(
-                &self.step,
-                p,
-                Some(truncated_debug(input.value(current), 200)),
-            )
-        })
+        .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(input.value(current), 200))))
     }
 
     fn flush(&mut self, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
@@ -196,20 +182,12 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
         for (w, map) in self.partials.drain(..) {
             let ts = w.max_timestamp();
             for (k, acc) in map {
-                let target = if peers == 1 {
-                    0
-                } else {
-                    KeyGroup::of(&k).worker(peers)
-                };
+                let target = if peers == 1 { 0 } else { KeyGroup::of(&k).worker(peers) };
                 parts[target].push((k, acc), ts, w, PaneInfo::NO_FIRING);
             }
         }
         out.extend(
-            parts
-                .into_iter()
-                .enumerate()
-                .filter(|(_, p)| !p.is_empty())
-                .map(|(w, p)| Batch::new(p).with_target(w)),
+            parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(w, p)| Batch::new(p).with_target(w)),
         );
         Ok(())
     }
@@ -281,9 +259,9 @@ impl<G: Grouping> GroupState for KeyedState<G> {
     fn earliest_pending(&self) -> Option<EventTime> {
         let first = self.windows.keys().next().map(|(t, _)| *t);
         match (&self.owns_default, self.saw_global) {
-            (Some(_), false) => Some(first.map_or(EventTime::END_OF_GLOBAL_WINDOW, |t| {
-                t.min(EventTime::END_OF_GLOBAL_WINDOW)
-            })),
+            (Some(_), false) => {
+                Some(first.map_or(EventTime::END_OF_GLOBAL_WINDOW, |t| t.min(EventTime::END_OF_GLOBAL_WINDOW)))
+            }
             _ => first,
         }
     }
@@ -317,12 +295,7 @@ impl<G: Grouping> GroupState for KeyedState<G> {
                         .map_err(|p| Error::from_panic(step, p, None))?;
                     let mut batch = Elements::new();
                     let end = EventTime::END_OF_GLOBAL_WINDOW;
-                    batch.push(
-                        (k, v),
-                        end,
-                        Window::Global,
-                        PaneInfo::ON_TIME_AND_ONLY_FIRING,
-                    );
+                    batch.push((k, v), end, Window::Global, PaneInfo::ON_TIME_AND_ONLY_FIRING);
                     out.push((end, Batch::new(batch)));
                 }
             }
@@ -338,12 +311,7 @@ fn add_group<G: Grouping, I: Data>(
 ) -> PCollection<(G::K, G::Out)> {
     let p = input.pipeline();
     let info = input.derived_info::<(G::K, G::Out)>();
-    let node = p.add_step(
-        transform,
-        NodeKind::Group(Arc::new(step)),
-        vec![input.port()],
-        vec![info],
-    );
+    let node = p.add_step(transform, NodeKind::Group(Arc::new(step)), vec![input.port()], vec![info]);
     PCollection::from_port(p, PortRef { node, port: 0 })
 }
 
@@ -356,11 +324,11 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     ///
     /// ```
     /// let mut out = riffle_timely::testing::run_bounded(|p| {
-    ///     p.create(vec![("a", 1), ("b", 2), ("a", 3)]).group_by_key()
+    ///     p.create(vec![('a', 1), ('b', 2), ('a', 3)]).group_by_key()
     /// });
     /// out.iter_mut().for_each(|(_, vs)| vs.sort());
     /// out.sort();
-    /// assert_eq!(out, [("a", vec![1, 3]), ("b", vec![2])]);
+    /// assert_eq!(out, [('a', vec![1, 3]), ('b', vec![2])]);
     /// ```
     pub fn group_by_key(&self) -> PCollection<(K, Vec<V>)> {
         let step = GroupStep {
@@ -377,34 +345,20 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     /// ```
     /// use riffle_engine::prelude::*;
     /// let mut out = riffle_timely::testing::run_bounded(|p| {
-    ///     p.create(vec![("a", 1), ("b", 2), ("a", 3)]).combine_per_key(Sum::new())
+    ///     p.create(vec![('a', 1), ('b', 2), ('a', 3)]).combine_per_key(Sum::new())
     /// });
     /// out.sort();
-    /// assert_eq!(out, [("a", 4), ("b", 2)]);
+    /// assert_eq!(out, [('a', 4), ('b', 2)]);
     /// ```
-    pub fn combine_per_key<C: CombineFn<Input = V>>(
-        &self,
-        combine: C,
-    ) -> PCollection<(K, C::Output)> {
+    pub fn combine_per_key<C: CombineFn<Input = V>>(&self, combine: C) -> PCollection<(K, C::Output)> {
         self.combine_per_key_as("CombinePerKey", combine)
     }
 
-    fn combine_per_key_as<C: CombineFn<Input = V>>(
-        &self,
-        transform: &str,
-        combine: C,
-    ) -> PCollection<(K, C::Output)> {
+    fn combine_per_key_as<C: CombineFn<Input = V>>(&self, transform: &str, combine: C) -> PCollection<(K, C::Output)> {
         let combine = Arc::new(combine);
         let step = GroupStep {
-            grouping: Arc::new(MergeGrouping {
-                combine: combine.clone(),
-                default_on_empty: false,
-                _k: PhantomData,
-            }),
-            shuffle: Box::new(LiftedShuffleFn::<K, C> {
-                combine,
-                _k: PhantomData,
-            }),
+            grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty: false, _k: PhantomData }),
+            shuffle: Box::new(LiftedShuffleFn::<K, C> { combine, _k: PhantomData }),
             default_key: None,
         };
         add_group(self, transform, step)
@@ -425,20 +379,12 @@ impl<T: Data> PCollection<T> {
     /// ```
     pub fn combine_globally<C: CombineFn<Input = T>>(&self, combine: C) -> PCollection<C::Output> {
         let default_on_empty = combine.has_default() && self.info().windowing.is_global;
-        let keyed = crate::transforms::map::closure_step(self, "KeyForCombine", |x: &T, ctx| {
-            ctx.output(((), x.clone()))
-        });
+        let keyed =
+            crate::transforms::map::closure_step(self, "KeyForCombine", |x: &T, ctx| ctx.output(((), x.clone())));
         let combine = Arc::new(combine);
         let step = GroupStep {
-            grouping: Arc::new(MergeGrouping {
-                combine: combine.clone(),
-                default_on_empty,
-                _k: PhantomData,
-            }),
-            shuffle: Box::new(LiftedShuffleFn::<(), C> {
-                combine,
-                _k: PhantomData,
-            }),
+            grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty, _k: PhantomData }),
+            shuffle: Box::new(LiftedShuffleFn::<(), C> { combine, _k: PhantomData }),
             default_key: Some(()),
         };
         add_group(&keyed, "CombineGlobally", step).values()
@@ -449,15 +395,13 @@ impl<T: Key> PCollection<T> {
     /// How often each distinct element occurs (Beam's `Count.perElement`).
     ///
     /// ```
-    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec!["a", "b", "a"]).count_per_element());
+    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec!['a', 'b', 'a']).count_per_element());
     /// out.sort();
-    /// assert_eq!(out, [("a", 2), ("b", 1)]);
+    /// assert_eq!(out, [('a', 2), ('b', 1)]);
     /// ```
     pub fn count_per_element(&self) -> PCollection<(T, u64)> {
-        crate::transforms::map::closure_step(self, "PairWithUnit", |x: &T, ctx| {
-            ctx.output((x.clone(), ()))
-        })
-        .combine_per_key_as("CountPerElement", Count::new())
+        crate::transforms::map::closure_step(self, "PairWithUnit", |x: &T, ctx| ctx.output((x.clone(), ())))
+            .combine_per_key_as("CountPerElement", Count::new())
     }
 
     /// Each distinct element once per window (Beam's `Distinct`).
@@ -468,10 +412,8 @@ impl<T: Key> PCollection<T> {
     /// assert_eq!(out, [1, 3]);
     /// ```
     pub fn distinct(&self) -> PCollection<T> {
-        crate::transforms::map::closure_step(self, "PairWithUnit", |x: &T, ctx| {
-            ctx.output((x.clone(), ()))
-        })
-        .combine_per_key_as("Distinct", Count::new())
-        .keys()
+        crate::transforms::map::closure_step(self, "PairWithUnit", |x: &T, ctx| ctx.output((x.clone(), ())))
+            .combine_per_key_as("Distinct", Count::new())
+            .keys()
     }
 }

@@ -15,10 +15,7 @@ struct ClosureFn<I, O, F> {
 
 impl<I, O, F> Clone for ClosureFn<I, O, F> {
     fn clone(&self) -> Self {
-        ClosureFn {
-            f: self.f.clone(),
-            _types: PhantomData,
-        }
+        ClosureFn { f: self.f.clone(), _types: PhantomData }
     }
 }
 
@@ -39,14 +36,7 @@ pub(crate) fn closure_step<I: Data, O: Data>(
     transform: &str,
     f: impl Fn(&I, &mut ProcessContext<'_, O>) + Send + Sync + 'static,
 ) -> PCollection<O> {
-    add_simple(
-        input,
-        transform,
-        ClosureFn {
-            f: Arc::new(f),
-            _types: PhantomData,
-        },
-    )
+    add_simple(input, transform, ClosureFn { f: Arc::new(f), _types: PhantomData })
 }
 
 impl<T: Data> PCollection<T> {
@@ -71,10 +61,7 @@ impl<T: Data> PCollection<T> {
     /// out.sort();
     /// assert_eq!(out, ["a", "b", "c"]);
     /// ```
-    pub fn flat_map<O: Data, I>(
-        &self,
-        f: impl Fn(&T) -> I + Send + Sync + 'static,
-    ) -> PCollection<O>
+    pub fn flat_map<O: Data, I>(&self, f: impl Fn(&T) -> I + Send + Sync + 'static) -> PCollection<O>
     where
         I: IntoIterator<Item = O>,
     {
@@ -105,9 +92,9 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     /// The keys of a keyed collection.
     ///
     /// ```
-    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec![("a", 1), ("b", 2)]).keys());
+    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec![('a', 1), ('b', 2)]).keys());
     /// out.sort();
-    /// assert_eq!(out, ["a", "b"]);
+    /// assert_eq!(out, ['a', 'b']);
     /// ```
     pub fn keys(&self) -> PCollection<K> {
         closure_step(self, "Keys", |(k, _): &(K, V), ctx| ctx.output(k.clone()))
@@ -116,7 +103,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     /// The values of a keyed collection.
     ///
     /// ```
-    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec![("a", 1), ("b", 2)]).values());
+    /// let mut out = riffle_timely::testing::run_bounded(|p| p.create(vec![('a', 1), ('b', 2)]).values());
     /// out.sort();
     /// assert_eq!(out, [1, 2]);
     /// ```
@@ -128,17 +115,12 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     ///
     /// ```
     /// let mut out = riffle_timely::testing::run_bounded(|p| {
-    ///     p.create(vec![("a", 1), ("b", 2)]).map_values(|v| v * 100)
+    ///     p.create(vec![('a', 1), ('b', 2)]).map_values(|v| v * 100)
     /// });
     /// out.sort();
-    /// assert_eq!(out, [("a", 100), ("b", 200)]);
+    /// assert_eq!(out, [('a', 100), ('b', 200)]);
     /// ```
-    pub fn map_values<W: Data>(
-        &self,
-        f: impl Fn(&V) -> W + Send + Sync + 'static,
-    ) -> PCollection<(K, W)> {
-        closure_step(self, "MapValues", move |(k, v): &(K, V), ctx| {
-            ctx.output((k.clone(), f(v)))
-        })
+    pub fn map_values<W: Data>(&self, f: impl Fn(&V) -> W + Send + Sync + 'static) -> PCollection<(K, W)> {
+        closure_step(self, "MapValues", move |(k, v): &(K, V), ctx| ctx.output((k.clone(), f(v))))
     }
 }

@@ -51,20 +51,14 @@ pub struct TupleTag<T> {
 
 impl<T> Clone for TupleTag<T> {
     fn clone(&self) -> Self {
-        TupleTag {
-            name: self.name.clone(),
-            _type: PhantomData,
-        }
+        TupleTag { name: self.name.clone(), _type: PhantomData }
     }
 }
 
 impl<T: Data> TupleTag<T> {
     /// A tag called `name`, unique among one ParDo's outputs.
     pub fn new(name: &str) -> Self {
-        TupleTag {
-            name: name.into(),
-            _type: PhantomData,
-        }
+        TupleTag { name: name.into(), _type: PhantomData }
     }
 
     /// The tag's name.
@@ -88,11 +82,7 @@ impl<T: Data> AnyTupleTag for TupleTag<T> {
         &self.name
     }
     fn output_info(&self, like: &OutputInfo) -> OutputInfo {
-        OutputInfo {
-            type_name: std::any::type_name::<T>(),
-            tag: Some(self.name.to_string()),
-            ..like.clone()
-        }
+        OutputInfo { type_name: std::any::type_name::<T>(), tag: Some(self.name.to_string()), ..like.clone() }
     }
     fn buffer(&self) -> TagBuffer {
         TagBuffer {
@@ -126,14 +116,7 @@ impl TagBuffer {
     }
 }
 
-fn push_tagged<T: Data>(
-    tags: &mut [TagBuffer],
-    tag: &TupleTag<T>,
-    value: T,
-    ts: EventTime,
-    w: Window,
-    p: PaneInfo,
-) {
+fn push_tagged<T: Data>(tags: &mut [TagBuffer], tag: &TupleTag<T>, value: T, ts: EventTime, w: Window, p: PaneInfo) {
     match tags.iter_mut().find(|b| b.name == tag.name) {
         Some(buffer) => buffer.push(value, ts, w, p),
         None => panic!(
@@ -168,8 +151,7 @@ impl<O: Data> ProcessContext<'_, O> {
     /// Outputs to the main output, with the current element's timestamp, window and pane.
     #[inline]
     pub fn output(&mut self, value: O) {
-        self.main
-            .push(value, self.timestamp, self.window, self.pane);
+        self.main.push(value, self.timestamp, self.window, self.pane);
     }
     /// Outputs to the main output with another timestamp.
     ///
@@ -183,14 +165,7 @@ impl<O: Data> ProcessContext<'_, O> {
     /// # Panics
     /// If the tag was not declared there (a bug in the pipeline, reported with the step).
     pub fn output_to<T: Data>(&mut self, tag: &TupleTag<T>, value: T) {
-        push_tagged(
-            self.tags,
-            tag,
-            value,
-            self.timestamp,
-            self.window,
-            self.pane,
-        );
+        push_tagged(self.tags, tag, value, self.timestamp, self.window, self.pane);
     }
 }
 
@@ -204,25 +179,11 @@ pub struct FinishBundleContext<'a, O> {
 impl<O: Data> FinishBundleContext<'_, O> {
     /// Outputs to the main output.
     pub fn output(&mut self, value: O, timestamp: EventTime, window: Window) {
-        self.main
-            .push(value, timestamp, window, PaneInfo::NO_FIRING);
+        self.main.push(value, timestamp, window, PaneInfo::NO_FIRING);
     }
     /// Outputs to a tagged output.
-    pub fn output_to<T: Data>(
-        &mut self,
-        tag: &TupleTag<T>,
-        value: T,
-        timestamp: EventTime,
-        window: Window,
-    ) {
-        push_tagged(
-            self.tags,
-            tag,
-            value,
-            timestamp,
-            window,
-            PaneInfo::NO_FIRING,
-        );
+    pub fn output_to<T: Data>(&mut self, tag: &TupleTag<T>, value: T, timestamp: EventTime, window: Window) {
+        push_tagged(self.tags, tag, value, timestamp, window, PaneInfo::NO_FIRING);
     }
 }
 
@@ -256,8 +217,7 @@ struct DoFnInstance<D: DoFn> {
 impl<D: DoFn> DoFnInstance<D> {
     /// Runs user code, turning a panic into an error that names this step.
     fn guarded(&mut self, f: impl FnOnce(&mut Self)) -> Result<()> {
-        catch_unwind(AssertUnwindSafe(|| f(self)))
-            .map_err(|p| Error::from_panic(&self.step, p, None))
+        catch_unwind(AssertUnwindSafe(|| f(self))).map_err(|p| Error::from_panic(&self.step, p, None))
     }
 }
 
@@ -300,10 +260,7 @@ impl<D: DoFn> ParDoInstance for DoFnInstance<D> {
 
     fn finish_bundle(&mut self) -> Result<()> {
         self.guarded(|s| {
-            let mut ctx = FinishBundleContext {
-                main: &mut s.main,
-                tags: &mut s.tags,
-            };
+            let mut ctx = FinishBundleContext { main: &mut s.main, tags: &mut s.tags };
             s.dofn.finish_bundle(&mut ctx);
         })
     }
@@ -321,11 +278,7 @@ impl<D: DoFn> ParDoInstance for DoFnInstance<D> {
     fn teardown(&mut self) {
         // A panic in teardown must not hide the job's result; it is reported, not raised.
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.dofn.teardown())) {
-            eprintln!(
-                "riffle: teardown of step '{}' panicked: {}",
-                self.step,
-                crate::error::panic_message(&p)
-            );
+            eprintln!("riffle: teardown of step '{}' panicked: {}", self.step, crate::error::panic_message(&p));
         }
     }
 }
@@ -347,19 +300,8 @@ impl TaggedOutputs {
             .names
             .iter()
             .position(|n| n == tag.name())
-            .unwrap_or_else(|| {
-                panic!(
-                    "tag '{}' was not declared in par_do_with_outputs",
-                    tag.name()
-                )
-            });
-        PCollection::from_port(
-            &self.pipeline,
-            PortRef {
-                node: self.node,
-                port: i + 1,
-            },
-        )
+            .unwrap_or_else(|| panic!("tag '{}' was not declared in par_do_with_outputs", tag.name()));
+        PCollection::from_port(&self.pipeline, PortRef { node: self.node, port: i + 1 })
     }
 }
 
@@ -383,29 +325,13 @@ pub(crate) fn add_dofn<D: DoFn>(
         names.push(t.name().to_string());
     }
     let step = DoFnStep { dofn, tags };
-    let node = p.add_step(
-        transform,
-        NodeKind::ParDo(Arc::new(step)),
-        vec![input.port()],
-        outputs,
-    );
+    let node = p.add_step(transform, NodeKind::ParDo(Arc::new(step)), vec![input.port()], outputs);
     let main = PCollection::from_port(p, PortRef { node, port: 0 });
-    (
-        main,
-        TaggedOutputs {
-            pipeline: p.clone(),
-            node,
-            names,
-        },
-    )
+    (main, TaggedOutputs { pipeline: p.clone(), node, names })
 }
 
 /// Adds a single-output DoFn step whose output keeps the input's windowing.
-pub(crate) fn add_simple<D: DoFn>(
-    input: &PCollection<D::In>,
-    transform: &str,
-    dofn: D,
-) -> PCollection<D::Out> {
+pub(crate) fn add_simple<D: DoFn>(input: &PCollection<D::In>, transform: &str, dofn: D) -> PCollection<D::Out> {
     let info = input.derived_info::<D::Out>();
     add_dofn(input, transform, dofn, Vec::new(), info).0
 }

@@ -14,11 +14,7 @@ struct PartitionFn<T, F> {
 
 impl<T, F> Clone for PartitionFn<T, F> {
     fn clone(&self) -> Self {
-        PartitionFn {
-            f: self.f.clone(),
-            n: self.n,
-            tags: self.tags.clone(),
-        }
+        PartitionFn { f: self.f.clone(), n: self.n, tags: self.tags.clone() }
     }
 }
 
@@ -30,10 +26,7 @@ impl<T: Data, F: Fn(&T, usize) -> usize + Send + Sync + 'static> DoFn for Partit
         match i {
             0 => ctx.output(element.clone()),
             i if i < self.n => ctx.output_to(&self.tags[i - 1], element.clone()),
-            i => panic!(
-                "the partition function returned {i}, but there are only {} partitions",
-                self.n
-            ),
+            i => panic!("the partition function returned {i}, but there are only {} partitions", self.n),
         }
     }
 }
@@ -54,27 +47,13 @@ impl<T: Data> PCollection<T> {
     ///
     /// # Panics
     /// If `n` is 0.
-    pub fn partition(
-        &self,
-        n: usize,
-        f: impl Fn(&T, usize) -> usize + Send + Sync + 'static,
-    ) -> Vec<PCollection<T>> {
+    pub fn partition(&self, n: usize, f: impl Fn(&T, usize) -> usize + Send + Sync + 'static) -> Vec<PCollection<T>> {
         assert!(n > 0, "partition needs at least one partition");
-        let tags: Vec<TupleTag<T>> = (1..n)
-            .map(|i| TupleTag::new(&format!("partition-{i}")))
-            .collect();
-        let boxed: Vec<Box<dyn AnyTupleTag>> = tags
-            .iter()
-            .map(|t| Box::new(t.clone()) as Box<dyn AnyTupleTag>)
-            .collect();
-        let dofn = PartitionFn {
-            f: Arc::new(f),
-            n,
-            tags: Arc::new(tags.clone()),
-        };
+        let tags: Vec<TupleTag<T>> = (1..n).map(|i| TupleTag::new(&format!("partition-{i}"))).collect();
+        let boxed: Vec<Box<dyn AnyTupleTag>> =
+            tags.iter().map(|t| Box::new(t.clone()) as Box<dyn AnyTupleTag>).collect();
+        let dofn = PartitionFn { f: Arc::new(f), n, tags: Arc::new(tags.clone()) };
         let (first, rest) = add_dofn(self, "Partition", dofn, boxed, self.derived_info::<T>());
-        std::iter::once(first)
-            .chain(tags.iter().map(|t| rest.get(t)))
-            .collect()
+        std::iter::once(first).chain(tags.iter().map(|t| rest.get(t))).collect()
     }
 }

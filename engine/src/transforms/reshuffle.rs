@@ -21,10 +21,7 @@ struct RoundRobinFn<T>(PhantomData<fn() -> T>);
 
 impl<T: Data> ShuffleFn for RoundRobinFn<T> {
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn Shuffle> {
-        Box::new(RoundRobin::<T> {
-            next: ctx.worker.index,
-            _t: PhantomData,
-        })
+        Box::new(RoundRobin::<T> { next: ctx.worker.index, _t: PhantomData })
     }
 }
 
@@ -51,12 +48,7 @@ impl<T: Data> PCollection<T> {
     pub fn reshuffle(&self) -> PCollection<T> {
         let p = self.pipeline();
         let kind = NodeKind::Exchange(Arc::new(RoundRobinFn::<T>(PhantomData)));
-        let node = p.add_step(
-            "Reshuffle",
-            kind,
-            vec![self.port()],
-            vec![self.derived_info::<T>()],
-        );
+        let node = p.add_step("Reshuffle", kind, vec![self.port()], vec![self.derived_info::<T>()]);
         PCollection::from_port(p, PortRef { node, port: 0 })
     }
 

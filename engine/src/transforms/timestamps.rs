@@ -20,13 +20,8 @@ impl<T: Data> PCollection<T> {
     /// });
     /// assert!(out.iter().all(|wv| wv.timestamp.millis() == wv.value));
     /// ```
-    pub fn with_timestamps(
-        &self,
-        f: impl Fn(&T) -> EventTime + Send + Sync + 'static,
-    ) -> PCollection<T> {
-        closure_step(self, "WithTimestamps", move |x: &T, ctx| {
-            ctx.output_with_timestamp(x.clone(), f(x))
-        })
+    pub fn with_timestamps(&self, f: impl Fn(&T) -> EventTime + Send + Sync + 'static) -> PCollection<T> {
+        closure_step(self, "WithTimestamps", move |x: &T, ctx| ctx.output_with_timestamp(x.clone(), f(x)))
     }
 
     /// Assigns each element to windows by its timestamp (Beam's `Window.into`); the
@@ -35,14 +30,14 @@ impl<T: Data> PCollection<T> {
     /// ```
     /// use riffle_engine::prelude::*;
     /// let mut out = riffle_timely::testing::run_bounded(|p| {
-    ///     p.create(vec![("k", 1_000i64), ("k", 1_500), ("k", 2_500)])
+    ///     p.create(vec![('k', 1_000i64), ('k', 1_500), ('k', 2_500)])
     ///         .with_timestamps(|(_, ms)| EventTime::from_millis(*ms))
     ///         .window_into(FixedWindows::of_millis(1_000))
     ///         .map_values(|_| 1u64)
     ///         .combine_per_key(Count::new())
     /// });
     /// out.sort();
-    /// assert_eq!(out, [("k", 1), ("k", 2)]);
+    /// assert_eq!(out, [('k', 1), ('k', 2)]);
     /// ```
     pub fn window_into(&self, window_fn: impl WindowFn) -> PCollection<T> {
         let info = OutputInfo {
@@ -53,11 +48,7 @@ impl<T: Data> PCollection<T> {
             },
             ..self.derived_info::<T>()
         };
-        let step = AssignWindows {
-            window_fn: Arc::new(window_fn),
-            scratch: Vec::new(),
-            _t: std::marker::PhantomData,
-        };
+        let step = AssignWindows { window_fn: Arc::new(window_fn), scratch: Vec::new(), _t: std::marker::PhantomData };
         add_dofn(self, "WindowInto", step, Vec::new(), info).0
     }
 }
@@ -70,11 +61,7 @@ struct AssignWindows<T, W> {
 
 impl<T, W> Clone for AssignWindows<T, W> {
     fn clone(&self) -> Self {
-        AssignWindows {
-            window_fn: self.window_fn.clone(),
-            scratch: Vec::new(),
-            _t: std::marker::PhantomData,
-        }
+        AssignWindows { window_fn: self.window_fn.clone(), scratch: Vec::new(), _t: std::marker::PhantomData }
     }
 }
 

@@ -60,18 +60,12 @@ pub fn role(opts: &RunOptions) -> Result<Role> {
         return Err(Error::Config("--processes must be at least 1".into()));
     }
     if let Ok(index) = std::env::var(ENV_PROCESS) {
-        let process = index.parse().map_err(|_| {
-            Error::Config(format!("{ENV_PROCESS}={index:?} is not a process index"))
-        })?;
-        let file = std::env::var(ENV_HOSTFILE).map_err(|_| {
-            Error::Config(format!("{ENV_PROCESS} is set but {ENV_HOSTFILE} is not"))
-        })?;
+        let process =
+            index.parse().map_err(|_| Error::Config(format!("{ENV_PROCESS}={index:?} is not a process index")))?;
+        let file = std::env::var(ENV_HOSTFILE)
+            .map_err(|_| Error::Config(format!("{ENV_PROCESS} is set but {ENV_HOSTFILE} is not")))?;
         let addresses = read_hostfile(Path::new(&file), opts.processes)?;
-        return Ok(Role::Member {
-            process,
-            addresses,
-            launched: true,
-        });
+        return Ok(Role::Member { process, addresses, launched: true });
     }
     match (opts.process, &opts.hostfile) {
         (Some(process), Some(file)) => {
@@ -83,11 +77,7 @@ pub fn role(opts: &RunOptions) -> Result<Role> {
                 )));
             }
             let addresses = read_hostfile(file, opts.processes)?;
-            Ok(Role::Member {
-                process,
-                addresses,
-                launched: false,
-            })
+            Ok(Role::Member { process, addresses, launched: false })
         }
         (Some(_), None) => Err(Error::Config("--process needs --hostfile".into())),
         (None, _) if opts.processes > 1 => Ok(Role::Launcher),
@@ -108,9 +98,7 @@ pub fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let ok = line
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        let ok = line.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !ok {
             return Err(Error::Config(format!(
                 "hostfile {} line {}: {line:?} is not host:port (for example 127.0.0.1:2101)",
@@ -141,11 +129,8 @@ fn resolve(address: &str) -> Option<SocketAddr> {
 /// The address does not resolve or is taken.
 pub fn check_own_address(addresses: &[String], process: usize) -> Result<()> {
     let address = &addresses[process];
-    let sock = resolve(address).ok_or_else(|| {
-        Error::Config(format!(
-            "process {process}'s address {address:?} does not resolve"
-        ))
-    })?;
+    let sock = resolve(address)
+        .ok_or_else(|| Error::Config(format!("process {process}'s address {address:?} does not resolve")))?;
     TcpListener::bind(sock).map(drop).map_err(|e| {
         Error::Config(format!(
             "process {process} cannot listen on {address}: {e}; is another job or program using that port? \
@@ -161,15 +146,9 @@ pub fn exit_when_a_peer_is_lost(addresses: Vec<String>) {
     std::panic::set_hook(Box::new(move |info| {
         let thread = std::thread::current();
         let name = thread.name().unwrap_or_default();
-        let peer = name
-            .strip_prefix("timely:recv-")
-            .or_else(|| name.strip_prefix("timely:send-"));
+        let peer = name.strip_prefix("timely:recv-").or_else(|| name.strip_prefix("timely:send-"));
         if let Some(peer) = peer {
-            let address = peer
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| addresses.get(i))
-                .map_or("?", |a| a.as_str());
+            let address = peer.parse::<usize>().ok().and_then(|i| addresses.get(i)).map_or("?", |a| a.as_str());
             let cause = info
                 .payload()
                 .downcast_ref::<String>()
@@ -188,12 +167,7 @@ pub fn exit_when_a_peer_is_lost(addresses: Vec<String>) {
 
 /// Exits with a message naming the processes that did not answer if the cluster has not
 /// formed within `timeout`.
-pub fn connect_deadline(
-    job: Arc<JobState>,
-    addresses: Vec<String>,
-    process: usize,
-    timeout: Duration,
-) {
+pub fn connect_deadline(job: Arc<JobState>, addresses: Vec<String>, process: usize, timeout: Duration) {
     std::thread::Builder::new()
         .name("riffle:connect-deadline".into())
         .spawn(move || {
@@ -208,10 +182,16 @@ pub fn connect_deadline(
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| *i != process)
-                .filter(|(_, a)| resolve(a).is_none_or(|s| TcpStream::connect_timeout(&s, Duration::from_secs(1)).is_err()))
+                .filter(|(_, a)| {
+                    resolve(a).is_none_or(|s| TcpStream::connect_timeout(&s, Duration::from_secs(1)).is_err())
+                })
                 .map(|(i, a)| format!("process {i} at {a}"))
                 .collect();
-            let who = if silent.is_empty() { "every peer answers, but the handshake did not finish".to_string() } else { format!("no answer from {}", silent.join(", ")) };
+            let who = if silent.is_empty() {
+                "every peer answers, but the handshake did not finish".to_string()
+            } else {
+                format!("no answer from {}", silent.join(", "))
+            };
             eprintln!(
                 "riffle: process {process}: the cluster did not form within {}s ({who}). Check that every process \
                  was started with the same --processes and hostfile, and that the hosts can reach each other.",
@@ -228,14 +208,7 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<_>>()
         .map_err(|e| Error::Cluster(format!("cannot find free loopback ports: {e}")))?;
-    listeners
-        .iter()
-        .map(|l| {
-            Ok(l.local_addr()
-                .map_err(|e| Error::Cluster(e.to_string()))?
-                .port())
-        })
-        .collect()
+    listeners.iter().map(|l| Ok(l.local_addr().map_err(|e| Error::Cluster(e.to_string()))?.port())).collect()
 }
 
 /// Starts `opts.processes` copies of this program on loopback and waits for them all.
@@ -246,33 +219,15 @@ pub fn launch_local(opts: &RunOptions) -> Result<()> {
     let n = opts.processes;
     let ports = free_ports(n)?;
     let dir = std::env::temp_dir().join(format!("riffle-{}-{}", std::process::id(), ports[0]));
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        Error::io(
-            "local cluster",
-            format!("cannot create {}", dir.display()),
-            e,
-        )
-    })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io("local cluster", format!("cannot create {}", dir.display()), e))?;
     let hostfile: PathBuf = dir.join("hosts.txt");
     let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
-    std::fs::write(&hostfile, text).map_err(|e| {
-        Error::io(
-            "local cluster",
-            format!("cannot write {}", hostfile.display()),
-            e,
-        )
-    })?;
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::io("local cluster", "cannot find this program", e))?;
-    let args: Vec<String> = opts
-        .child_args
-        .clone()
-        .unwrap_or_else(|| std::env::args().skip(1).collect());
-    tracing::info!(
-        processes = n,
-        workers = opts.workers,
-        "starting a local cluster on loopback"
-    );
+    std::fs::write(&hostfile, text)
+        .map_err(|e| Error::io("local cluster", format!("cannot write {}", hostfile.display()), e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("local cluster", "cannot find this program", e))?;
+    let args: Vec<String> = opts.child_args.clone().unwrap_or_else(|| std::env::args().skip(1).collect());
+    tracing::info!(processes = n, workers = opts.workers, "starting a local cluster on loopback");
     let mut children: Vec<Child> = Vec::new();
     for i in 0..n {
         let child = Command::new(&exe)
@@ -280,13 +235,7 @@ pub fn launch_local(opts: &RunOptions) -> Result<()> {
             .env(ENV_PROCESS, i.to_string())
             .env(ENV_HOSTFILE, &hostfile)
             .spawn()
-            .map_err(|e| {
-                Error::io(
-                    "local cluster",
-                    format!("cannot start process {i} ({})", exe.display()),
-                    e,
-                )
-            });
+            .map_err(|e| Error::io("local cluster", format!("cannot start process {i} ({})", exe.display()), e));
         match child {
             Ok(c) => children.push(c),
             Err(e) => {
@@ -338,12 +287,5 @@ fn supervise(children: &mut [Child]) -> Result<()> {
             None => format!("process {i} (status unknown)"),
         })
         .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Cluster(format!(
-            "the job failed: {}",
-            failed.join("; ")
-        )))
-    }
+    if failed.is_empty() { Ok(()) } else { Err(Error::Cluster(format!("the job failed: {}", failed.join("; ")))) }
 }

@@ -50,10 +50,7 @@ impl JobState {
 
     /// Marks that every worker returned.
     pub fn mark_finished(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .finished = true;
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).finished = true;
         self.changed.notify_all();
     }
 
@@ -68,10 +65,6 @@ impl JobState {
 
     /// Takes the recorded error.
     pub fn take_error(&self) -> Option<Error> {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .error
-            .take()
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).error.take()
     }
 }

@@ -18,7 +18,7 @@
 //!
 //! let cli = riffle_timely::Cli::parse();
 //! let p = Pipeline::new();
-//! let counts = p.create(vec!["a", "b", "a"]).count_per_element();
+//! let counts = p.create(vec!['a', 'b', 'a']).count_per_element();
 //! riffle_connectors::stdout::print_lines(&counts, |(w, n)| format!("{w}\t{n}"));
 //! riffle_timely::run(&p, &cli.run).unwrap();
 //! ```
@@ -66,14 +66,7 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
     let graph = pipeline.graph();
     graph.validate()?;
     if opts.explain || opts.explain_dot {
-        print!(
-            "{}",
-            if opts.explain_dot {
-                graph.to_dot()
-            } else {
-                graph.explain()
-            }
-        );
+        print!("{}", if opts.explain_dot { graph.to_dot() } else { graph.explain() });
         return Ok(());
     }
     match cluster::role(opts)? {
@@ -87,11 +80,7 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
             };
             execute(graph, comm, None)
         }
-        Role::Member {
-            process,
-            addresses,
-            launched,
-        } => {
+        Role::Member { process, addresses, launched } => {
             let result = run_member(graph, opts, process, addresses);
             if launched {
                 // A launched process is only a job executor: its launcher reports.
@@ -105,12 +94,7 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
     }
 }
 
-fn run_member(
-    graph: Graph,
-    opts: &RunOptions,
-    process: usize,
-    addresses: Vec<String>,
-) -> Result<()> {
+fn run_member(graph: Graph, opts: &RunOptions, process: usize, addresses: Vec<String>) -> Result<()> {
     graph.check_io()?;
     cluster::check_own_address(&addresses, process)?;
     cluster::exit_when_a_peer_is_lost(addresses.clone());
@@ -126,11 +110,7 @@ fn run_member(
 }
 
 /// Runs the lowered graph on this process's workers until it completes or fails.
-fn execute(
-    graph: Graph,
-    comm: CommunicationConfig,
-    cluster: Option<(Vec<String>, usize, Duration)>,
-) -> Result<()> {
+fn execute(graph: Graph, comm: CommunicationConfig, cluster: Option<(Vec<String>, usize, Duration)>) -> Result<()> {
     let graph = Arc::new(graph);
     let job = Arc::new(JobState::default());
     if let Some((addresses, process, deadline)) = &cluster {
@@ -138,20 +118,11 @@ fn execute(
     }
     let started = Instant::now();
     let worker_job = job.clone();
-    let config = timely::Config {
-        communication: comm,
-        worker: WorkerConfig::default(),
-    };
+    let config = timely::Config { communication: comm, worker: WorkerConfig::default() };
     let guards = timely::execute(config, move |worker| {
         let job = worker_job.clone();
         job.mark_started();
-        let env = Env {
-            worker: WorkerInfo {
-                index: worker.index(),
-                peers: worker.peers(),
-            },
-            job: job.clone(),
-        };
+        let env = Env { worker: WorkerInfo { index: worker.index(), peers: worker.peers() }, job: job.clone() };
         let ran = catch_unwind(AssertUnwindSafe(|| {
             lower::build(worker, &graph, &env);
             while worker.has_dataflows() {
@@ -165,11 +136,7 @@ fn execute(
             }
         }));
         if let Err(p) = ran {
-            job.fail(Error::Internal(format!(
-                "worker {} panicked: {}",
-                env.worker.index,
-                panic_message(&p)
-            )));
+            job.fail(Error::Internal(format!("worker {} panicked: {}", env.worker.index, panic_message(&p))));
         }
     })
     .map_err(|e| Error::Cluster(format!("could not start the workers: {e}")))?;
@@ -189,10 +156,7 @@ fn execute(
     if let Some(e) = job.take_error() {
         return Err(e);
     }
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "job finished"
-    );
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "job finished");
     Ok(())
 }
 
@@ -201,8 +165,5 @@ fn execute(
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

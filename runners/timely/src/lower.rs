@@ -19,11 +19,7 @@ impl<'scope> Edges<'scope> {
     fn take(&mut self, p: &PortRef) -> BatchStream<'scope> {
         let left = self.readers.get_mut(p).expect("a counted reader");
         *left -= 1;
-        if *left == 0 {
-            self.streams.remove(p).expect("an input stream")
-        } else {
-            self.streams[p].clone()
-        }
+        if *left == 0 { self.streams.remove(p).expect("an input stream") } else { self.streams[p].clone() }
     }
 
     fn put(&mut self, p: PortRef, stream: BatchStream<'scope>) {
@@ -37,10 +33,7 @@ impl<'scope> Edges<'scope> {
 /// (topological) order, each reading the streams its inputs produced.
 pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
     worker.dataflow::<Time, _, _>(|scope| {
-        let mut edges = Edges {
-            streams: HashMap::new(),
-            readers: HashMap::new(),
-        };
+        let mut edges = Edges { streams: HashMap::new(), readers: HashMap::new() };
         for node in graph.nodes() {
             for p in &node.inputs {
                 *edges.readers.entry(*p).or_default() += 1;
@@ -53,12 +46,7 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                 NodeKind::ParDo(f) => par_do::par_do(edges.take(&node.inputs[0]), name, f, env),
                 NodeKind::Exchange(s) => {
                     let input = edges.take(&node.inputs[0]);
-                    vec![shuffle::shuffle(
-                        input,
-                        name,
-                        s.instantiate(&env.step(name)),
-                        env,
-                    )]
+                    vec![shuffle::shuffle(input, name, s.instantiate(&env.step(name)), env)]
                 }
                 NodeKind::Group(g) => vec![group::group(edges.take(&node.inputs[0]), name, g, env)],
                 NodeKind::Flatten => {
@@ -71,13 +59,7 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                 }
             };
             for (port, stream) in outs.into_iter().enumerate() {
-                edges.put(
-                    PortRef {
-                        node: node.id,
-                        port,
-                    },
-                    stream,
-                );
+                edges.put(PortRef { node: node.id, port }, stream);
             }
         }
     });

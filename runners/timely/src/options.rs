@@ -65,10 +65,7 @@ impl Default for RunOptions {
 impl RunOptions {
     /// `workers` threads in one process.
     pub fn threads(workers: usize) -> Self {
-        RunOptions {
-            workers,
-            ..Self::default()
-        }
+        RunOptions { workers, ..Self::default() }
     }
 }
 

@@ -42,21 +42,15 @@ pub fn try_run_windowed<T: Data>(
 /// # Panics
 /// If the pipeline fails.
 pub fn run_bounded<T: Data>(build: impl FnOnce(&Pipeline) -> PCollection<T>) -> Vec<T> {
-    run_bounded_windowed(build)
-        .into_iter()
-        .map(|wv| wv.value)
-        .collect()
+    run_bounded_windowed(build).into_iter().map(|wv| wv.value).collect()
 }
 
 /// The output elements of a bounded pipeline with their metadata, in no particular order.
 ///
 /// # Panics
 /// If the pipeline fails.
-pub fn run_bounded_windowed<T: Data>(
-    build: impl FnOnce(&Pipeline) -> PCollection<T>,
-) -> Vec<WindowedValue<T>> {
-    try_run_windowed(&RunOptions::threads(TEST_WORKERS), build)
-        .unwrap_or_else(|e| panic!("pipeline failed: {e}"))
+pub fn run_bounded_windowed<T: Data>(build: impl FnOnce(&Pipeline) -> PCollection<T>) -> Vec<WindowedValue<T>> {
+    try_run_windowed(&RunOptions::threads(TEST_WORKERS), build).unwrap_or_else(|e| panic!("pipeline failed: {e}"))
 }
 
 /// The values of two outputs of one bounded pipeline.
@@ -69,7 +63,6 @@ pub fn run_bounded2<A: Data, B: Data>(
     let p = Pipeline::new();
     let (a, b) = build(&p);
     let (a, b) = (collect(&a), collect(&b));
-    crate::run(&p, &RunOptions::threads(TEST_WORKERS))
-        .unwrap_or_else(|e| panic!("pipeline failed: {e}"));
+    crate::run(&p, &RunOptions::threads(TEST_WORKERS)).unwrap_or_else(|e| panic!("pipeline failed: {e}"));
     (values(a), values(b))
 }

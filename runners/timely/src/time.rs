@@ -20,9 +20,7 @@ use timely::progress::timestamp::{PathSummary, Refines, Timestamp};
 
 /// Riffle's timely timestamp: (epoch, event-time watermark in milliseconds), ordered as a
 /// product: `a <= b` when both coordinates are.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
 pub struct Time {
     /// The checkpoint epoch.
     pub epoch: u64,
@@ -33,10 +31,7 @@ pub struct Time {
 impl Time {
     /// The time at `epoch` and event time `t`.
     pub fn new(epoch: u64, t: EventTime) -> Self {
-        Time {
-            epoch,
-            event: t.millis(),
-        }
+        Time { epoch, event: t.millis() }
     }
 }
 
@@ -49,9 +44,7 @@ impl PartialOrder for Time {
 
 /// The only path summary a Riffle dataflow needs: it has no loops, so every path leaves
 /// time as it is.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
 pub struct Unchanged;
 
 impl PartialOrder for Unchanged {
@@ -72,10 +65,7 @@ impl PathSummary<Time> for Unchanged {
 impl Timestamp for Time {
     type Summary = Unchanged;
     fn minimum() -> Self {
-        Time {
-            epoch: 0,
-            event: i64::MIN,
-        }
+        Time { epoch: 0, event: i64::MIN }
     }
 }
 
@@ -90,12 +80,7 @@ impl Refines<()> for Time {
 /// The watermark an input frontier implies: the least event-time coordinate over the
 /// frontier's elements, or +infinity when the frontier is empty (the input is complete).
 pub fn watermark(frontier: &MutableAntichain<Time>) -> Watermark {
-    frontier
-        .frontier()
-        .iter()
-        .map(|t| t.event)
-        .min()
-        .map_or(Watermark::MAX, |ms| Watermark(EventTime::from_millis(ms)))
+    frontier.frontier().iter().map(|t| t.event).min().map_or(Watermark::MAX, |ms| Watermark(EventTime::from_millis(ms)))
 }
 
 #[cfg(test)]

@@ -7,9 +7,6 @@ use super::BatchStream;
 use crate::time::Time;
 
 /// Lowers a Flatten step.
-pub fn flatten<'scope>(
-    scope: Scope<'scope, Time>,
-    inputs: Vec<BatchStream<'scope>>,
-) -> BatchStream<'scope> {
+pub fn flatten<'scope>(scope: Scope<'scope, Time>, inputs: Vec<BatchStream<'scope>>) -> BatchStream<'scope> {
     scope.concatenate(inputs)
 }

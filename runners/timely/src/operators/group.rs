@@ -14,90 +14,72 @@ use super::{BatchStream, Env, shuffle::shuffle};
 use crate::time::{Time, watermark};
 
 /// Lowers a GroupByKey or Combine step: shuffle, then keyed state.
-pub fn group<'scope>(
-    input: BatchStream<'scope>,
-    name: &str,
-    g: &Arc<dyn GroupFn>,
-    env: &Env,
-) -> BatchStream<'scope> {
+pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn>, env: &Env) -> BatchStream<'scope> {
     let ctx = env.step(name);
     let exchanged = shuffle(input, name, g.shuffle().instantiate(&ctx), env);
     let job = env.job.clone();
     let g = g.clone();
-    exchanged.unary_frontier::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
-        Pipeline,
-        name,
-        move |initial, _info| {
-            drop(initial);
-            let mut state = g.instantiate(&ctx);
-            // Capabilities held for pending panes: an antichain, one per epoch at most.
-            let mut holds: Vec<Capability<Time>> = Vec::new();
-            let mut fired: Vec<(EventTime, Batch)> = Vec::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, containers| {
-                    if job.has_failed() {
-                        containers.for_each(|c| c.clear());
-                        return;
-                    }
-                    for container in containers {
-                        for batch in container.drain(..) {
-                            if let Err(e) = state.insert(batch) {
-                                job.fail(e);
-                                return;
-                            }
-                        }
-                    }
-                    if let Some(pending) = state.earliest_pending() {
-                        for t in cap.stamp().iter() {
-                            let want = Time {
-                                epoch: t.epoch,
-                                event: t.event.max(pending.millis()),
-                            };
-                            if !holds
-                                .iter()
-                                .any(|h| h.time().epoch == t.epoch && h.time().event <= want.event)
-                            {
-                                holds.retain(|h| h.time().epoch != t.epoch);
-                                holds.push(cap.delayed(&want, 0));
-                            }
-                        }
-                    }
-                });
+    exchanged.unary_frontier::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(Pipeline, name, move |initial, _info| {
+        let mut state = g.instantiate(&ctx);
+        // Capabilities held for pending panes: an antichain, one per epoch at most. A state
+        // can start with a pane pending (combine_globally's default for an empty input),
+        // which needs the operator's initial capability.
+        let mut holds: Vec<Capability<Time>> = Vec::new();
+        if let Some(pending) = state.earliest_pending() {
+            holds.push(initial.delayed(&Time { epoch: initial.time().epoch, event: pending.millis() }));
+        }
+        drop(initial);
+        let mut fired: Vec<(EventTime, Batch)> = Vec::new();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, containers| {
                 if job.has_failed() {
-                    holds.clear();
+                    containers.for_each(|c| c.clear());
                     return;
                 }
-                if let Err(e) = state.fire(watermark(frontier), &mut fired) {
-                    job.fail(e);
-                    holds.clear();
-                    return;
+                for container in containers {
+                    for batch in container.drain(..) {
+                        if let Err(e) = state.insert(batch) {
+                            job.fail(e);
+                            return;
+                        }
+                    }
                 }
-                for (t, batch) in fired.drain(..) {
-                    let hold = holds
-                        .iter()
-                        .min_by_key(|h| (h.time().event, h.time().epoch))
-                        .expect("a pane fired without a hold");
-                    let at = Time {
-                        epoch: hold.time().epoch,
-                        event: hold.time().event.max(t.millis()),
-                    };
-                    output.session(&hold.delayed(&at)).give(batch);
+                if let Some(pending) = state.earliest_pending() {
+                    for t in cap.stamp().iter() {
+                        let want = Time { epoch: t.epoch, event: t.event.max(pending.millis()) };
+                        if !holds.iter().any(|h| h.time().epoch == t.epoch && h.time().event <= want.event) {
+                            holds.retain(|h| h.time().epoch != t.epoch);
+                            holds.push(cap.delayed(&want, 0));
+                        }
+                    }
                 }
-                match state.earliest_pending() {
-                    None => holds.clear(),
-                    Some(p) => {
-                        for h in &mut holds {
-                            if h.time().event < p.millis() {
-                                let t = Time {
-                                    epoch: h.time().epoch,
-                                    event: p.millis(),
-                                };
-                                h.downgrade(&t);
-                            }
+            });
+            if job.has_failed() {
+                holds.clear();
+                return;
+            }
+            if let Err(e) = state.fire(watermark(frontier), &mut fired) {
+                job.fail(e);
+                holds.clear();
+                return;
+            }
+            for (t, batch) in fired.drain(..) {
+                let hold =
+                    holds.iter().min_by_key(|h| (h.time().event, h.time().epoch)).expect("a pane fired without a hold");
+                let at = Time { epoch: hold.time().epoch, event: hold.time().event.max(t.millis()) };
+                output.session(&hold.delayed(&at)).give(batch);
+            }
+            match state.earliest_pending() {
+                None => holds.clear(),
+                Some(p) => {
+                    for h in &mut holds {
+                        if h.time().event < p.millis() {
+                            let t = Time { epoch: h.time().epoch, event: p.millis() };
+                            h.downgrade(&t);
                         }
                     }
                 }
             }
-        },
-    )
+        }
+    })
 }

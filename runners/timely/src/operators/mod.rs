@@ -31,9 +31,6 @@ pub struct Env {
 impl Env {
     /// The context handed to a step's per-worker instance.
     pub fn step(&self, name: &str) -> StepContext {
-        StepContext {
-            name: name.into(),
-            worker: self.worker,
-        }
+        StepContext { name: name.into(), worker: self.worker }
     }
 }

@@ -48,9 +48,5 @@ pub fn shuffle<'scope>(
             }
         },
     );
-    if peers == 1 {
-        routed
-    } else {
-        routed.exchange(|b: &Batch| b.target() as u64)
-    }
+    if peers == 1 { routed } else { routed.exchange(|b: &Batch| b.target() as u64) }
 }

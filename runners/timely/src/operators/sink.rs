@@ -13,11 +13,7 @@ use super::{BatchStream, Env};
 /// Lowers a sink step; a gathering sink first sends everything to worker 0.
 pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) {
     let job = env.job.clone();
-    let input = if f.gathers() && env.worker.peers > 1 {
-        input.exchange(|_: &Batch| 0)
-    } else {
-        input
-    };
+    let input = if f.gathers() && env.worker.peers > 1 { input.exchange(|_: &Batch| 0) } else { input };
     let mut writer = match f.open(&env.step(name)) {
         Ok(w) => Some(w),
         Err(e) => {

@@ -72,16 +72,9 @@ pub fn source<'scope>(
             }
             let wm = r.watermark().0.millis();
             if wm > c.time().event {
-                c.downgrade(&Time {
-                    epoch: c.time().epoch,
-                    event: wm,
-                });
+                c.downgrade(&Time { epoch: c.time().epoch, event: wm });
             }
-            if pending {
-                activator.activate_after(IDLE_POLL)
-            } else {
-                activator.activate()
-            }
+            if pending { activator.activate_after(IDLE_POLL) } else { activator.activate() }
         }
     })
 }

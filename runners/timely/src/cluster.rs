@@ -8,7 +8,8 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -229,15 +230,20 @@ pub fn launch_local(opts: &RunOptions) -> Result<()> {
     let args: Vec<String> = opts.child_args.clone().unwrap_or_else(|| std::env::args().skip(1).collect());
     tracing::info!(processes = n, workers = opts.workers, "starting a local cluster on loopback");
     let mut children: Vec<Child> = Vec::new();
+    let mut forwarders = Vec::new();
     for i in 0..n {
         let child = Command::new(&exe)
             .args(&args)
             .env(ENV_PROCESS, i.to_string())
             .env(ENV_HOSTFILE, &hostfile)
+            .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| Error::io("local cluster", format!("cannot start process {i} ({})", exe.display()), e));
         match child {
-            Ok(c) => children.push(c),
+            Ok(mut c) => {
+                forwarders.extend(c.stdout.take().map(forward_stdout));
+                children.push(c)
+            }
             Err(e) => {
                 children.iter_mut().for_each(|c| drop(c.kill()));
                 return Err(e);
@@ -245,8 +251,29 @@ pub fn launch_local(opts: &RunOptions) -> Result<()> {
         }
     }
     let result = supervise(&mut children);
+    // The children have exited, so their pipes close and the forwarders finish.
+    forwarders.into_iter().for_each(|f| drop(f.join()));
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Copies a child's standard output to ours, line by line, moving timely's connection
+/// chatter ("awaiting connections", "error connecting ... retrying") to standard error so
+/// that a job's output on standard output is the same in a cluster as on threads.
+fn forward_stdout(out: ChildStdout) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let chatter = line.starts_with("awaiting connections (at ")
+                || (line.starts_with("worker ") && line.contains("connecting to worker"));
+            if chatter {
+                eprintln!("{line}");
+            } else {
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{line}");
+            }
+        }
+    })
 }
 
 fn supervise(children: &mut [Child]) -> Result<()> {

@@ -66,3 +66,32 @@ pub fn run_bounded2<A: Data, B: Data>(
     crate::run(&p, &RunOptions::threads(TEST_WORKERS)).unwrap_or_else(|e| panic!("pipeline failed: {e}"));
     (values(a), values(b))
 }
+
+/// Options for a local cluster of `processes` x `workers` started from a test: each
+/// process re-runs only the test called `test` (its full path, e.g. `mod::name`).
+///
+/// The test function runs in the launching process *and* in each process it starts; a
+/// started process runs the job in [`crate::run`] and exits there, so the code after
+/// `run` (reading output, asserting) runs only in the launcher.
+pub fn local_cluster(processes: usize, workers: usize, test: &str) -> RunOptions {
+    RunOptions {
+        workers,
+        processes,
+        child_args: Some(vec![test.to_string(), "--exact".into(), "--nocapture".into(), "--test-threads=1".into()]),
+        ..RunOptions::default()
+    }
+}
+
+/// Whether this process was started by a local cluster's launcher.
+pub fn is_cluster_member() -> bool {
+    std::env::var_os(crate::cluster::ENV_PROCESS).is_some()
+}
+
+/// A scratch directory that a test and the processes of the local cluster it starts
+/// agree on (named after the launcher's process id), for output files.
+pub fn cluster_scratch_dir(test: &str) -> std::path::PathBuf {
+    let launcher = if is_cluster_member() { std::os::unix::process::parent_id() } else { std::process::id() };
+    let dir = std::env::temp_dir().join(format!("riffle-test-{}-{launcher}", test.replace("::", "-")));
+    std::fs::create_dir_all(&dir).expect("create the scratch directory");
+    dir
+}

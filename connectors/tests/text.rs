@@ -16,8 +16,9 @@ fn reads_every_line_of_every_matching_file_once_at_any_worker_count() {
     let pattern = format!("{}/*.txt", dir.path().display());
     for workers in [1, 2, 5] {
         let opts = RunOptions::threads(workers);
-        let out = riffle_timely::testing::try_run_windowed(&opts, |p| riffle_connectors::text::read_lines(p, &[&pattern]))
-            .unwrap();
+        let out =
+            riffle_timely::testing::try_run_windowed(&opts, |p| riffle_connectors::text::read_lines(p, &[&pattern]))
+                .unwrap();
         let mut lines: Vec<String> = out.into_iter().map(|wv| wv.value).collect();
         lines.sort();
         assert_eq!(lines, ["", "five", "four", "one", "three", "two"], "at {workers} workers");

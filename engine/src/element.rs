@@ -104,6 +104,41 @@ impl<T> Elements<T> {
         }
     }
 
+    /// Makes room for `n` more elements.
+    pub fn reserve(&mut self, n: usize) {
+        self.values.reserve(n);
+        self.timestamps.reserve(n);
+    }
+
+    /// Splits the batch into `parts` batches by `route(value)`, keeping each element's
+    /// metadata; a batch with one window and pane keeps it per part without per-element
+    /// checks. This is the shuffle's inner loop.
+    pub fn split_by(self, parts: usize, mut route: impl FnMut(&T) -> usize) -> Vec<Elements<T>> {
+        let expect = self.len() / parts.max(1) + self.len() / (4 * parts.max(1)) + 16;
+        let mut out: Vec<Elements<T>> = (0..parts).map(|_| Elements::with_capacity(expect)).collect();
+        let uniform = self.windows.each.is_empty() && self.panes.each.is_empty();
+        let Elements { values, timestamps, windows, panes } = self;
+        if uniform {
+            for (value, ts) in values.into_iter().zip(timestamps) {
+                let part = &mut out[route(&value)];
+                part.values.push(value);
+                part.timestamps.push(ts);
+            }
+            for part in &mut out {
+                if !part.is_empty() {
+                    part.windows.first = windows.first;
+                    part.panes.first = panes.first;
+                }
+            }
+        } else {
+            for (i, (value, ts)) in values.into_iter().zip(timestamps).enumerate() {
+                let p = route(&value);
+                out[p].push(value, ts, windows.get(i), panes.get(i));
+            }
+        }
+        out
+    }
+
     /// Number of elements.
     #[inline]
     pub fn len(&self) -> usize {
@@ -227,5 +262,26 @@ mod tests {
         assert_eq!(all[2].window, w);
         assert_eq!(all[2].pane, late);
         assert_eq!(all[2].timestamp, t(3));
+    }
+
+    #[test]
+    fn split_keeps_metadata_in_both_uniform_and_mixed_batches() {
+        let t = EventTime::from_millis;
+        let w = Window::Interval { start: t(0), end: t(10) };
+        let mut uniform = Elements::new();
+        let mut mixed = Elements::new();
+        for i in 0..10u32 {
+            uniform.push(i, t(i as i64), w, PaneInfo::NO_FIRING);
+            mixed.push(i, t(i as i64), if i % 3 == 0 { w } else { Window::Global }, PaneInfo::NO_FIRING);
+        }
+        for batch in [uniform, mixed] {
+            let before: Vec<_> = batch.clone().into_iter_windowed().collect();
+            let parts = batch.split_by(3, |v| (*v % 3) as usize);
+            for (p, part) in parts.into_iter().enumerate() {
+                let got: Vec<_> = part.into_iter_windowed().collect();
+                let want: Vec<_> = before.iter().filter(|wv| wv.value % 3 == p as u32).cloned().collect();
+                assert_eq!(got, want);
+            }
+        }
     }
 }

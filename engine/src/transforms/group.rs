@@ -106,12 +106,7 @@ impl<K: Key, V: Data> Shuffle for KeyShuffle<K, V> {
             out.push(input.with_target(0));
             return Ok(());
         }
-        let input = input.into_elements::<(K, V)>();
-        let mut parts: Vec<Elements<(K, V)>> = (0..peers).map(|_| Elements::new()).collect();
-        for wv in input.into_iter_windowed() {
-            let w = KeyGroup::of(&wv.value.0).worker(peers);
-            parts[w].push_windowed(wv);
-        }
+        let parts = input.into_elements::<(K, V)>().split_by(peers, |(k, _)| KeyGroup::of(k).worker(peers));
         out.extend(
             parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(w, p)| Batch::new(p).with_target(w)),
         );

@@ -232,6 +232,8 @@ impl<D: DoFn> ParDoInstance for DoFnInstance<D> {
 
     fn process(&mut self, input: Batch) -> Result<()> {
         let input = input.into_elements::<D::In>();
+        // Most DoFns output about one element per input: size the output once.
+        self.main.reserve(input.len());
         let mut current = 0;
         let (dofn, main, tags) = (&mut self.dofn, &mut self.main, &mut self.tags[..]);
         let run = catch_unwind(AssertUnwindSafe(|| {

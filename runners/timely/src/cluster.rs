@@ -6,9 +6,9 @@
 //! (with a message naming who did not answer), and an exit naming the lost process as
 //! soon as a connection drops, instead of workers waiting on a peer that is gone.
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

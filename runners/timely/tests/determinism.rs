@@ -91,7 +91,11 @@ fn expected() -> Vec<String> {
         *hourly.entry((u, ts - ts.rem_euclid(HOUR))).or_default() += a;
         by_user.entry(u).or_default().push(a);
         let e = cogbk.entry(u).or_default();
-        if a < 0 { e.1 += 1 } else { e.0 += 1 }
+        if a < 0 {
+            e.1 += 1
+        } else {
+            e.0 += 1
+        }
         *counts.entry(u % 5).or_default() += 1;
     }
     for ((u, start), s) in hourly {

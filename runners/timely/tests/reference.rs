@@ -102,7 +102,9 @@ fn riffle(c: &Case) -> Vec<Row> {
                 vs.sort();
                 format!("{vs:?}")
             }),
-            Agg::Top2 => kv.combine_per_key(Top::largest(2)).map_values(|t| format!("{:?}", t.iter().collect::<Vec<_>>())),
+            Agg::Top2 => {
+                kv.combine_per_key(Top::largest(2)).map_values(|t| format!("{:?}", t.iter().collect::<Vec<_>>()))
+            }
         }
     })
     .expect("pipeline runs");

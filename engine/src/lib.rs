@@ -48,3 +48,8 @@ pub mod prelude {
     pub use crate::window::{FixedWindows, GlobalWindows, Window, WindowFn};
     pub use crate::{EventTime, PCollection, PaneInfo, Pipeline, Timing, WindowedValue};
 }
+
+/// The README's examples, compiled and run as doctests so they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

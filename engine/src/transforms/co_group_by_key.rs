@@ -14,6 +14,13 @@ enum Tagged<A, B, C> {
     C(C),
 }
 
+/// What [`PCollection::co_group_by_key`] gives per key: the values from each input
+/// (Beam's `CoGbkResult`, typed).
+pub type CoGrouped<K, A, B> = (K, (Vec<A>, Vec<B>));
+
+/// What [`PCollection::co_group_by_key3`] gives per key.
+pub type CoGrouped3<K, A, B, C> = (K, (Vec<A>, Vec<B>, Vec<C>));
+
 /// Empty input slot, for the two-input form.
 type Nothing = ();
 
@@ -41,7 +48,7 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
     ///     (s("carl"), (vec![s("carl@y")], vec![])),
     /// ]);
     /// ```
-    pub fn co_group_by_key<B: Data>(&self, other: &PCollection<(K, B)>) -> PCollection<(K, (Vec<A>, Vec<B>))> {
+    pub fn co_group_by_key<B: Data>(&self, other: &PCollection<(K, B)>) -> PCollection<CoGrouped<K, A, B>> {
         let a = tag(self, Tagged::<A, B, Nothing>::A);
         let b = tag(other, Tagged::<A, B, Nothing>::B);
         PCollection::flatten(&[a, b]).group_by_key().map(|(k, vs)| {
@@ -72,7 +79,7 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
         &self,
         b: &PCollection<(K, B)>,
         c: &PCollection<(K, C)>,
-    ) -> PCollection<(K, (Vec<A>, Vec<B>, Vec<C>))> {
+    ) -> PCollection<CoGrouped3<K, A, B, C>> {
         let ta = tag(self, Tagged::<A, B, C>::A);
         let tb = tag(b, Tagged::<A, B, C>::B);
         let tc = tag(c, Tagged::<A, B, C>::C);

@@ -11,6 +11,16 @@ pub type Collected<T> = Arc<Mutex<Vec<WindowedValue<T>>>>;
 /// Adds a sink that gathers every element of `input`, with its metadata, into the
 /// returned vector. Every worker of the *process* appends to it, so in a cluster each
 /// process holds only its own workers' share: use a file sink there.
+///
+/// ```
+/// use riffle_engine::Pipeline;
+/// let p = Pipeline::new();
+/// let out = riffle_connectors::memory::collect(&p.create(vec![1, 2, 3]).map(|x| x * 2));
+/// riffle_timely::run(&p, &riffle_timely::RunOptions::threads(2)).unwrap();
+/// let mut got: Vec<i32> = out.lock().unwrap().iter().map(|wv| wv.value).collect();
+/// got.sort();
+/// assert_eq!(got, [2, 4, 6]);
+/// ```
 pub fn collect<T: Data>(input: &PCollection<T>) -> Collected<T> {
     let out: Collected<T> = Arc::default();
     input.write_to("Collect", Arc::new(CollectSink { out: out.clone() }));

@@ -17,6 +17,16 @@ use crate::lines::{LineTarget, SortedLines};
 /// # Errors
 /// When the job starts: the parent directory does not exist. At the end: the file cannot
 /// be written.
+///
+/// ```
+/// use riffle_engine::Pipeline;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("out.txt");
+/// let p = Pipeline::new();
+/// riffle_connectors::text::write_lines(&p.create(vec![3, 1, 2]), &path, |x| x.to_string());
+/// riffle_timely::run(&p, &riffle_timely::RunOptions::threads(2)).unwrap();
+/// assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n2\n3\n");
+/// ```
 pub fn write_lines<T: Data>(
     input: &PCollection<T>,
     path: impl Into<PathBuf>,

@@ -19,6 +19,16 @@ use riffle_engine::{Batch, Elements, Error, EventTime, PCollection, PaneInfo, Pi
 /// When the job starts: a pattern that matches no file, or is not a valid glob, naming it.
 /// While reading: a file that cannot be read, or a line that is not UTF-8, naming the
 /// file and line.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::write(dir.path().join("a.txt"), "x\ny\n").unwrap();
+/// std::fs::write(dir.path().join("b.txt"), "z\n").unwrap();
+/// let pattern = format!("{}/*.txt", dir.path().display());
+/// let mut lines = riffle_timely::testing::run_bounded(|p| riffle_connectors::text::read_lines(p, &[pattern]));
+/// lines.sort();
+/// assert_eq!(lines, ["x", "y", "z"]);
+/// ```
 pub fn read_lines(p: &Pipeline, patterns: &[impl AsRef<str>]) -> PCollection<String> {
     let patterns: Vec<String> = patterns.iter().map(|s| s.as_ref().to_string()).collect();
     let info = OutputInfo { type_name: "String", bounded: true, windowing: Windowing::default(), tag: None };

@@ -52,10 +52,18 @@ impl<T: Data> PCollection<T> {
         PCollection::from_port(p, PortRef { node, port: 0 })
     }
 
-    /// Writes the collection to `sink` (connectors provide sinks).
+    /// Writes the collection to `sink`, as a step named `name`. Connectors build their
+    /// sinks on this (see `riffle_connectors::text::write_lines`).
+    ///
+    /// ```
+    /// use riffle_engine::Pipeline;
+    /// let p = Pipeline::new();
+    /// let out = riffle_connectors::memory::collect(&p.create(vec![1]));
+    /// assert!(p.explain().contains("Collect"));
+    /// # riffle_timely::run(&p, &riffle_timely::RunOptions::default()).unwrap();
+    /// # assert_eq!(out.lock().unwrap().len(), 1);
+    /// ```
     pub fn write_to(&self, name: &str, sink: Arc<dyn crate::runtime::SinkFn>) {
-        let p = self.pipeline();
-        let node = p.add_step(name, NodeKind::Sink(sink), vec![self.port()], vec![]);
-        let _ = node;
+        self.pipeline().add_step(name, NodeKind::Sink(sink), vec![self.port()], vec![]);
     }
 }

@@ -37,11 +37,6 @@ fn clone_elements<T: Data>(data: &(dyn Any + Send)) -> Box<dyn Any + Send> {
     Box::new(data.downcast_ref::<Elements<T>>().expect("internal error: batch type mismatch").clone())
 }
 
-fn encode<T: Data>(data: &(dyn Any + Send)) -> Vec<u8> {
-    let elements = data.downcast_ref::<Elements<T>>().expect("internal error: batch type mismatch");
-    bincode::serialize(elements).expect("internal error: encoding a batch failed")
-}
-
 impl Batch {
     /// Wraps typed elements.
     pub fn new<T: Data>(elements: Elements<T>) -> Self {
@@ -49,7 +44,7 @@ impl Batch {
             target: 0,
             payload: Payload::Typed {
                 data: Box::new(elements),
-                encode: encode::<T>,
+                encode: crate::codec::encode::<T>,
                 clone: clone_elements::<T>,
                 encoded: OnceCell::new(),
             },
@@ -81,7 +76,7 @@ impl Batch {
                     std::any::type_name::<T>()
                 ),
             },
-            Payload::Encoded(bytes) => bincode::deserialize(&bytes).unwrap_or_else(|e| {
+            Payload::Encoded(bytes) => crate::codec::decode(&bytes).unwrap_or_else(|e| {
                 panic!("internal error in Riffle: a batch of {} did not decode: {e}", std::any::type_name::<T>())
             }),
         }

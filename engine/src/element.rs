@@ -40,10 +40,10 @@ pub struct WindowedValue<T> {
 /// first grouping is in the global window with no firing), so storing them once per batch
 /// keeps an element as small in memory and on the wire as its value and timestamp.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Column<X> {
-    first: Option<X>,
+pub(crate) struct Column<X> {
+    pub(crate) first: Option<X>,
     /// Empty while every entry equals `first`.
-    each: Vec<X>,
+    pub(crate) each: Vec<X>,
 }
 
 impl<X: Copy + PartialEq> Column<X> {
@@ -76,10 +76,10 @@ impl<X: Copy + PartialEq> Column<X> {
 /// statically typed code, and only the batch as a whole crosses a type-erased boundary.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Elements<T> {
-    values: Vec<T>,
-    timestamps: Vec<EventTime>,
-    windows: Column<Window>,
-    panes: Column<PaneInfo>,
+    pub(crate) values: Vec<T>,
+    pub(crate) timestamps: Vec<EventTime>,
+    pub(crate) windows: Column<Window>,
+    pub(crate) panes: Column<PaneInfo>,
 }
 
 impl<T> Default for Elements<T> {

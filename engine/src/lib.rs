@@ -19,6 +19,7 @@
 //! This crate does not depend on timely: the runner does.
 
 pub mod batch;
+pub mod codec;
 pub mod element;
 pub mod error;
 pub mod graph;

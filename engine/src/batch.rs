@@ -20,6 +20,7 @@ use crate::element::{Data, Elements};
 /// receives it, which knows the type.
 pub struct Batch {
     target: u32,
+    len: u32,
     payload: Payload,
 }
 
@@ -42,6 +43,7 @@ impl Batch {
     pub fn new<T: Data>(elements: Elements<T>) -> Self {
         Batch {
             target: 0,
+            len: u32::try_from(elements.len()).expect("a batch holds fewer than 2^32 elements"),
             payload: Payload::Typed {
                 data: Box::new(elements),
                 encode: crate::codec::encode::<T>,
@@ -60,6 +62,16 @@ impl Batch {
     /// The worker an exchange delivers this batch to.
     pub fn target(&self) -> usize {
         self.target as usize
+    }
+
+    /// How many elements the batch holds.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the batch holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Recovers the typed elements.
@@ -100,20 +112,20 @@ impl Clone for Batch {
             }
             Payload::Encoded(bytes) => Payload::Encoded(bytes.clone()),
         };
-        Batch { target: self.target, payload }
+        Batch { target: self.target, len: self.len, payload }
     }
 }
 
 impl Serialize for Batch {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.target, serde_bytes::Bytes::new(self.bytes())).serialize(s)
+        (self.target, self.len, serde_bytes::Bytes::new(self.bytes())).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Batch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (target, bytes) = <(u32, serde_bytes::ByteBuf)>::deserialize(d)?;
-        Ok(Batch { target, payload: Payload::Encoded(bytes.into_vec()) })
+        let (target, len, bytes) = <(u32, u32, serde_bytes::ByteBuf)>::deserialize(d)?;
+        Ok(Batch { target, len, payload: Payload::Encoded(bytes.into_vec()) })
     }
 }
 
@@ -123,7 +135,7 @@ impl std::fmt::Debug for Batch {
             Payload::Typed { .. } => "typed",
             Payload::Encoded(_) => "encoded",
         };
-        write!(f, "Batch({kind}, target {})", self.target)
+        write!(f, "Batch({kind}, {} elements, target {})", self.len, self.target)
     }
 }
 
@@ -141,6 +153,7 @@ mod tests {
         assert_eq!(bincode::serialized_size(&b).unwrap() as usize, bytes.len());
         let back: Batch = bincode::deserialize(&bytes).unwrap();
         assert_eq!(back.target(), 3);
+        assert_eq!(back.len(), 1);
         let e = back.into_elements::<(String, u64)>();
         assert_eq!(e.value(0), &("k".to_string(), 7));
         assert_eq!(e.timestamp(0), EventTime::from_millis(5));

@@ -4,9 +4,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::batch::Batch;
-use crate::element::Data;
+use crate::element::{Data, Key};
 use crate::error::Result;
 use crate::graph::{NodeKind, PortRef};
+use crate::keys::KeyGroup;
 use crate::pipeline::PCollection;
 use crate::runtime::{Shuffle, ShuffleFn, StepContext};
 
@@ -36,7 +37,61 @@ impl<T: Data> Shuffle for RoundRobin<T> {
     }
 }
 
+/// Routes each element to the worker owning its key's key group.
+struct ByKey<T, K, F> {
+    key: Arc<F>,
+    _t: PhantomData<fn(&T) -> K>,
+}
+
+impl<T, K, F> Clone for ByKey<T, K, F> {
+    fn clone(&self) -> Self {
+        ByKey { key: self.key.clone(), _t: PhantomData }
+    }
+}
+
+impl<T: Data, K: Key, F: Fn(&T) -> K + Send + Sync + 'static> ShuffleFn for ByKey<T, K, F> {
+    fn instantiate(&self, _ctx: &StepContext) -> Box<dyn Shuffle> {
+        Box::new(self.clone())
+    }
+}
+
+impl<T: Data, K: Key, F: Fn(&T) -> K + Send + Sync + 'static> Shuffle for ByKey<T, K, F> {
+    fn route(&mut self, input: Batch, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
+        if peers == 1 {
+            out.push(input.with_target(0));
+            return Ok(());
+        }
+        let key = &self.key;
+        let parts = input.into_elements::<T>().split_by(peers, |x| KeyGroup::of(&key(x)).worker(peers));
+        out.extend(
+            parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(w, p)| Batch::new(p).with_target(w)),
+        );
+        Ok(())
+    }
+    fn flush(&mut self, _peers: usize, _out: &mut Vec<Batch>) -> Result<()> {
+        Ok(())
+    }
+}
+
 impl<T: Data> PCollection<T> {
+    /// Moves each element to the worker that owns `key(element)`, without grouping
+    /// (Beam's `Redistribute.byKey`): elements with equal keys end up on one worker. The
+    /// plain keyed exchange, which the shuffle benchmark measures.
+    ///
+    /// ```
+    /// let mut out = riffle_timely::testing::run_bounded(|p| {
+    ///     p.create((0..100u32).collect()).redistribute_by_key(|x| x % 7)
+    /// });
+    /// out.sort();
+    /// assert_eq!(out, (0..100).collect::<Vec<_>>());
+    /// ```
+    pub fn redistribute_by_key<K: Key>(&self, key: impl Fn(&T) -> K + Send + Sync + 'static) -> PCollection<T> {
+        let p = self.pipeline();
+        let kind = NodeKind::Exchange(Arc::new(ByKey { key: Arc::new(key), _t: PhantomData }));
+        let node = p.add_step("RedistributeByKey", kind, vec![self.port()], vec![self.derived_info::<T>()]);
+        PCollection::from_port(p, PortRef { node, port: 0 })
+    }
+
     /// Moves elements between workers to even out load, keeping timestamps and windows
     /// (Beam's `Reshuffle`). Whole batches move, so the balance is by batch.
     ///

@@ -10,6 +10,7 @@ use riffle_engine::Error;
 pub struct JobState {
     failed: AtomicBool,
     started: AtomicBool,
+    started_at: std::sync::OnceLock<std::time::Instant>,
     state: Mutex<Outcome>,
     changed: Condvar,
 }
@@ -40,7 +41,13 @@ impl JobState {
 
     /// Marks that workers are running (the cluster is connected).
     pub fn mark_started(&self) {
+        self.started_at.get_or_init(std::time::Instant::now);
         self.started.store(true, Ordering::SeqCst);
+    }
+
+    /// When the first worker started.
+    pub fn started_at(&self) -> Option<std::time::Instant> {
+        self.started_at.get().copied()
     }
 
     /// Whether workers are running.

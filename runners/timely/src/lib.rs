@@ -26,6 +26,7 @@
 pub mod cluster;
 pub mod job;
 pub mod lower;
+pub mod metrics;
 pub mod operators;
 pub mod options;
 pub mod testing;
@@ -41,6 +42,7 @@ use riffle_engine::{Error, Graph, Pipeline, Result};
 use timely::CommunicationConfig;
 use timely::WorkerConfig;
 
+pub use metrics::StepReport;
 pub use options::{Cli, RunOptions};
 
 use crate::cluster::Role;
@@ -61,16 +63,20 @@ const PARK: Duration = Duration::from_millis(50);
 /// # Errors
 /// An invalid pipeline (naming the step), bad options, a source or sink that cannot be
 /// opened, a panic in user code (naming the step and the element), or a failed process.
-pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
+pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
     init_logging();
     let graph = pipeline.graph();
     graph.validate()?;
     if opts.explain || opts.explain_dot {
         print!("{}", if opts.explain_dot { graph.to_dot() } else { graph.explain() });
-        return Ok(());
+        return Ok(RunReport::default());
     }
     match cluster::role(opts)? {
-        Role::Launcher => cluster::launch_local(opts),
+        Role::Launcher => {
+            let started = Instant::now();
+            cluster::launch_local(opts)?;
+            Ok(RunReport { elapsed: started.elapsed(), steps: Vec::new() })
+        }
         Role::Single => {
             graph.check_io()?;
             let comm = if opts.workers == 1 {
@@ -94,7 +100,7 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<()> {
     }
 }
 
-fn run_member(graph: Graph, opts: &RunOptions, process: usize, addresses: Vec<String>) -> Result<()> {
+fn run_member(graph: Graph, opts: &RunOptions, process: usize, addresses: Vec<String>) -> Result<RunReport> {
     graph.check_io()?;
     cluster::check_own_address(&addresses, process)?;
     cluster::exit_when_a_peer_is_lost(addresses.clone());
@@ -110,19 +116,28 @@ fn run_member(graph: Graph, opts: &RunOptions, process: usize, addresses: Vec<St
 }
 
 /// Runs the lowered graph on this process's workers until it completes or fails.
-fn execute(graph: Graph, comm: CommunicationConfig, cluster: Option<(Vec<String>, usize, Duration)>) -> Result<()> {
+fn execute(
+    graph: Graph,
+    comm: CommunicationConfig,
+    cluster: Option<(Vec<String>, usize, Duration)>,
+) -> Result<RunReport> {
     let graph = Arc::new(graph);
     let job = Arc::new(JobState::default());
     if let Some((addresses, process, deadline)) = &cluster {
         cluster::connect_deadline(job.clone(), addresses.clone(), *process, *deadline);
     }
-    let started = Instant::now();
+    let metrics = Arc::new(metrics::Metrics::default());
+    let worker_metrics = metrics.clone();
     let worker_job = job.clone();
     let config = timely::Config { communication: comm, worker: WorkerConfig::default() };
     let guards = timely::execute(config, move |worker| {
         let job = worker_job.clone();
         job.mark_started();
-        let env = Env { worker: WorkerInfo { index: worker.index(), peers: worker.peers() }, job: job.clone() };
+        let env = Env {
+            worker: WorkerInfo { index: worker.index(), peers: worker.peers() },
+            job: job.clone(),
+            metrics: worker_metrics.clone(),
+        };
         let ran = catch_unwind(AssertUnwindSafe(|| {
             lower::build(worker, &graph, &env);
             while worker.has_dataflows() {
@@ -156,8 +171,26 @@ fn execute(graph: Graph, comm: CommunicationConfig, cluster: Option<(Vec<String>
     if let Some(e) = job.take_error() {
         return Err(e);
     }
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "job finished");
-    Ok(())
+    let elapsed = job.started_at().map(|t| t.elapsed()).unwrap_or_default();
+    tracing::info!(elapsed_ms = elapsed.as_millis() as u64, "job finished");
+    Ok(RunReport { elapsed, steps: metrics.report() })
+}
+
+/// What a finished run did, in this process.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// From the moment this process's workers started (the cluster had formed) to the
+    /// end of the job; for a local launcher, the whole run of its processes.
+    pub elapsed: Duration,
+    /// Elements in and out of every step on every worker of this process.
+    pub steps: Vec<StepReport>,
+}
+
+impl RunReport {
+    /// The elements that step `name` read, per worker of this process, in worker order.
+    pub fn elements_in(&self, name: &str) -> Vec<u64> {
+        self.steps.iter().filter(|s| s.step == name).map(|s| s.elements_in).collect()
+    }
 }
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default: Riffle's warnings

@@ -18,6 +18,7 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
     let ctx = env.step(name);
     let exchanged = shuffle(input, name, g.shuffle().instantiate(&ctx), env);
     let job = env.job.clone();
+    let counter = env.counter(name);
     let g = g.clone();
     exchanged.unary_frontier::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(Pipeline, name, move |initial, _info| {
         let mut state = g.instantiate(&ctx);
@@ -38,6 +39,7 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
                 }
                 for container in containers {
                     for batch in container.drain(..) {
+                        counter.add_in(batch.len());
                         if let Err(e) = state.insert(batch) {
                             job.fail(e);
                             return;
@@ -64,6 +66,7 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
                 return;
             }
             for (t, batch) in fired.drain(..) {
+                counter.add_out(batch.len());
                 let hold =
                     holds.iter().min_by_key(|h| (h.time().event, h.time().epoch)).expect("a pane fired without a hold");
                 let at = Time { epoch: hold.time().epoch, event: hold.time().event.max(t.millis()) };

@@ -26,11 +26,18 @@ pub struct Env {
     pub worker: WorkerInfo,
     /// The job's shared failure state.
     pub job: Arc<JobState>,
+    /// This process's counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Env {
     /// The context handed to a step's per-worker instance.
     pub fn step(&self, name: &str) -> StepContext {
         StepContext { name: name.into(), worker: self.worker }
+    }
+
+    /// The counter of step `name` on this worker.
+    pub fn counter(&self, name: &str) -> Arc<crate::metrics::StepCounter> {
+        self.metrics.counter(name, self.worker.index)
     }
 }

@@ -29,6 +29,7 @@ pub fn par_do<'scope>(
         streams.push(stream);
     }
     let ctx = env.step(name);
+    let counter = env.counter(name);
     let job = env.job.clone();
     let f = f.clone();
     builder.build(move |capabilities| {
@@ -52,6 +53,7 @@ pub fn par_do<'scope>(
                     instance.start_bundle()?;
                     for container in containers {
                         for batch in container.drain(..) {
+                            counter.add_in(batch.len());
                             instance.process(batch)?;
                         }
                     }
@@ -64,6 +66,7 @@ pub fn par_do<'scope>(
                 }
                 for (port, batch) in instance.take_outputs().into_iter().enumerate() {
                     if let Some(batch) = batch {
+                        counter.add_out(batch.len());
                         handles[port].session(&cap).give(batch);
                     }
                 }

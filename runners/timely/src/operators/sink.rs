@@ -13,6 +13,7 @@ use super::{BatchStream, Env};
 /// Lowers a sink step; a gathering sink first sends everything to worker 0.
 pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) {
     let job = env.job.clone();
+    let counter = env.counter(name);
     let input = if f.gathers() && env.worker.peers > 1 { input.exchange(|_: &Batch| 0) } else { input };
     let mut writer = match f.open(&env.step(name)) {
         Ok(w) => Some(w),
@@ -25,6 +26,7 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
         input.for_each_stamp(|_cap, containers| {
             for container in containers {
                 for batch in container.drain(..) {
+                    counter.add_in(batch.len());
                     if let Some(w) = writer.as_mut() {
                         if let Err(e) = w.write(batch) {
                             job.fail(e);

@@ -29,6 +29,7 @@ pub fn source<'scope>(
     env: &Env,
 ) -> BatchStream<'scope> {
     let ctx = env.step(name);
+    let counter = env.counter(name);
     let job = env.job.clone();
     let src = src.clone();
     timely_source::<_, CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, name, move |cap, info| {
@@ -52,7 +53,10 @@ pub fn source<'scope>(
                     break;
                 }
                 match r.poll(BATCH_SIZE) {
-                    Ok(SourcePoll::Batch(b)) => output.session(&*c).give(b),
+                    Ok(SourcePoll::Batch(b)) => {
+                        counter.add_out(b.len());
+                        output.session(&*c).give(b)
+                    }
                     Ok(SourcePoll::Pending) => {
                         pending = true;
                         break;

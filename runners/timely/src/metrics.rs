@@ -1,0 +1,75 @@
+//! Per-step, per-worker counters, read into the [`crate::RunReport`].
+//!
+//! Operators add to their counters once per batch with relaxed atomics, so counting costs
+//! nothing measurable; the report reads them once the job has finished.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The counters of one step on one worker.
+#[derive(Default, Debug)]
+pub struct StepCounter {
+    elements_in: AtomicU64,
+    elements_out: AtomicU64,
+}
+
+impl StepCounter {
+    /// Counts elements read.
+    #[inline]
+    pub fn add_in(&self, n: usize) {
+        self.elements_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    /// Counts elements written.
+    #[inline]
+    pub fn add_out(&self, n: usize) {
+        self.elements_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// What one step did on one worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepReport {
+    /// The step's name.
+    pub step: String,
+    /// The worker's global index.
+    pub worker: usize,
+    /// Elements the step read on this worker (for a grouping, after the shuffle).
+    pub elements_in: u64,
+    /// Elements the step emitted on this worker.
+    pub elements_out: u64,
+}
+
+/// Every counter of the workers of one process.
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<Vec<(String, usize, Arc<StepCounter>)>>,
+}
+
+impl Metrics {
+    /// The counter of `step` on `worker`, created on first use.
+    pub fn counter(&self, step: &str, worker: usize) -> Arc<StepCounter> {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, counter)) = c.iter().find(|(s, w, _)| s == step && *w == worker) {
+            return counter.clone();
+        }
+        let counter = Arc::new(StepCounter::default());
+        c.push((step.to_string(), worker, counter.clone()));
+        counter
+    }
+
+    /// A snapshot of every counter, by step then worker.
+    pub fn report(&self) -> Vec<StepReport> {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<StepReport> = c
+            .iter()
+            .map(|(step, worker, counter)| StepReport {
+                step: step.clone(),
+                worker: *worker,
+                elements_in: counter.elements_in.load(Ordering::Relaxed),
+                elements_out: counter.elements_out.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.step, a.worker).cmp(&(&b.step, b.worker)));
+        out
+    }
+}

@@ -50,3 +50,37 @@ impl<T: Data> SinkWriter for CollectSink<T> {
         Ok(())
     }
 }
+
+/// Adds a sink that drops every element: for benchmarks, where only the run report's
+/// counts matter.
+///
+/// ```
+/// use riffle_engine::Pipeline;
+/// let p = Pipeline::new();
+/// riffle_connectors::memory::discard(&p.create(vec![1, 2, 3]));
+/// let report = riffle_timely::run(&p, &riffle_timely::RunOptions::threads(2)).unwrap();
+/// assert_eq!(report.elements_in("Discard").iter().sum::<u64>(), 3);
+/// ```
+pub fn discard<T: Data>(input: &PCollection<T>) {
+    input.write_to("Discard", Arc::new(Discard));
+}
+
+struct Discard;
+
+impl SinkFn for Discard {
+    fn gathers(&self) -> bool {
+        false
+    }
+    fn open(&self, _ctx: &StepContext) -> Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(Discard))
+    }
+}
+
+impl SinkWriter for Discard {
+    fn write(&mut self, _input: Batch) -> Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

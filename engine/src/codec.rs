@@ -6,8 +6,8 @@
 //! ```text
 //! [tag: u8] [body]
 //!   tag 1 (serde): bitcode of the whole `Elements<T>`
-//!   tag 2 (pod):   [len: u64 LE] [timestamps: len x i64 LE] [columns: bitcode of the window
-//!                  and pane columns] [values: len x size_of::<T>() bytes, as in memory]
+//!   tag 2 (pod):   [len: u64 LE] [columns length: u64 LE] [columns: bitcode of the
+//!                  timestamp, window and pane columns] [values: len x size_of::<T>() bytes]
 //! ```
 //!
 //! Serde-bitcode is the default for every element type: measured at about 1.5x the speed
@@ -94,21 +94,19 @@ pub(crate) fn decode<T: Data>(bytes: &[u8]) -> Result<Elements<T>, String> {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Columns {
+    timestamps: Column<EventTime>,
     windows: Column<Window>,
     panes: Column<PaneInfo>,
 }
 
 fn encode_pod<T: Data + bytemuck::Pod>(data: &(dyn Any + Send), out: &mut Vec<u8>) {
     let e = data.downcast_ref::<Elements<T>>().expect("internal error: batch type mismatch");
-    let columns = bitcode::serialize(&Columns { windows: e.windows.clone(), panes: e.panes.clone() })
-        .expect("internal error: encoding batch columns failed");
+    let columns = Columns { timestamps: e.timestamps.clone(), windows: e.windows.clone(), panes: e.panes.clone() };
+    let columns = bitcode::serialize(&columns).expect("internal error: encoding batch columns failed");
     let values: &[u8] = bytemuck::cast_slice(&e.values);
-    out.reserve(1 + 8 + 8 * e.len() + 8 + columns.len() + values.len());
+    out.reserve(1 + 8 + 8 + columns.len() + values.len());
     out.push(TAG_POD);
     out.extend_from_slice(&(e.len() as u64).to_le_bytes());
-    for t in &e.timestamps {
-        out.extend_from_slice(&t.millis().to_le_bytes());
-    }
     out.extend_from_slice(&(columns.len() as u64).to_le_bytes());
     out.extend_from_slice(&columns);
     out.extend_from_slice(values);
@@ -135,18 +133,16 @@ fn consistent<X>(c: &Column<X>, len: usize) -> bool {
 
 fn decode_pod<T: Data + bytemuck::Pod>(mut bytes: &[u8]) -> Result<Box<dyn Any + Send>, String> {
     let len = usize::try_from(take_u64(&mut bytes)?).map_err(|e| e.to_string())?;
-    let stamps = take(&mut bytes, len.checked_mul(8).ok_or("length overflow")?)?;
-    let timestamps =
-        stamps.chunks_exact(8).map(|c| EventTime::from_millis(i64::from_le_bytes(c.try_into().expect("8")))).collect();
     let columns_len = usize::try_from(take_u64(&mut bytes)?).map_err(|e| e.to_string())?;
-    let Columns { windows, panes } = bitcode::deserialize(take(&mut bytes, columns_len)?).map_err(|e| e.to_string())?;
+    let Columns { timestamps, windows, panes } =
+        bitcode::deserialize(take(&mut bytes, columns_len)?).map_err(|e| e.to_string())?;
     let value_bytes = take(&mut bytes, len.checked_mul(std::mem::size_of::<T>()).ok_or("length overflow")?)?;
     if !bytes.is_empty() {
         return Err(format!("{} bytes after the frame", bytes.len()));
     }
     let values: Vec<T> = bytemuck::allocation::pod_collect_to_vec(value_bytes);
-    if !consistent(&windows, len) || !consistent(&panes, len) {
-        return Err("window or pane column does not match the batch length".into());
+    if !consistent(&timestamps, len) || !consistent(&windows, len) || !consistent(&panes, len) {
+        return Err("a timestamp, window or pane column does not match the batch length".into());
     }
     Ok(Box::new(Elements { values, timestamps, windows, panes }))
 }

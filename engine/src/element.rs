@@ -51,6 +51,10 @@ impl<X: Copy + PartialEq> Column<X> {
         Column { first: None, each: Vec::new() }
     }
 
+    fn uniform(first: Option<X>) -> Self {
+        Column { first, each: Vec::new() }
+    }
+
     fn push(&mut self, x: X, len_before: usize) {
         match self.first {
             None => self.first = Some(x),
@@ -77,7 +81,7 @@ impl<X: Copy + PartialEq> Column<X> {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Elements<T> {
     pub(crate) values: Vec<T>,
-    pub(crate) timestamps: Vec<EventTime>,
+    pub(crate) timestamps: Column<EventTime>,
     pub(crate) windows: Column<Window>,
     pub(crate) panes: Column<PaneInfo>,
 }
@@ -91,23 +95,38 @@ impl<T> Default for Elements<T> {
 impl<T> Elements<T> {
     /// An empty batch.
     pub fn new() -> Self {
-        Elements { values: Vec::new(), timestamps: Vec::new(), windows: Column::new(), panes: Column::new() }
+        Elements { values: Vec::new(), timestamps: Column::new(), windows: Column::new(), panes: Column::new() }
     }
 
     /// An empty batch with room for `n` elements.
     pub fn with_capacity(n: usize) -> Self {
         Elements {
             values: Vec::with_capacity(n),
-            timestamps: Vec::with_capacity(n),
+            timestamps: Column::new(),
             windows: Column::new(),
             panes: Column::new(),
+        }
+    }
+
+    /// A batch of `values` that share one timestamp, window and pane: how sources build
+    /// batches, with no per-element bookkeeping.
+    pub fn uniform(values: Vec<T>, timestamp: EventTime, window: Window, pane: PaneInfo) -> Self {
+        let any = !values.is_empty();
+        Elements {
+            timestamps: Column::uniform(any.then_some(timestamp)),
+            windows: Column::uniform(any.then_some(window)),
+            panes: Column::uniform(any.then_some(pane)),
+            values,
         }
     }
 
     /// Makes room for `n` more elements.
     pub fn reserve(&mut self, n: usize) {
         self.values.reserve(n);
-        self.timestamps.reserve(n);
+    }
+
+    fn is_uniform(&self) -> bool {
+        self.timestamps.each.is_empty() && self.windows.each.is_empty() && self.panes.each.is_empty()
     }
 
     /// Splits the batch into `parts` batches by `route(value)`, keeping each element's
@@ -116,24 +135,23 @@ impl<T> Elements<T> {
     pub fn split_by(self, parts: usize, mut route: impl FnMut(&T) -> usize) -> Vec<Elements<T>> {
         let expect = self.len() / parts.max(1) + self.len() / (4 * parts.max(1)) + 16;
         let mut out: Vec<Elements<T>> = (0..parts).map(|_| Elements::with_capacity(expect)).collect();
-        let uniform = self.windows.each.is_empty() && self.panes.each.is_empty();
+        let uniform = self.is_uniform();
         let Elements { values, timestamps, windows, panes } = self;
         if uniform {
-            for (value, ts) in values.into_iter().zip(timestamps) {
-                let part = &mut out[route(&value)];
-                part.values.push(value);
-                part.timestamps.push(ts);
+            for value in values {
+                out[route(&value)].values.push(value);
             }
             for part in &mut out {
                 if !part.is_empty() {
+                    part.timestamps.first = timestamps.first;
                     part.windows.first = windows.first;
                     part.panes.first = panes.first;
                 }
             }
         } else {
-            for (i, (value, ts)) in values.into_iter().zip(timestamps).enumerate() {
+            for (i, value) in values.into_iter().enumerate() {
                 let p = route(&value);
-                out[p].push(value, ts, windows.get(i), panes.get(i));
+                out[p].push(value, timestamps.get(i), windows.get(i), panes.get(i));
             }
         }
         out
@@ -155,10 +173,10 @@ impl<T> Elements<T> {
     #[inline]
     pub fn push(&mut self, value: T, timestamp: EventTime, window: Window, pane: PaneInfo) {
         let n = self.values.len();
+        self.timestamps.push(timestamp, n);
         self.windows.push(window, n);
         self.panes.push(pane, n);
         self.values.push(value);
-        self.timestamps.push(timestamp);
     }
 
     /// Appends a [`WindowedValue`].
@@ -175,7 +193,7 @@ impl<T> Elements<T> {
     /// The `i`th timestamp.
     #[inline]
     pub fn timestamp(&self, i: usize) -> EventTime {
-        self.timestamps[i]
+        self.timestamps.get(i)
     }
 
     /// The `i`th window.
@@ -203,9 +221,9 @@ impl<T> Elements<T> {
     /// Consumes the batch, yielding each element with its metadata.
     pub fn into_iter_windowed(self) -> impl Iterator<Item = WindowedValue<T>> {
         let Elements { values, timestamps, windows, panes } = self;
-        values.into_iter().zip(timestamps).enumerate().map(move |(i, (value, timestamp))| WindowedValue {
+        values.into_iter().enumerate().map(move |(i, value)| WindowedValue {
             value,
-            timestamp,
+            timestamp: timestamps.get(i),
             window: windows.get(i),
             pane: panes.get(i),
         })

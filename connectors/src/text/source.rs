@@ -104,7 +104,7 @@ struct TextReader {
 
 impl SourceReader for TextReader {
     fn poll(&mut self, max_elements: usize) -> Result<SourcePoll> {
-        let mut batch = Elements::with_capacity(max_elements);
+        let mut batch = Vec::with_capacity(max_elements);
         let mut buf = Vec::new();
         while batch.len() < max_elements {
             let Some((path, reader)) = self.current.as_mut() else {
@@ -135,8 +135,17 @@ impl SourceReader for TextReader {
                 message: format!("{} line {} is not UTF-8 text", path.display(), self.line),
                 source: None,
             })?;
-            batch.push(line, EventTime::MIN, Window::Global, PaneInfo::NO_FIRING);
+            batch.push(line);
         }
-        if batch.is_empty() { Ok(SourcePoll::Done) } else { Ok(SourcePoll::Batch(Batch::new(batch))) }
+        if batch.is_empty() {
+            Ok(SourcePoll::Done)
+        } else {
+            Ok(SourcePoll::Batch(Batch::new(Elements::uniform(
+                batch,
+                EventTime::MIN,
+                Window::Global,
+                PaneInfo::NO_FIRING,
+            ))))
+        }
     }
 }

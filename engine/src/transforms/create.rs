@@ -140,11 +140,16 @@ impl<T: Data, F: Fn(u64) -> T + Send + Sync + 'static> SourceReader for Sequence
         if self.next >= self.count {
             return Ok(SourcePoll::Done);
         }
-        let mut batch = Elements::with_capacity(max_elements);
-        while self.next < self.count && batch.len() < max_elements {
-            batch.push((self.f)(self.next), EventTime::MIN, Window::Global, PaneInfo::NO_FIRING);
+        let mut values = Vec::with_capacity(max_elements);
+        while self.next < self.count && values.len() < max_elements {
+            values.push((self.f)(self.next));
             self.next += self.stride;
         }
-        Ok(SourcePoll::Batch(Batch::new(batch)))
+        Ok(SourcePoll::Batch(Batch::new(Elements::uniform(
+            values,
+            EventTime::MIN,
+            Window::Global,
+            PaneInfo::NO_FIRING,
+        ))))
     }
 }

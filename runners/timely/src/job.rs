@@ -10,7 +10,7 @@ use riffle_engine::Error;
 pub struct JobState {
     failed: AtomicBool,
     started: AtomicBool,
-    started_at: std::sync::OnceLock<std::time::Instant>,
+    started_at: std::sync::OnceLock<(std::time::Instant, std::time::SystemTime)>,
     state: Mutex<Outcome>,
     changed: Condvar,
 }
@@ -41,12 +41,13 @@ impl JobState {
 
     /// Marks that workers are running (the cluster is connected).
     pub fn mark_started(&self) {
-        self.started_at.get_or_init(std::time::Instant::now);
+        self.started_at.get_or_init(|| (std::time::Instant::now(), std::time::SystemTime::now()));
         self.started.store(true, Ordering::SeqCst);
     }
 
-    /// When the first worker started.
-    pub fn started_at(&self) -> Option<std::time::Instant> {
+    /// When the first worker started: monotonic, and by the wall clock (to line up
+    /// processes of one host).
+    pub fn started_at(&self) -> Option<(std::time::Instant, std::time::SystemTime)> {
         self.started_at.get().copied()
     }
 

@@ -34,7 +34,7 @@ pub mod time;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use riffle_engine::error::panic_message;
 use riffle_engine::runtime::WorkerInfo;
@@ -75,7 +75,9 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
         Role::Launcher => {
             let started = Instant::now();
             cluster::launch_local(opts)?;
-            Ok(RunReport { elapsed: started.elapsed(), steps: Vec::new() })
+            let elapsed = started.elapsed();
+            let finished = SystemTime::now();
+            Ok(RunReport { elapsed, started: finished - elapsed, finished, steps: Vec::new() })
         }
         Role::Single => {
             graph.check_io()?;
@@ -171,19 +173,33 @@ fn execute(
     if let Some(e) = job.take_error() {
         return Err(e);
     }
-    let elapsed = job.started_at().map(|t| t.elapsed()).unwrap_or_default();
+    let (started, started_wall) = job.started_at().unwrap_or((Instant::now(), SystemTime::now()));
+    let elapsed = started.elapsed();
     tracing::info!(elapsed_ms = elapsed.as_millis() as u64, "job finished");
-    Ok(RunReport { elapsed, steps: metrics.report() })
+    Ok(RunReport { elapsed, started: started_wall, finished: started_wall + elapsed, steps: metrics.report() })
 }
 
 /// What a finished run did, in this process.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunReport {
     /// From the moment this process's workers started (the cluster had formed) to the
     /// end of the job; for a local launcher, the whole run of its processes.
     pub elapsed: Duration,
+    /// When this process's workers started, by the wall clock. Processes of one cluster
+    /// start their workers up to a second apart (timely polls for connections once a
+    /// second), so a cluster-wide time is the latest `finished` less the latest `started`.
+    pub started: SystemTime,
+    /// When the job ended here, by the wall clock.
+    pub finished: SystemTime,
     /// Elements in and out of every step on every worker of this process.
     pub steps: Vec<StepReport>,
+}
+
+impl Default for RunReport {
+    fn default() -> Self {
+        let now = SystemTime::now();
+        RunReport { elapsed: Duration::ZERO, started: now, finished: now, steps: Vec::new() }
+    }
 }
 
 impl RunReport {

@@ -1,0 +1,390 @@
+//! `riffle bench shuffle`: sweeps record size, workers, processes, key distribution,
+//! operation and codec; measures each configuration in fresh processes; prints every
+//! Riffle figure beside the baselines measured in the same run.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use super::member::{Codec, Engine, Measure, Op, Spec};
+use super::records::Keys;
+
+/// Options of `riffle bench shuffle`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ShuffleArgs {
+    /// A small sweep that finishes in about a minute: sizes 16, 72, 1024, 4096; exchange,
+    /// plus combine and gbk at 72 bytes; 128 MiB per configuration.
+    #[arg(long)]
+    pub quick: bool,
+    /// Record sizes in bytes (16, 64, 72, 256, 1024, 4096).
+    #[arg(long, value_delimiter = ',', default_value = "16,64,72,256,1024,4096")]
+    pub sizes: Vec<usize>,
+    /// Worker threads per process to try [default: 1, 2, 4, ... up to the cores].
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Vec<usize>,
+    /// Process counts to try; 2 runs two real OS processes on loopback.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub processes: Vec<usize>,
+    /// Key distributions for the skew runs (uniform, zipfS).
+    #[arg(long, value_delimiter = ',', default_value = "zipf0.8,zipf1.2")]
+    pub skew: Vec<Keys>,
+    /// Operations.
+    #[arg(long, value_delimiter = ',', default_value = "exchange,gbk,combine")]
+    pub ops: Vec<Op>,
+    /// Data per configuration, MiB (records = this / record size).
+    #[arg(long, default_value_t = 256)]
+    pub mib: u64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    pub key_count: u64,
+    /// Repetitions of each configuration; the median is reported.
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
+    /// Also write every row as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also draw throughput against record size as SVG to this file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+/// One measured configuration, as printed and written to JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// What ran.
+    pub spec: Spec,
+    /// Records per second.
+    pub records_per_s: f64,
+    /// Record bytes per second, in MB (10^6).
+    pub mb_per_s: f64,
+    /// CPU seconds, all processes.
+    pub cpu_s: f64,
+    /// Peak RSS summed over processes, MiB.
+    pub peak_rss_mib: f64,
+    /// Busiest worker's received elements over the mean (1.0 is perfectly even).
+    pub imbalance: f64,
+    /// Records/s over the timely baseline's at the same size, workers and processes.
+    pub vs_timely: Option<f64>,
+    /// MB/s over the loopback TCP ceiling (multi-process runs).
+    pub vs_tcp: Option<f64>,
+}
+
+/// Everything one run of the benchmark measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Loopback TCP between two processes, MB/s.
+    pub tcp_mb_per_s: f64,
+    /// Cores of this machine.
+    pub cores: usize,
+    /// The Riffle rows.
+    pub rows: Vec<Row>,
+    /// The timely baseline rows.
+    pub baselines: Vec<Row>,
+}
+
+fn default_workers() -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let mut w = vec![1];
+    while w.last().copied().unwrap_or(1) * 2 <= cores {
+        w.push(w.last().copied().unwrap_or(1) * 2);
+    }
+    if *w.last().unwrap_or(&1) < 2 {
+        w.push(2);
+    }
+    w
+}
+
+/// The configurations to run, in order.
+fn plan(args: &ShuffleArgs) -> Vec<Spec> {
+    let workers = if args.workers.is_empty() { default_workers() } else { args.workers.clone() };
+    let sizes: Vec<usize> = if args.quick { vec![16, 72, 1024, 4096] } else { args.sizes.clone() };
+    let mib = if args.quick { 128 } else { args.mib };
+    let spec = |engine, op, size: usize, w, procs, keys, codec| Spec {
+        engine,
+        op,
+        size,
+        records: (mib << 20) / size as u64,
+        workers: w,
+        processes: procs,
+        keys,
+        key_count: args.key_count,
+        codec,
+    };
+    let mut out = Vec::new();
+    for &procs in &args.processes {
+        for &w in &workers {
+            for &size in &sizes {
+                out.push(spec(Engine::Timely, Op::Exchange, size, w, procs, Keys::Uniform, Codec::Serde));
+                for &op in &args.ops {
+                    if args.quick && op != Op::Exchange && size != 72 {
+                        continue;
+                    }
+                    // Only the exchange moves bare records, which the pod codec applies to.
+                    let codecs: &[Codec] = match op {
+                        Op::Exchange if !args.quick || size == 72 => &[Codec::Pod, Codec::Serde],
+                        Op::Exchange => &[Codec::Pod],
+                        _ => &[Codec::Serde],
+                    };
+                    for &codec in codecs {
+                        out.push(spec(Engine::Riffle, op, size, w, procs, Keys::Uniform, codec));
+                    }
+                }
+            }
+        }
+    }
+    // Skew: combine (and gbk) at 72 bytes, the most workers, in one and two processes.
+    let w = *workers.last().unwrap_or(&1);
+    for &procs in &args.processes {
+        for keys in &args.skew {
+            for &op in &args.ops {
+                if op != Op::Exchange && (!args.quick || op == Op::Combine) {
+                    out.push(spec(Engine::Riffle, op, 72, w, procs, *keys, Codec::Serde));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    Ok(listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?)
+}
+
+/// Runs one configuration in fresh processes and combines what they measured.
+fn measure(spec: &Spec, dir: &Path) -> anyhow::Result<Measure> {
+    let exe = std::env::current_exe()?;
+    let json = serde_json::to_string(spec)?;
+    let hostfile = dir.join("hosts.txt");
+    if spec.processes > 1 {
+        let ports = free_ports(spec.processes)?;
+        std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>())?;
+    }
+    let mut children = Vec::new();
+    for i in 0..spec.processes {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["bench", "member", "--spec", &json]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        if spec.processes > 1 {
+            cmd.args(["--process", &i.to_string(), "--hostfile"]).arg(&hostfile);
+        }
+        children.push(cmd.spawn().context("starting a benchmark process")?);
+    }
+    let mut total = Measure::default();
+    let (mut start, mut end) = (0f64, 0f64);
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("benchmark process {i} of {spec:?} failed ({})", out.status);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().rev().find(|l| l.starts_with('{')).context("a benchmark process printed no result")?;
+        let m: Measure = serde_json::from_str(line)?;
+        // The run starts when the last process's workers start, and ends with the last.
+        start = start.max(m.started_unix_s);
+        end = end.max(m.finished_unix_s);
+        total.cpu_s += m.cpu_s;
+        total.peak_rss_kib += m.peak_rss_kib;
+        total.loads.extend(m.loads);
+    }
+    total.elapsed_s = end - start;
+    Ok(total)
+}
+
+fn median_measure(spec: &Spec, reps: usize, dir: &Path) -> anyhow::Result<Measure> {
+    let mut runs: Vec<Measure> = (0..reps.max(1)).map(|_| measure(spec, dir)).collect::<anyhow::Result<_>>()?;
+    runs.sort_by(|a, b| a.elapsed_s.total_cmp(&b.elapsed_s));
+    Ok(runs.swap_remove(runs.len() / 2))
+}
+
+/// The loopback TCP ceiling: this process writes `bytes` to another that reads and
+/// discards them, then acknowledges.
+fn tcp_ceiling(bytes: u64) -> anyhow::Result<f64> {
+    let port = free_ports(1)?[0];
+    let mut sink = Command::new(std::env::current_exe()?)
+        .args(["bench", "tcp-sink", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(e).context("connecting to the TCP sink"),
+        }
+    };
+    stream.set_nodelay(true)?;
+    let chunk = vec![0x5au8; 1 << 20];
+    let started = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        stream.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut ack = [0u8; 1];
+    stream.read_exact(&mut ack)?;
+    let secs = started.elapsed().as_secs_f64();
+    sink.wait()?;
+    Ok(bytes as f64 / secs / 1e6)
+}
+
+/// The other end of [`tcp_ceiling`].
+pub fn tcp_sink(port: u16) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port))?;
+    let (mut stream, _) = listener.accept()?;
+    let mut buf = vec![0u8; 1 << 20];
+    while stream.read(&mut buf)? > 0 {}
+    stream.write_all(&[1])?;
+    Ok(())
+}
+
+fn row(spec: &Spec, m: &Measure) -> Row {
+    let rps = spec.records as f64 / m.elapsed_s.max(1e-9);
+    let mean = m.loads.iter().sum::<u64>() as f64 / m.loads.len().max(1) as f64;
+    let max = m.loads.iter().copied().max().unwrap_or(0) as f64;
+    Row {
+        spec: spec.clone(),
+        records_per_s: rps,
+        mb_per_s: rps * spec.size as f64 / 1e6,
+        cpu_s: m.cpu_s,
+        peak_rss_mib: m.peak_rss_kib as f64 / 1024.0,
+        imbalance: if mean > 0.0 { max / mean } else { 1.0 },
+        vs_timely: None,
+        vs_tcp: None,
+    }
+}
+
+/// Runs the sweep, printing rows as they are measured.
+pub fn run(args: &ShuffleArgs) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("riffle-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let tcp_bytes: u64 = if args.quick { 512 << 20 } else { 2 << 30 };
+    let tcp = {
+        let mut t: Vec<f64> = (0..3).map(|_| tcp_ceiling(tcp_bytes)).collect::<anyhow::Result<_>>()?;
+        t.sort_by(f64::total_cmp);
+        t[1]
+    };
+    println!("riffle bench shuffle: {cores} cores; loopback TCP ceiling {tcp:.0} MB/s (median of 3)");
+    println!(
+        "{:<8} {:>5} {:<9} {:<5} {:>5} {:>3} {:>9} {:>8} {:>7} {:>8} {:>6} {:>9} {:>7}",
+        "op",
+        "bytes",
+        "keys",
+        "codec",
+        "procs",
+        "w",
+        "Mrec/s",
+        "MB/s",
+        "CPU s",
+        "RSS MiB",
+        "imbal",
+        "vs timely",
+        "vs TCP"
+    );
+    let mut rows = Vec::new();
+    let mut baselines: Vec<Row> = Vec::new();
+    for spec in plan(args) {
+        let m = median_measure(&spec, args.reps, &dir)?;
+        let mut r = row(&spec, &m);
+        if spec.engine == Engine::Timely {
+            print_row(&r, "timely");
+            baselines.push(r);
+            continue;
+        }
+        r.vs_timely = baselines
+            .iter()
+            .find(|b| b.spec.size == spec.size && b.spec.workers == spec.workers && b.spec.processes == spec.processes)
+            .map(|b| r.records_per_s / b.records_per_s);
+        r.vs_tcp = (spec.processes > 1).then(|| r.mb_per_s / tcp);
+        print_row(&r, "riffle");
+        rows.push(r);
+    }
+    let report = Report { tcp_mb_per_s: tcp, cores, rows, baselines };
+    print_goals(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        super::plot::draw(&report, path)?;
+        println!("wrote {}", path.display());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    println!("done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+fn print_row(r: &Row, engine: &str) {
+    let s = &r.spec;
+    let op = if engine == "timely" { "timely".to_string() } else { format!("{:?}", s.op).to_lowercase() };
+    let codec = if engine == "timely" { "bincode".to_string() } else { format!("{:?}", s.codec).to_lowercase() };
+    let ratio = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
+    println!(
+        "{:<8} {:>5} {:<9} {:<5} {:>5} {:>3} {:>9.2} {:>8.0} {:>7.2} {:>8.0} {:>6.2} {:>9} {:>7}",
+        op,
+        s.size,
+        s.keys.to_string(),
+        codec,
+        s.processes,
+        s.workers,
+        r.records_per_s / 1e6,
+        r.mb_per_s,
+        r.cpu_s,
+        r.peak_rss_mib,
+        r.imbalance,
+        ratio(r.vs_timely),
+        ratio(r.vs_tcp)
+    );
+}
+
+/// The goals, as measured in this run.
+fn print_goals(report: &Report) {
+    let find = |op: Op, size: usize, procs: usize, w: usize, keys: Keys, codec: Codec| {
+        report.rows.iter().find(|r| {
+            let s = &r.spec;
+            s.op == op && s.size == size && s.processes == procs && s.workers == w && s.keys == keys && s.codec == codec
+        })
+    };
+    println!("goals:");
+    for codec in [Codec::Pod, Codec::Serde] {
+        if let Some(r) = find(Op::Exchange, 72, 2, 1, Keys::Uniform, codec) {
+            println!(
+                "  exchange, 72-byte records, 2 processes x 1 worker, {codec:?} codec: {:.2}x timely's bincode path (goal 1.7x)",
+                r.vs_timely.unwrap_or(f64::NAN)
+            );
+        }
+    }
+    for r in
+        report.rows.iter().filter(|r| r.spec.op == Op::Exchange && r.spec.processes == 1 && r.spec.codec == Codec::Pod)
+    {
+        if r.spec.size == 72 {
+            println!(
+                "  exchange, 72-byte records, in one process x {} workers: {:.2}x timely (goal: no slower, 1.0x)",
+                r.spec.workers,
+                r.vs_timely.unwrap_or(f64::NAN)
+            );
+        }
+    }
+    for r in report.rows.iter().filter(|r| r.spec.op == Op::Combine && matches!(r.spec.keys, Keys::Zipf(_))) {
+        let s = &r.spec;
+        if let Some(u) = find(Op::Combine, s.size, s.processes, s.workers, Keys::Uniform, s.codec) {
+            println!(
+                "  combine with lifting, {} keys, {} x {}: {:.2}x its uniform throughput (goal: within 2x, i.e. >= 0.5x); imbalance {:.2}",
+                s.keys,
+                s.processes,
+                s.workers,
+                r.records_per_s / u.records_per_s,
+                r.imbalance
+            );
+        }
+    }
+}

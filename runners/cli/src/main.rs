@@ -1,0 +1,65 @@
+//! The `riffle` command: benchmarks, and tools that need no pipeline code.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+
+/// Riffle's command-line tool.
+#[derive(Parser, Debug)]
+#[command(
+    name = "riffle",
+    version,
+    about = "Riffle's command-line tool: benchmarks and tools that need no pipeline code."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Benchmarks, printed with baselines measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Shuffle throughput: record sizes x workers x processes x key skew x operation x
+    /// codec, against raw timely and the loopback TCP ceiling. See docs/benchmarks.md.
+    Shuffle(bench::shuffle::ShuffleArgs),
+    /// One configuration in this process (started by `bench shuffle`).
+    #[command(hide = true)]
+    Member {
+        #[arg(long)]
+        spec: String,
+        #[arg(long)]
+        process: Option<usize>,
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
+    },
+    /// Reads and discards one TCP connection (the other end of the TCP baseline).
+    #[command(hide = true)]
+    TcpSink {
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    riffle_timely::init_logging();
+    match Cli::parse().command {
+        Command::Bench { bench: Bench::Shuffle(args) } => bench::shuffle::run(&args).map(drop),
+        Command::Bench { bench: Bench::Member { spec, process, hostfile } } => {
+            let spec = serde_json::from_str(&spec)?;
+            let m = bench::member::run(&spec, process, hostfile)?;
+            println!("{}", serde_json::to_string(&m)?);
+            Ok(())
+        }
+        Command::Bench { bench: Bench::TcpSink { port } } => bench::shuffle::tcp_sink(port),
+    }
+}

@@ -6,6 +6,13 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 
+/// mimalloc rather than the system allocator: every batch is a fresh buffer of tens of
+/// kilobytes, and glibc's malloc hands such buffers back to the kernel and faults them in
+/// again (page faults were the top of the profile of a two-process shuffle). The timely
+/// baseline runs in this same binary, so the comparison stays fair.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Riffle's command-line tool.
 #[derive(Parser, Debug)]
 #[command(

@@ -137,12 +137,13 @@ fn plan(args: &ShuffleArgs) -> Vec<Spec> {
             }
         }
     }
-    // Skew: combine (and gbk) at 72 bytes, the most workers, in one and two processes.
+    // Skew: every operation at 72 bytes (the quick sweep: combine only), the most
+    // workers, in one and two processes.
     let w = *workers.last().unwrap_or(&1);
     for &procs in &args.processes {
         for keys in &args.skew {
             for &op in &args.ops {
-                if op != Op::Exchange && (!args.quick || op == Op::Combine) {
+                if !args.quick || op == Op::Combine {
                     out.push(spec(Engine::Riffle, op, 72, w, procs, *keys, Codec::Serde));
                 }
             }

@@ -204,6 +204,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Bytes from the network are untrusted: no frame, however malformed, may panic
+        /// the decoder or make it allocate without bound.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), tag in 0u8..4) {
+            register_pod::<Rec>();
+            let mut frame = bytes.clone();
+            if let Some(first) = frame.first_mut() {
+                *first = tag;
+            }
+            let _ = decode::<Rec>(&frame);
+            let _ = decode::<(u64, String)>(&frame);
+        }
+    }
+
     #[test]
     fn corrupt_pod_frames_are_errors_not_panics() {
         register_pod::<Rec>();

@@ -34,8 +34,7 @@ fn a_tiny_sweep_prints_ratios_and_writes_json_and_svg() {
         assert_eq!(r["vs_timely"].as_f64().is_some_and(|x| x > 0.0), baseline_size, "{r}");
         assert!(r["imbalance"].as_f64().unwrap() >= 1.0);
         assert!(r["peak_rss_mib"].as_f64().unwrap() > 0.0);
-        let two = r["spec"]["processes"].as_u64() == Some(2);
-        assert_eq!(r["vs_tcp"].is_number(), two, "TCP ratio only for two processes");
+        assert!(r["vs_tcp"].as_f64().unwrap() > 0.0, "every row has its TCP ratio");
     }
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
 }

@@ -29,6 +29,7 @@ pub mod lower;
 pub mod metrics;
 pub mod operators;
 pub mod options;
+pub mod prometheus;
 pub mod testing;
 pub mod time;
 
@@ -86,7 +87,7 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
             } else {
                 CommunicationConfig::Process(opts.workers)
             };
-            execute(graph, comm, None)
+            execute(graph, comm, None, metrics_addr(opts, 0)?)
         }
         Role::Member { process, addresses, launched } => {
             let result = run_member(graph, opts, process, addresses);
@@ -114,14 +115,26 @@ fn run_member(graph: Graph, opts: &RunOptions, process: usize, addresses: Vec<St
         zerocopy: false,
     };
     let deadline = Duration::from_secs(opts.connect_timeout);
-    execute(graph, comm, Some((addresses, process, deadline)))
+    execute(graph, comm, Some((addresses, process, deadline)), metrics_addr(opts, process)?)
 }
 
 /// Runs the lowered graph on this process's workers until it completes or fails.
+/// This process's metrics address: the option's port plus the process index.
+fn metrics_addr(opts: &RunOptions, process: usize) -> Result<Option<(String, usize)>> {
+    let Some(addr) = &opts.metrics_addr else { return Ok(None) };
+    let (host, port) = addr.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))).ok_or_else(|| {
+        Error::Config(format!("--metrics-addr {addr:?} is not host:port (for example 127.0.0.1:9100)"))
+    })?;
+    let port = u16::try_from(usize::from(port) + process)
+        .map_err(|_| Error::Config(format!("--metrics-addr {addr}: no port for process {process}")))?;
+    Ok(Some((format!("{host}:{port}"), process)))
+}
+
 fn execute(
     graph: Graph,
     comm: CommunicationConfig,
     cluster: Option<(Vec<String>, usize, Duration)>,
+    metrics_at: Option<(String, usize)>,
 ) -> Result<RunReport> {
     let graph = Arc::new(graph);
     let job = Arc::new(JobState::default());
@@ -129,6 +142,7 @@ fn execute(
         cluster::connect_deadline(job.clone(), addresses.clone(), *process, *deadline);
     }
     let metrics = Arc::new(metrics::Metrics::default());
+    let _server = metrics_at.map(|(addr, process)| prometheus::serve(&addr, metrics.clone(), process)).transpose()?;
     let worker_metrics = metrics.clone();
     let worker_job = job.clone();
     let config = timely::Config { communication: comm, worker: WorkerConfig::default() };

@@ -33,6 +33,12 @@ pub struct RunOptions {
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
 
+    /// Serve Prometheus metrics (elements in and out per step and worker) at
+    /// http://ADDR/metrics while the job runs. In a local cluster, process i uses the
+    /// port plus i.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Print the pipeline's steps and exit without running it.
     #[arg(long)]
     pub explain: bool,
@@ -55,6 +61,7 @@ impl Default for RunOptions {
             process: None,
             hostfile: None,
             connect_timeout: 30,
+            metrics_addr: None,
             explain: false,
             explain_dot: false,
             child_args: None,

@@ -1,0 +1,89 @@
+//! Serves the job's metrics in Prometheus' text format at `http://ADDR/metrics`.
+//!
+//! A plain thread and `std`'s TCP listener are enough for a scrape every few seconds; it
+//! answers every request with the current counters and stops when the job ends.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use riffle_engine::{Error, Result};
+
+use crate::metrics::Metrics;
+
+/// Stops the server when dropped.
+pub struct MetricsServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The metrics as Prometheus text exposition.
+pub fn render(metrics: &Metrics, process: usize) -> String {
+    let mut out = String::new();
+    let report = metrics.report();
+    for (name, help, value) in [
+        ("riffle_step_elements_in_total", "Elements a step read, per worker.", 0),
+        ("riffle_step_elements_out_total", "Elements a step emitted, per worker.", 1),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for s in &report {
+            let v = if value == 0 { s.elements_in } else { s.elements_out };
+            let step = s.step.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "{name}{{step=\"{step}\",worker=\"{}\",process=\"{process}\"}} {v}", s.worker);
+        }
+    }
+    out
+}
+
+/// Starts serving on `addr`.
+///
+/// # Errors
+/// The address cannot be bound, naming it.
+pub fn serve(addr: &str, metrics: Arc<Metrics>, process: usize) -> Result<MetricsServer> {
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}; pick another --metrics-addr")))?;
+    listener.set_nonblocking(true).map_err(|e| Error::Config(format!("metrics listener on {addr}: {e}")))?;
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("riffle:metrics".into())
+        .spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut request = [0u8; 1024];
+                        let n = stream.read(&mut request).unwrap_or(0);
+                        let path_ok = request[..n].starts_with(b"GET /metrics");
+                        let (status, body) = if path_ok {
+                            ("200 OK", render(&metrics, process))
+                        } else {
+                            ("404 Not Found", "metrics are at /metrics\n".to_string())
+                        };
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+        .map_err(|e| Error::Internal(format!("cannot start the metrics thread: {e}")))?;
+    Ok(MetricsServer { stop, thread: Some(thread) })
+}

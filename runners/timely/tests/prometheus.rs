@@ -1,0 +1,62 @@
+//! A Prometheus server can scrape a running job.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use riffle_engine::prelude::*;
+use riffle_timely::RunOptions;
+
+fn scrape(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn metrics_are_served_while_the_job_runs() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let opts = RunOptions { workers: 2, metrics_addr: Some(addr.clone()), ..RunOptions::default() };
+    let job = std::thread::spawn(move || {
+        let p = Pipeline::new();
+        let slow = p
+            .create((0..60).collect::<Vec<u32>>())
+            .map(|x| {
+                std::thread::sleep(Duration::from_millis(25));
+                *x
+            })
+            .named("Slow");
+        riffle_connectors::memory::discard(&slow);
+        riffle_timely::run(&p, &opts).map(|r| r.elapsed)
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = None;
+    while Instant::now() < deadline && seen.is_none() {
+        if let Some(body) = scrape(&addr, "/metrics") {
+            if body.contains("riffle_step_elements_in_total{step=\"Slow\"") {
+                seen = Some(body);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = seen.expect("a scrape during the job shows the Slow step");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("# TYPE riffle_step_elements_in_total counter"), "{body}");
+    assert!(body.contains("worker=\"1\""), "{body}");
+    assert!(scrape(&addr, "/other").is_some_and(|b| b.starts_with("HTTP/1.1 404")));
+    job.join().unwrap().expect("the job succeeds");
+    assert!(scrape(&addr, "/metrics").is_none(), "the server stops with the job");
+}
+
+#[test]
+fn a_bad_metrics_address_is_a_clear_error() {
+    let p = Pipeline::new();
+    riffle_connectors::memory::discard(&p.create(vec![1]));
+    let opts = RunOptions { metrics_addr: Some("nonsense".into()), ..RunOptions::default() };
+    let err = riffle_timely::run(&p, &opts).unwrap_err().to_string();
+    assert!(err.contains("--metrics-addr \"nonsense\" is not host:port"), "{err}");
+}

@@ -101,6 +101,57 @@ impl WindowFn for FixedWindows {
     }
 }
 
+/// Overlapping windows of a fixed size starting every `period` (Beam's `SlidingWindows`):
+/// an element belongs to `size / period` windows (rounded up).
+#[derive(Clone, Copy, Debug)]
+pub struct SlidingWindows {
+    size_ms: i64,
+    period_ms: i64,
+    offset_ms: i64,
+}
+
+impl SlidingWindows {
+    /// Windows `[k*period, k*period + size)` for every integer `k`.
+    ///
+    /// # Panics
+    /// If `size_ms` or `period_ms` is not positive.
+    pub fn of_millis(size_ms: i64, period_ms: i64) -> Self {
+        assert!(
+            size_ms > 0 && period_ms > 0,
+            "SlidingWindows size and period must be positive, got {size_ms} and {period_ms}"
+        );
+        SlidingWindows { size_ms, period_ms, offset_ms: 0 }
+    }
+
+    /// Shifts every window start by `offset_ms` (taken modulo the period).
+    pub fn with_offset_millis(mut self, offset_ms: i64) -> Self {
+        self.offset_ms = offset_ms.rem_euclid(self.period_ms);
+        self
+    }
+}
+
+impl WindowFn for SlidingWindows {
+    fn assign(&self, t: EventTime, into: &mut Vec<Window>) {
+        let ms = t.millis();
+        // The last window starting at or before `t`, then earlier ones while they still
+        // contain `t`; pushed earliest first, as Beam lists them.
+        let last_start = ms - (ms - self.offset_ms).rem_euclid(self.period_ms);
+        let first = into.len();
+        let mut start = last_start;
+        while start > ms - self.size_ms {
+            into.push(Window::Interval {
+                start: EventTime::from_millis(start),
+                end: EventTime::from_millis(start.saturating_add(self.size_ms)),
+            });
+            start -= self.period_ms;
+        }
+        into[first..].reverse();
+    }
+    fn describe(&self) -> String {
+        format!("SlidingWindows({}ms every {}ms, offset {}ms)", self.size_ms, self.period_ms, self.offset_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +177,28 @@ mod tests {
         let w = w.with_offset_millis(3);
         assert_eq!(assign(&w, 2), interval(-7, 3));
         assert_eq!(assign(&w, 3), interval(3, 13));
+    }
+
+    #[test]
+    fn sliding_windows_cover_each_instant_size_over_period_times() {
+        let w = SlidingWindows::of_millis(30, 10);
+        let mut got = Vec::new();
+        w.assign(EventTime::from_millis(25), &mut got);
+        assert_eq!(got, [interval(0, 30), interval(10, 40), interval(20, 50)]);
+        got.clear();
+        w.assign(EventTime::from_millis(-1), &mut got);
+        assert_eq!(got, [interval(-30, 0), interval(-20, 10), interval(-10, 20)]);
+        // A period longer than the size leaves gaps: some instants are in no window.
+        let gappy = SlidingWindows::of_millis(5, 10);
+        got.clear();
+        gappy.assign(EventTime::from_millis(7), &mut got);
+        assert!(got.is_empty());
+        gappy.assign(EventTime::from_millis(12), &mut got);
+        assert_eq!(got, [interval(10, 15)]);
+        // Offsets shift every start.
+        got.clear();
+        SlidingWindows::of_millis(20, 10).with_offset_millis(3).assign(EventTime::from_millis(14), &mut got);
+        assert_eq!(got, [interval(3, 23), interval(13, 33)]);
     }
 
     #[test]

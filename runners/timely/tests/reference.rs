@@ -30,7 +30,8 @@ enum Agg {
 struct Case {
     input: Vec<(u8, i32, i64)>,
     keep_above: i32,
-    window: Option<i64>,
+    /// (size, period) of sliding windows; fixed when equal; global when None.
+    window: Option<(i64, i64)>,
     agg: Agg,
     workers: usize,
 }
@@ -39,7 +40,11 @@ fn case() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec((0u8..12, -500i32..500, -5_000i64..5_000), 0..300),
         -600i32..400,
-        prop_oneof![Just(None), (1i64..3_000).prop_map(Some)],
+        prop_oneof![
+            Just(None),
+            (1i64..3_000).prop_map(|s| Some((s, s))),
+            (1i64..2_000, 1i64..2_000).prop_map(|(s, p)| Some((s, p)))
+        ],
         prop_oneof![
             Just(Agg::Sum),
             Just(Agg::Count),
@@ -60,8 +65,15 @@ fn reference(c: &Case) -> Vec<Row> {
     let mut groups: BTreeMap<(u8, Option<i64>), Vec<i32>> = BTreeMap::new();
     for &(k, v, ts) in &c.input {
         if v > c.keep_above {
-            let w = c.window.map(|size| ts - ts.rem_euclid(size));
-            groups.entry((k, w)).or_default().push(v);
+            match c.window {
+                None => groups.entry((k, None)).or_default().push(v),
+                // Beam's definition: every window [j*period, j*period + size) holding ts.
+                Some((size, period)) => {
+                    for j in (ts - size).div_euclid(period) + 1..=ts.div_euclid(period) {
+                        groups.entry((k, Some(j * period))).or_default().push(v);
+                    }
+                }
+            }
         }
     }
     groups.into_iter().map(|((k, w), mut vs)| (k, w, render(c.agg, &mut vs))).collect()
@@ -89,8 +101,10 @@ fn riffle(c: &Case) -> Vec<Row> {
             .with_timestamps(|(_, _, ts)| EventTime::from_millis(*ts))
             .filter(move |(_, v, _)| *v > keep)
             .map(|(k, v, _)| (*k, *v));
-        if let Some(size) = case.window {
-            kv = kv.window_into(FixedWindows::of_millis(size));
+        match case.window {
+            Some((size, period)) if size == period => kv = kv.window_into(FixedWindows::of_millis(size)),
+            Some((size, period)) => kv = kv.window_into(SlidingWindows::of_millis(size, period)),
+            None => {}
         }
         match case.agg {
             Agg::Sum => kv.map_values(|v| *v as i64).combine_per_key(Sum::new()).map_values(|s| s.to_string()),

@@ -52,7 +52,7 @@ impl NodeKind {
 }
 
 /// How the elements of a collection are windowed and triggered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Windowing {
     /// `describe()` of the window function.
     pub window_fn: String,
@@ -60,11 +60,32 @@ pub struct Windowing {
     pub is_global: bool,
     /// Whether the trigger is the default one (fire once the watermark passes the end).
     pub default_trigger: bool,
+    /// The window function, when its windows merge: groupings merge per key with it.
+    pub merging: Option<Arc<dyn crate::window::WindowFn>>,
 }
 
 impl Default for Windowing {
     fn default() -> Self {
-        Windowing { window_fn: "GlobalWindows".into(), is_global: true, default_trigger: true }
+        Windowing { window_fn: "GlobalWindows".into(), is_global: true, default_trigger: true, merging: None }
+    }
+}
+
+/// Two windowings are the same when they describe the same function and trigger.
+impl PartialEq for Windowing {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.window_fn, self.is_global, self.default_trigger)
+            == (&other.window_fn, other.is_global, other.default_trigger)
+    }
+}
+
+impl std::fmt::Debug for Windowing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Windowing")
+            .field("window_fn", &self.window_fn)
+            .field("is_global", &self.is_global)
+            .field("default_trigger", &self.default_trigger)
+            .field("merging", &self.merging.is_some())
+            .finish()
     }
 }
 

@@ -45,6 +45,100 @@ pub trait WindowFn: Send + Sync + 'static {
     fn is_global(&self) -> bool {
         false
     }
+    /// Whether windows of one key merge once assigned (sessions do).
+    fn is_merging(&self) -> bool {
+        false
+    }
+    /// For a merging function: given one key's windows, the merges to make, each as the
+    /// windows merged and the window they become. Windows not named stay as they are.
+    fn merge(&self, _windows: &[Window]) -> Vec<(Vec<Window>, Window)> {
+        Vec::new()
+    }
+}
+
+/// Windows of activity per key, separated by gaps of at least `gap` (Beam's `Sessions`).
+///
+/// Each element starts as the window `[t, t + gap)`; a key's windows that overlap merge
+/// into their span. Windows that only touch (`[0, 10)` and `[10, 20)`) do not merge, as in
+/// Beam, whose interval windows are disjoint when one ends where the other starts.
+///
+/// ```
+/// use riffle_engine::prelude::*;
+/// let mut out = riffle_timely::testing::run_bounded_windowed(|p| {
+///     p.create_timestamped(vec![('a', EventTime::from_millis(0)), ('a', EventTime::from_millis(5)), ('a', EventTime::from_millis(30))])
+///         .map(|k| (*k, 1u64))
+///         .window_into(Sessions::with_gap_millis(10))
+///         .combine_per_key(Sum::new())
+/// });
+/// out.sort_by_key(|wv| wv.timestamp);
+/// let ms = EventTime::from_millis;
+/// assert_eq!(out[0].value, ('a', 2));
+/// assert_eq!(out[0].window, Window::Interval { start: ms(0), end: ms(15) });
+/// assert_eq!(out[1].value, ('a', 1));
+/// assert_eq!(out[1].window, Window::Interval { start: ms(30), end: ms(40) });
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Sessions {
+    gap_ms: i64,
+}
+
+impl Sessions {
+    /// Sessions closed by `gap_ms` of inactivity.
+    ///
+    /// # Panics
+    /// If `gap_ms` is not positive.
+    pub fn with_gap_millis(gap_ms: i64) -> Self {
+        assert!(gap_ms > 0, "Sessions gap must be positive, got {gap_ms}");
+        Sessions { gap_ms }
+    }
+}
+
+impl WindowFn for Sessions {
+    fn assign(&self, t: EventTime, into: &mut Vec<Window>) {
+        into.push(Window::Interval { start: t, end: t.plus_millis(self.gap_ms) });
+    }
+    fn describe(&self) -> String {
+        format!("Sessions(gap {}ms)", self.gap_ms)
+    }
+    fn is_merging(&self) -> bool {
+        true
+    }
+    fn merge(&self, windows: &[Window]) -> Vec<(Vec<Window>, Window)> {
+        merge_overlapping(windows)
+    }
+}
+
+/// Merges overlapping interval windows into their spans (Beam's
+/// `MergeOverlappingIntervalWindows`); the building block of merging window functions.
+pub fn merge_overlapping(windows: &[Window]) -> Vec<(Vec<Window>, Window)> {
+    let mut spans: Vec<(EventTime, EventTime, Window)> = windows
+        .iter()
+        .filter_map(|w| match *w {
+            Window::Interval { start, end } => Some((start, end, *w)),
+            Window::Global => None,
+        })
+        .collect();
+    spans.sort();
+    let mut merges = Vec::new();
+    let mut group: Vec<Window> = Vec::new();
+    let (mut start, mut end) = (EventTime::MIN, EventTime::MIN);
+    let mut flush = |group: &mut Vec<Window>, start, end| {
+        if group.len() > 1 {
+            merges.push((std::mem::take(group), Window::Interval { start, end }));
+        }
+        group.clear();
+    };
+    for (s, e, w) in spans {
+        if !group.is_empty() && s < end {
+            end = end.max(e);
+        } else {
+            flush(&mut group, start, end);
+            (start, end) = (s, e);
+        }
+        group.push(w);
+    }
+    flush(&mut group, start, end);
+    merges
 }
 
 /// Every element in the one global window.
@@ -103,6 +197,18 @@ impl WindowFn for FixedWindows {
 
 /// Overlapping windows of a fixed size starting every `period` (Beam's `SlidingWindows`):
 /// an element belongs to `size / period` windows (rounded up).
+///
+/// ```
+/// use riffle_engine::prelude::*;
+/// // Each element counts in every 30 ms window that holds it, one starting every 10 ms.
+/// let mut out = riffle_timely::testing::run_bounded(|p| {
+///     p.create_timestamped(vec![('k', EventTime::from_millis(25))])
+///         .map(|k| (*k, 1u64))
+///         .window_into(SlidingWindows::of_millis(30, 10))
+///         .combine_per_key(Count::new())
+/// });
+/// assert_eq!(out.len(), 3);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct SlidingWindows {
     size_ms: i64,
@@ -199,6 +305,22 @@ mod tests {
         got.clear();
         SlidingWindows::of_millis(20, 10).with_offset_millis(3).assign(EventTime::from_millis(14), &mut got);
         assert_eq!(got, [interval(3, 23), interval(13, 33)]);
+    }
+
+    #[test]
+    fn sessions_merge_overlapping_windows_but_not_touching_ones() {
+        let s = Sessions::with_gap_millis(10);
+        let mut ws = Vec::new();
+        for t in [0, 5, 30, 14, 50, 60] {
+            s.assign(EventTime::from_millis(t), &mut ws);
+        }
+        // [0,10) [5,15) [14,24) chain into [0,24); [30,40) alone; [50,60) and [60,70) touch.
+        let merges = s.merge(&ws);
+        assert_eq!(merges.len(), 1, "{merges:?}");
+        let (from, to) = &merges[0];
+        assert_eq!(to, &interval(0, 24));
+        assert_eq!(from.len(), 3);
+        assert!(merge_overlapping(&[interval(50, 60), interval(60, 70)]).is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::pipeline::PCollection;
 use crate::runtime::{GroupFn, GroupState, Shuffle, ShuffleFn, StepContext};
 use crate::time::{EventTime, Watermark};
 use crate::transforms::combine_fns::{CombineFn, Count};
-use crate::window::Window;
+use crate::window::{Window, WindowFn};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -37,6 +37,8 @@ trait Grouping: Send + Sync + 'static {
     type Out: Data;
     fn create(&self) -> Self::Acc;
     fn fold(&self, acc: &mut Self::Acc, x: Self::Shuffled);
+    /// Folds `other` into `acc`: when merging windows merge.
+    fn merge_acc(&self, acc: &mut Self::Acc, other: Self::Acc);
     fn extract(&self, acc: Self::Acc) -> Self::Out;
     /// Whether an empty global window still outputs `extract(create())`.
     fn default_on_empty(&self) -> bool {
@@ -58,6 +60,9 @@ impl<K: Key, V: Data> Grouping for ListGrouping<K, V> {
     #[inline]
     fn fold(&self, acc: &mut Vec<V>, x: V) {
         acc.push(x);
+    }
+    fn merge_acc(&self, acc: &mut Vec<V>, other: Vec<V>) {
+        acc.extend(other);
     }
     fn extract(&self, acc: Vec<V>) -> Vec<V> {
         acc
@@ -82,6 +87,9 @@ impl<K: Key, C: CombineFn> Grouping for MergeGrouping<K, C> {
     #[inline]
     fn fold(&self, acc: &mut C::Accum, x: C::Accum) {
         self.combine.merge_accumulators(acc, x);
+    }
+    fn merge_acc(&self, acc: &mut C::Accum, other: C::Accum) {
+        self.combine.merge_accumulators(acc, other);
     }
     fn extract(&self, acc: C::Accum) -> C::Output {
         self.combine.extract_output(acc)
@@ -194,6 +202,8 @@ struct GroupStep<G: Grouping> {
     shuffle: Box<dyn ShuffleFn>,
     /// For `combine_globally`: the one key, whose owner emits the default.
     default_key: Option<G::K>,
+    /// The input's window function, when its windows merge (sessions).
+    merging: Option<Arc<dyn WindowFn>>,
 }
 
 impl<G: Grouping> GroupFn for GroupStep<G> {
@@ -201,6 +211,15 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
         self.shuffle.as_ref()
     }
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn GroupState> {
+        if let Some(window_fn) = &self.merging {
+            return Box::new(MergingState {
+                step: ctx.name.clone(),
+                grouping: self.grouping.clone(),
+                window_fn: window_fn.clone(),
+                sessions: FastMap::default(),
+                due: BTreeMap::new(),
+            });
+        }
         let owns_default = self
             .default_key
             .as_ref()
@@ -299,6 +318,105 @@ impl<G: Grouping> GroupState for KeyedState<G> {
     }
 }
 
+/// One worker's state under a merging window function: each key's disjoint windows with
+/// their accumulators, and an index of window ends so firing need not scan every key.
+struct MergingState<G: Grouping> {
+    step: Arc<str>,
+    grouping: Arc<G>,
+    window_fn: Arc<dyn WindowFn>,
+    sessions: FastMap<G::K, Vec<(Window, G::Acc)>>,
+    /// Keys by the end (max timestamp) of one of their windows. Entries go stale when a
+    /// window merges into a later one; firing skips those.
+    due: BTreeMap<EventTime, Vec<G::K>>,
+}
+
+impl<G: Grouping> MergingState<G> {
+    fn add(&mut self, k: G::K, window: Window, x: G::Shuffled) {
+        let g = &self.grouping;
+        let windows = self.sessions.entry(k.clone()).or_default();
+        let mut acc = g.create();
+        g.fold(&mut acc, x);
+        match windows.iter_mut().find(|(w, _)| *w == window) {
+            Some((_, existing)) => g.merge_acc(existing, acc),
+            None => windows.push((window, acc)),
+        }
+        let current: Vec<Window> = windows.iter().map(|(w, _)| *w).collect();
+        let mut ends = vec![window.max_timestamp()];
+        for (from, to) in self.window_fn.merge(&current) {
+            let mut merged = g.create();
+            windows.retain_mut(|(w, a)| {
+                if from.contains(w) {
+                    g.merge_acc(&mut merged, std::mem::replace(a, g.create()));
+                    false
+                } else {
+                    true
+                }
+            });
+            windows.push((to, merged));
+            ends.push(to.max_timestamp());
+        }
+        for end in ends {
+            if windows.iter().any(|(w, _)| w.max_timestamp() == end) {
+                let keys = self.due.entry(end).or_default();
+                if keys.last() != Some(&k) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+    }
+}
+
+impl<G: Grouping> GroupState for MergingState<G> {
+    fn insert(&mut self, input: Batch) -> Result<()> {
+        let input = input.into_elements::<(G::K, G::Shuffled)>();
+        let step = self.step.clone();
+        catch_unwind(AssertUnwindSafe(|| {
+            for wv in input.into_iter_windowed() {
+                let (k, x) = wv.value;
+                self.add(k, wv.window, x);
+            }
+        }))
+        .map_err(|p| Error::from_panic(&step, p, None))
+    }
+
+    fn earliest_pending(&self) -> Option<EventTime> {
+        self.due.keys().next().copied()
+    }
+
+    fn fire(&mut self, watermark: Watermark, out: &mut Vec<(EventTime, Batch)>) -> Result<()> {
+        while let Some(entry) = self.due.first_entry() {
+            let end = *entry.key();
+            if !watermark.is_past(end) {
+                break;
+            }
+            let keys = entry.remove();
+            let mut batch = Elements::new();
+            for k in keys {
+                let Some(windows) = self.sessions.get_mut(&k) else { continue };
+                let mut i = 0;
+                while i < windows.len() {
+                    if windows[i].0.max_timestamp() == end {
+                        let (w, acc) = windows.swap_remove(i);
+                        let g = &self.grouping;
+                        let v = catch_unwind(AssertUnwindSafe(|| g.extract(acc)))
+                            .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(&k, 200))))?;
+                        batch.push((k.clone(), v), end, w, PaneInfo::ON_TIME_AND_ONLY_FIRING);
+                    } else {
+                        i += 1;
+                    }
+                }
+                if windows.is_empty() {
+                    self.sessions.remove(&k);
+                }
+            }
+            if !batch.is_empty() {
+                out.push((end, Batch::new(batch)));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn add_group<G: Grouping, I: Data>(
     input: &PCollection<I>,
     transform: &str,
@@ -330,6 +448,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
             grouping: Arc::new(ListGrouping::<K, V>(PhantomData)),
             shuffle: Box::new(KeyShuffle::<K, V>(PhantomData)),
             default_key: None,
+            merging: self.info().windowing.merging,
         };
         add_group(self, "GroupByKey", step)
     }
@@ -355,6 +474,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
             grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty: false, _k: PhantomData }),
             shuffle: Box::new(LiftedShuffleFn::<K, C> { combine, _k: PhantomData }),
             default_key: None,
+            merging: self.info().windowing.merging,
         };
         add_group(self, transform, step)
     }
@@ -381,6 +501,7 @@ impl<T: Data> PCollection<T> {
             grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty, _k: PhantomData }),
             shuffle: Box::new(LiftedShuffleFn::<(), C> { combine, _k: PhantomData }),
             default_key: Some(()),
+            merging: self.info().windowing.merging,
         };
         add_group(&keyed, "CombineGlobally", step).values()
     }

@@ -40,15 +40,16 @@ impl<T: Data> PCollection<T> {
     /// assert_eq!(out, [('k', 1), ('k', 2)]);
     /// ```
     pub fn window_into(&self, window_fn: impl WindowFn) -> PCollection<T> {
-        let info = OutputInfo {
-            windowing: Windowing {
-                window_fn: window_fn.describe(),
-                is_global: window_fn.is_global(),
-                default_trigger: true,
-            },
-            ..self.derived_info::<T>()
+        let window_fn = Arc::new(window_fn);
+        let merging = window_fn.is_merging().then(|| window_fn.clone() as Arc<dyn WindowFn>);
+        let windowing = Windowing {
+            window_fn: window_fn.describe(),
+            is_global: window_fn.is_global(),
+            default_trigger: true,
+            merging,
         };
-        let step = AssignWindows { window_fn: Arc::new(window_fn), scratch: Vec::new(), _t: std::marker::PhantomData };
+        let info = OutputInfo { windowing, ..self.derived_info::<T>() };
+        let step = AssignWindows { window_fn, scratch: Vec::new(), _t: std::marker::PhantomData };
         add_dofn(self, "WindowInto", step, Vec::new(), info).0
     }
 }

@@ -60,9 +60,30 @@ fn pipeline(p: &Pipeline, out: &Path) {
     let max = input.map(|(_, a, _)| *a).combine_globally(Max::new()).map(|m| format!("max\t{m}"));
     let counts = input.map(|(u, _, _)| u % 5).count_per_element().map(|(r, n)| format!("count\t{r}\t{n}"));
 
-    let all = PCollection::flatten(&[by_user, joined, distinct, max, counts]);
+    let sessions = input
+        .map(|(u, a, _)| (*u, *a))
+        .window_into(Sessions::with_gap_millis(SESSION_GAP))
+        .combine_per_key(Count::new())
+        .par_do(FormatSession)
+        .window_into(GlobalWindows);
+
+    let all = PCollection::flatten(&[by_user, joined, distinct, max, counts, sessions]);
     let all = PCollection::flatten(&[all.window_into(GlobalWindows), hourly.window_into(GlobalWindows)]);
     write_lines(&all, out, |l| l.clone());
+}
+
+const SESSION_GAP: i64 = 60_000;
+
+#[derive(Clone)]
+struct FormatSession;
+
+impl DoFn for FormatSession {
+    type In = (u32, u64);
+    type Out = String;
+    fn process(&mut self, (u, n): &(u32, u64), ctx: &mut ProcessContext<'_, String>) {
+        let Window::Interval { start, end } = ctx.window() else { panic!("expected a session window") };
+        ctx.output(format!("session\t{u}\t{}\t{}\t{n}", start.millis(), end.millis()));
+    }
 }
 
 #[derive(Clone)]
@@ -112,6 +133,23 @@ fn expected() -> Vec<String> {
     lines.extend(distinct.iter().map(|r| format!("distinct\t{r}")));
     lines.push(format!("max\t{}", ev.iter().map(|e| e.1).max().unwrap()));
     lines.extend(counts.iter().map(|(r, n)| format!("count\t{r}\t{n}")));
+    // Sessions: per user in time order, a session goes on while the next event starts
+    // before the last one's timestamp plus the gap.
+    let mut by_user: BTreeMap<u32, Vec<i64>> = BTreeMap::new();
+    ev.iter().for_each(|&(u, _, ts)| by_user.entry(u).or_default().push(ts));
+    for (u, mut times) in by_user {
+        times.sort();
+        let (mut start, mut end, mut n) = (times[0], times[0] + SESSION_GAP, 0);
+        for ts in times {
+            if ts >= end {
+                lines.push(format!("session\t{u}\t{start}\t{end}\t{n}"));
+                (start, n) = (ts, 0);
+            }
+            end = end.max(ts + SESSION_GAP);
+            n += 1;
+        }
+        lines.push(format!("session\t{u}\t{start}\t{end}\t{n}"));
+    }
     lines.sort();
     lines
 }

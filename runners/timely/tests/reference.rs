@@ -2,7 +2,8 @@
 //! `reduce_reference` idea).
 //!
 //! Inputs are random keyed values with random, unordered timestamps; the pipeline is a
-//! random filter, a random window size (or the global window) and a random aggregation.
+//! random filter, random windows (global, fixed, sliding or sessions) and a random
+//! aggregation.
 //! The reference computes the same thing with a `BTreeMap`, sharing no code with Riffle.
 //!
 //! Bug classes caught: wrong window assignment at boundaries and for negative times,
@@ -26,12 +27,20 @@ enum Agg {
     Top2,
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Windows {
+    Global,
+    /// (size, period): fixed when equal.
+    Sliding(i64, i64),
+    /// The gap.
+    Sessions(i64),
+}
+
 #[derive(Clone, Debug)]
 struct Case {
     input: Vec<(u8, i32, i64)>,
     keep_above: i32,
-    /// (size, period) of sliding windows; fixed when equal; global when None.
-    window: Option<(i64, i64)>,
+    window: Windows,
     agg: Agg,
     workers: usize,
 }
@@ -41,9 +50,10 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec((0u8..12, -500i32..500, -5_000i64..5_000), 0..300),
         -600i32..400,
         prop_oneof![
-            Just(None),
-            (1i64..3_000).prop_map(|s| Some((s, s))),
-            (1i64..2_000, 1i64..2_000).prop_map(|(s, p)| Some((s, p)))
+            Just(Windows::Global),
+            (1i64..3_000).prop_map(|s| Windows::Sliding(s, s)),
+            (1i64..2_000, 1i64..2_000).prop_map(|(s, p)| Windows::Sliding(s, p)),
+            (1i64..800).prop_map(Windows::Sessions),
         ],
         prop_oneof![
             Just(Agg::Sum),
@@ -63,15 +73,31 @@ type Row = (u8, Option<i64>, String);
 
 fn reference(c: &Case) -> Vec<Row> {
     let mut groups: BTreeMap<(u8, Option<i64>), Vec<i32>> = BTreeMap::new();
-    for &(k, v, ts) in &c.input {
-        if v > c.keep_above {
-            match c.window {
-                None => groups.entry((k, None)).or_default().push(v),
-                // Beam's definition: every window [j*period, j*period + size) holding ts.
-                Some((size, period)) => {
-                    for j in (ts - size).div_euclid(period) + 1..=ts.div_euclid(period) {
-                        groups.entry((k, Some(j * period))).or_default().push(v);
+    let kept: Vec<(u8, i32, i64)> = c.input.iter().copied().filter(|(_, v, _)| *v > c.keep_above).collect();
+    match c.window {
+        Windows::Global => kept.iter().for_each(|&(k, v, _)| groups.entry((k, None)).or_default().push(v)),
+        // Beam's definition: every window [j*period, j*period + size) holding ts.
+        Windows::Sliding(size, period) => {
+            for &(k, v, ts) in &kept {
+                for j in (ts - size).div_euclid(period) + 1..=ts.div_euclid(period) {
+                    groups.entry((k, Some(j * period))).or_default().push(v);
+                }
+            }
+        }
+        // Per key, in time order: a session goes on while the next element starts before
+        // the session's end (t + gap of its latest element).
+        Windows::Sessions(gap) => {
+            let mut by_key: BTreeMap<u8, Vec<(i64, i32)>> = BTreeMap::new();
+            kept.iter().for_each(|&(k, v, ts)| by_key.entry(k).or_default().push((ts, v)));
+            for (k, mut events) in by_key {
+                events.sort();
+                let (mut start, mut end) = (i64::MIN, i64::MIN);
+                for (ts, v) in events {
+                    if ts >= end {
+                        start = ts;
                     }
+                    end = end.max(ts + gap);
+                    groups.entry((k, Some(start))).or_default().push(v);
                 }
             }
         }
@@ -102,9 +128,10 @@ fn riffle(c: &Case) -> Vec<Row> {
             .filter(move |(_, v, _)| *v > keep)
             .map(|(k, v, _)| (*k, *v));
         match case.window {
-            Some((size, period)) if size == period => kv = kv.window_into(FixedWindows::of_millis(size)),
-            Some((size, period)) => kv = kv.window_into(SlidingWindows::of_millis(size, period)),
-            None => {}
+            Windows::Sliding(size, period) if size == period => kv = kv.window_into(FixedWindows::of_millis(size)),
+            Windows::Sliding(size, period) => kv = kv.window_into(SlidingWindows::of_millis(size, period)),
+            Windows::Sessions(gap) => kv = kv.window_into(Sessions::with_gap_millis(gap)),
+            Windows::Global => {}
         }
         match case.agg {
             Agg::Sum => kv.map_values(|v| *v as i64).combine_per_key(Sum::new()).map_values(|s| s.to_string()),
@@ -137,7 +164,7 @@ fn riffle(c: &Case) -> Vec<Row> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn random_pipelines_match_the_reference(c in case()) {

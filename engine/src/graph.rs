@@ -62,19 +62,27 @@ pub struct Windowing {
     pub default_trigger: bool,
     /// The window function, when its windows merge: groupings merge per key with it.
     pub merging: Option<Arc<dyn crate::window::WindowFn>>,
+    /// How long after a window's end its late elements are still accepted, ms.
+    pub allowed_lateness_ms: i64,
 }
 
 impl Default for Windowing {
     fn default() -> Self {
-        Windowing { window_fn: "GlobalWindows".into(), is_global: true, default_trigger: true, merging: None }
+        Windowing {
+            window_fn: "GlobalWindows".into(),
+            is_global: true,
+            default_trigger: true,
+            merging: None,
+            allowed_lateness_ms: 0,
+        }
     }
 }
 
 /// Two windowings are the same when they describe the same function and trigger.
 impl PartialEq for Windowing {
     fn eq(&self, other: &Self) -> bool {
-        (&self.window_fn, self.is_global, self.default_trigger)
-            == (&other.window_fn, other.is_global, other.default_trigger)
+        (&self.window_fn, self.is_global, self.default_trigger, self.allowed_lateness_ms)
+            == (&other.window_fn, other.is_global, other.default_trigger, other.allowed_lateness_ms)
     }
 }
 
@@ -85,6 +93,7 @@ impl std::fmt::Debug for Windowing {
             .field("is_global", &self.is_global)
             .field("default_trigger", &self.default_trigger)
             .field("merging", &self.merging.is_some())
+            .field("allowed_lateness_ms", &self.allowed_lateness_ms)
             .finish()
     }
 }

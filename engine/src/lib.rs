@@ -40,12 +40,14 @@ pub use pipeline::{PCollection, Pipeline};
 pub use time::{EventTime, Watermark};
 pub use transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
 pub use transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TaggedOutputs, TupleTag};
+pub use transforms::test_stream::{TestEvent, TestStream};
 pub use window::{FixedWindows, GlobalWindows, Sessions, SlidingWindows, Window, WindowFn};
 
 /// Everything a pipeline author usually needs.
 pub mod prelude {
     pub use crate::transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
     pub use crate::transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TupleTag};
+    pub use crate::transforms::test_stream::TestStream;
     pub use crate::window::{FixedWindows, GlobalWindows, Sessions, SlidingWindows, Window, WindowFn};
     pub use crate::{EventTime, PCollection, PaneInfo, Pipeline, Timing, WindowedValue};
 }

@@ -115,8 +115,14 @@ pub trait GroupFn: Send + Sync {
 
 /// One worker's keyed, windowed state of a grouping step.
 pub trait GroupState {
-    /// Adds shuffled elements.
-    fn insert(&mut self, input: Batch) -> Result<()>;
+    /// Adds shuffled elements that arrived at watermark `arrival` (the event-time part of
+    /// the timely time they were sent at). Elements later than their window's end plus the
+    /// allowed lateness are dropped and counted.
+    fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()>;
+    /// How many elements were dropped as too late, since the start.
+    fn late_dropped(&self) -> u64 {
+        0
+    }
     /// The earliest output timestamp among panes not yet emitted: the runner holds the
     /// downstream watermark there (Beam's watermark hold).
     fn earliest_pending(&self) -> Option<EventTime>;

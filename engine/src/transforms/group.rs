@@ -16,7 +16,7 @@ use crate::element::{Data, Elements, Key};
 use crate::error::{Error, Result, truncated_debug};
 use crate::graph::{NodeKind, PortRef};
 use crate::keys::KeyGroup;
-use crate::pane::PaneInfo;
+use crate::pane::{PaneInfo, Timing};
 use crate::pipeline::PCollection;
 use crate::runtime::{GroupFn, GroupState, Shuffle, ShuffleFn, StepContext};
 use crate::time::{EventTime, Watermark};
@@ -204,6 +204,8 @@ struct GroupStep<G: Grouping> {
     default_key: Option<G::K>,
     /// The input's window function, when its windows merge (sessions).
     merging: Option<Arc<dyn WindowFn>>,
+    /// The input's allowed lateness.
+    lateness_ms: i64,
 }
 
 impl<G: Grouping> GroupFn for GroupStep<G> {
@@ -215,6 +217,8 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
             return Box::new(MergingState {
                 step: ctx.name.clone(),
                 grouping: self.grouping.clone(),
+                lateness_ms: self.lateness_ms,
+                dropped: 0,
                 window_fn: window_fn.clone(),
                 sessions: FastMap::default(),
                 due: BTreeMap::new(),
@@ -228,50 +232,92 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
         Box::new(KeyedState {
             step: ctx.name.clone(),
             grouping: self.grouping.clone(),
-            windows: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            fired: BTreeMap::new(),
+            lateness_ms: self.lateness_ms,
+            dropped: 0,
             owns_default,
             saw_global: false,
         })
     }
 }
 
-/// One worker's state: accumulators per window (ordered by when they fire) and key.
+/// When a pending pane fires, and which window it is for: an on-time pane fires when the
+/// watermark passes the window's end, a late pane when it passes the watermark its
+/// elements arrived at. Ordered by firing time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct PaneKey {
+    fire_at: EventTime,
+    window: Window,
+    late: bool,
+}
+
+/// One worker's state: pending panes (ordered by when they fire) with accumulators per
+/// key, and, while a window may still get late data, how many panes each key has had.
 struct KeyedState<G: Grouping> {
     step: Arc<str>,
     grouping: Arc<G>,
-    windows: BTreeMap<(EventTime, Window), FastMap<G::K, G::Acc>>,
+    pending: BTreeMap<PaneKey, FastMap<G::K, G::Acc>>,
+    /// Panes fired per key, by (expiry, window); only kept with allowed lateness.
+    fired: BTreeMap<(EventTime, Window), FastMap<G::K, u64>>,
+    lateness_ms: i64,
+    dropped: u64,
     owns_default: Option<G::K>,
     saw_global: bool,
 }
 
+impl<G: Grouping> KeyedState<G> {
+    /// Where an element of window `w` that arrived at `arrival` goes, or None if too late.
+    #[inline]
+    fn pane_for(&self, w: Window, arrival: Watermark) -> Option<PaneKey> {
+        let end = w.max_timestamp();
+        if arrival.is_past(end.plus_millis(self.lateness_ms)) {
+            return None;
+        }
+        let late = arrival.is_past(end);
+        Some(PaneKey { fire_at: if late { arrival.0 } else { end }, window: w, late })
+    }
+}
+
 impl<G: Grouping> GroupState for KeyedState<G> {
-    fn insert(&mut self, input: Batch) -> Result<()> {
+    fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
         let input = input.into_elements::<(G::K, G::Shuffled)>();
-        let (g, windows) = (&self.grouping, &mut self.windows);
-        let saw_global = &mut self.saw_global;
+        let step = self.step.clone();
         catch_unwind(AssertUnwindSafe(|| {
             // Most batches are in one window: look its state up once.
             if let Some(w) = input.uniform_window() {
-                *saw_global |= w == Window::Global;
-                let map = windows.entry((w.max_timestamp(), w)).or_default();
+                self.saw_global |= w == Window::Global;
+                let Some(pane) = self.pane_for(w, arrival) else {
+                    self.dropped += input.len() as u64;
+                    return;
+                };
+                let g = &self.grouping;
+                let map = self.pending.entry(pane).or_default();
                 for (k, x) in input.into_values() {
                     g.fold(map.entry(k).or_insert_with(|| g.create()), x);
                 }
             } else {
                 for wv in input.into_iter_windowed() {
-                    let w = wv.window;
-                    *saw_global |= w == Window::Global;
-                    let map = windows.entry((w.max_timestamp(), w)).or_default();
+                    self.saw_global |= wv.window == Window::Global;
+                    let Some(pane) = self.pane_for(wv.window, arrival) else {
+                        self.dropped += 1;
+                        continue;
+                    };
+                    let g = &self.grouping;
                     let (k, x) = wv.value;
-                    g.fold(map.entry(k).or_insert_with(|| g.create()), x);
+                    g.fold(self.pending.entry(pane).or_default().entry(k).or_insert_with(|| g.create()), x);
                 }
             }
         }))
-        .map_err(|p| Error::from_panic(&self.step, p, None))
+        .map_err(|p| Error::from_panic(&step, p, None))
+    }
+
+    fn late_dropped(&self) -> u64 {
+        self.dropped
     }
 
     fn earliest_pending(&self) -> Option<EventTime> {
-        let first = self.windows.keys().next().map(|(t, _)| *t);
+        let first = self.pending.keys().next().map(|p| p.fire_at);
         match (&self.owns_default, self.saw_global) {
             (Some(_), false) => {
                 Some(first.map_or(EventTime::END_OF_GLOBAL_WINDOW, |t| t.min(EventTime::END_OF_GLOBAL_WINDOW)))
@@ -283,24 +329,52 @@ impl<G: Grouping> GroupState for KeyedState<G> {
     fn fire(&mut self, watermark: Watermark, out: &mut Vec<(EventTime, Batch)>) -> Result<()> {
         let g = &self.grouping;
         let step = &self.step;
-        while let Some(entry) = self.windows.first_entry() {
-            let (end, window) = *entry.key();
-            if !watermark.is_past(end) {
+        let lateness = self.lateness_ms;
+        while let Some(entry) = self.pending.first_entry() {
+            let pane_key = *entry.key();
+            if !watermark.is_past(pane_key.fire_at) {
                 break;
             }
             let accs = entry.remove();
+            let (window, end) = (pane_key.window, pane_key.window.max_timestamp());
+            let expiry = end.plus_millis(lateness);
+            // Without allowed lateness no pane can follow the on-time one: no bookkeeping.
+            let mut counts = (lateness > 0).then(|| self.fired.entry((expiry, window)).or_default());
             let mut batch = Elements::with_capacity(accs.len().min(OUTPUT_BATCH));
             for (k, acc) in accs {
+                let index = match counts.as_mut() {
+                    Some(c) => {
+                        let n = c.entry(k.clone()).or_insert(0);
+                        *n += 1;
+                        *n - 1
+                    }
+                    None => 0,
+                };
+                let pane = PaneInfo {
+                    timing: if pane_key.late { Timing::Late } else { Timing::OnTime },
+                    index,
+                    non_speculative_index: index as i64,
+                    is_first: index == 0,
+                    // Last when no more panes can come: no lateness, or fired at expiry.
+                    is_last: lateness == 0 || pane_key.fire_at >= expiry,
+                };
                 let v = catch_unwind(AssertUnwindSafe(|| g.extract(acc)))
                     .map_err(|p| Error::from_panic(step, p, Some(truncated_debug(&k, 200))))?;
-                batch.push((k, v), end, window, PaneInfo::ON_TIME_AND_ONLY_FIRING);
+                batch.push((k, v), end, window, pane);
                 if batch.len() == OUTPUT_BATCH {
-                    out.push((end, Batch::new(std::mem::take(&mut batch))));
+                    out.push((pane_key.fire_at, Batch::new(std::mem::take(&mut batch))));
                 }
             }
             if !batch.is_empty() {
-                out.push((end, Batch::new(batch)));
+                out.push((pane_key.fire_at, Batch::new(batch)));
             }
+        }
+        // Windows past their allowed lateness will get no more panes: forget their counts.
+        while let Some(entry) = self.fired.first_entry() {
+            if !watermark.is_past(entry.key().0) {
+                break;
+            }
+            entry.remove();
         }
         if watermark.is_past(EventTime::END_OF_GLOBAL_WINDOW) && !self.saw_global {
             if let Some(k) = self.owns_default.take() {
@@ -323,6 +397,8 @@ impl<G: Grouping> GroupState for KeyedState<G> {
 struct MergingState<G: Grouping> {
     step: Arc<str>,
     grouping: Arc<G>,
+    lateness_ms: i64,
+    dropped: u64,
     window_fn: Arc<dyn WindowFn>,
     sessions: FastMap<G::K, Vec<(Window, G::Acc)>>,
     /// Keys by the end (max timestamp) of one of their windows. Entries go stale when a
@@ -367,16 +443,25 @@ impl<G: Grouping> MergingState<G> {
 }
 
 impl<G: Grouping> GroupState for MergingState<G> {
-    fn insert(&mut self, input: Batch) -> Result<()> {
+    fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
         let input = input.into_elements::<(G::K, G::Shuffled)>();
         let step = self.step.clone();
         catch_unwind(AssertUnwindSafe(|| {
             for wv in input.into_iter_windowed() {
+                // Lateness is judged on the element's own window, before merging, as Beam does.
+                if arrival.is_past(wv.window.max_timestamp().plus_millis(self.lateness_ms)) {
+                    self.dropped += 1;
+                    continue;
+                }
                 let (k, x) = wv.value;
                 self.add(k, wv.window, x);
             }
         }))
         .map_err(|p| Error::from_panic(&step, p, None))
+    }
+
+    fn late_dropped(&self) -> u64 {
+        self.dropped
     }
 
     fn earliest_pending(&self) -> Option<EventTime> {
@@ -449,6 +534,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
             shuffle: Box::new(KeyShuffle::<K, V>(PhantomData)),
             default_key: None,
             merging: self.info().windowing.merging,
+            lateness_ms: self.info().windowing.allowed_lateness_ms,
         };
         add_group(self, "GroupByKey", step)
     }
@@ -475,6 +561,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
             shuffle: Box::new(LiftedShuffleFn::<K, C> { combine, _k: PhantomData }),
             default_key: None,
             merging: self.info().windowing.merging,
+            lateness_ms: self.info().windowing.allowed_lateness_ms,
         };
         add_group(self, transform, step)
     }
@@ -502,6 +589,7 @@ impl<T: Data> PCollection<T> {
             shuffle: Box::new(LiftedShuffleFn::<(), C> { combine, _k: PhantomData }),
             default_key: Some(()),
             merging: self.info().windowing.merging,
+            lateness_ms: self.info().windowing.allowed_lateness_ms,
         };
         add_group(&keyed, "CombineGlobally", step).values()
     }

@@ -10,4 +10,5 @@ pub mod map;
 pub mod par_do;
 pub mod partition;
 pub mod reshuffle;
+pub mod test_stream;
 pub mod timestamps;

@@ -47,10 +47,50 @@ impl<T: Data> PCollection<T> {
             is_global: window_fn.is_global(),
             default_trigger: true,
             merging,
+            allowed_lateness_ms: self.info().windowing.allowed_lateness_ms,
         };
         let info = OutputInfo { windowing, ..self.derived_info::<T>() };
         let step = AssignWindows { window_fn, scratch: Vec::new(), _t: std::marker::PhantomData };
         add_dofn(self, "WindowInto", step, Vec::new(), info).0
+    }
+}
+
+impl<T: Data> PCollection<T> {
+    /// Accepts elements up to `ms` milliseconds after their window's end (Beam's
+    /// `withAllowedLateness`); later ones are dropped and counted. Applies to the groupings
+    /// downstream of this collection. The default is 0: every element that arrives after
+    /// the watermark passed its window's end is dropped.
+    ///
+    /// # Watermarks
+    /// An element is late when the watermark it was sent at (its timely time) is past its
+    /// window's end; see `docs/semantics.md`.
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let ms = EventTime::from_millis;
+    /// let script = TestStream::new()
+    ///     .add_elements(vec![(1u8, ms(5))])
+    ///     .advance_watermark_to(ms(15))
+    ///     .add_elements(vec![(1u8, ms(6))]) // 6 ms after the window's end: within the lateness
+    ///     .advance_watermark_to(ms(30))
+    ///     .add_elements(vec![(1u8, ms(7))]); // 21 ms after: dropped
+    /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
+    ///     p.test_stream(script)
+    ///         .map(|k| (*k, 1u64))
+    ///         .window_into(FixedWindows::of_millis(10))
+    ///         .with_allowed_lateness(10)
+    ///         .combine_per_key(Count::new())
+    /// });
+    /// let mut panes: Vec<_> = out.iter().map(|wv| (wv.pane.timing, wv.value.1)).collect();
+    /// panes.sort();
+    /// assert_eq!(panes, [(Timing::OnTime, 1), (Timing::Late, 1)]);
+    /// ```
+    pub fn with_allowed_lateness(&self, ms: i64) -> PCollection<T> {
+        let mut info = self.derived_info::<T>();
+        info.windowing.allowed_lateness_ms = ms.max(0);
+        crate::transforms::map::closure_step_with_info(self, "AllowedLateness", info, |x: &T, ctx| {
+            ctx.output(x.clone())
+        })
     }
 }
 

@@ -221,6 +221,11 @@ impl RunReport {
     pub fn elements_in(&self, name: &str) -> Vec<u64> {
         self.steps.iter().filter(|s| s.step == name).map(|s| s.elements_in).collect()
     }
+
+    /// The elements that grouping `name` dropped as too late, on this process's workers.
+    pub fn late_dropped(&self, name: &str) -> u64 {
+        self.steps.iter().filter(|s| s.step == name).map(|s| s.late_dropped).sum()
+    }
 }
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default: Riffle's warnings

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 pub struct StepCounter {
     elements_in: AtomicU64,
     elements_out: AtomicU64,
+    late_dropped: AtomicU64,
 }
 
 impl StepCounter {
@@ -23,6 +24,11 @@ impl StepCounter {
     #[inline]
     pub fn add_out(&self, n: usize) {
         self.elements_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    /// Records how many elements a grouping has dropped as too late, in all.
+    #[inline]
+    pub fn set_late_dropped(&self, n: u64) {
+        self.late_dropped.store(n, Ordering::Relaxed);
     }
 }
 
@@ -37,6 +43,8 @@ pub struct StepReport {
     pub elements_in: u64,
     /// Elements the step emitted on this worker.
     pub elements_out: u64,
+    /// Elements a grouping dropped on this worker as later than its allowed lateness.
+    pub late_dropped: u64,
 }
 
 /// Every counter of the workers of one process.
@@ -67,6 +75,7 @@ impl Metrics {
                 worker: *worker,
                 elements_in: counter.elements_in.load(Ordering::Relaxed),
                 elements_out: counter.elements_out.load(Ordering::Relaxed),
+                late_dropped: counter.late_dropped.load(Ordering::Relaxed),
             })
             .collect();
         out.sort_by(|a, b| (&a.step, a.worker).cmp(&(&b.step, b.worker)));

@@ -36,10 +36,11 @@ pub fn render(metrics: &Metrics, process: usize) -> String {
     for (name, help, value) in [
         ("riffle_step_elements_in_total", "Elements a step read, per worker.", 0),
         ("riffle_step_elements_out_total", "Elements a step emitted, per worker.", 1),
+        ("riffle_step_late_dropped_total", "Elements a grouping dropped as later than its allowed lateness.", 2),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for s in &report {
-            let v = if value == 0 { s.elements_in } else { s.elements_out };
+            let v = [s.elements_in, s.elements_out, s.late_dropped][value];
             let step = s.step.replace('\\', "\\\\").replace('"', "\\\"");
             let _ = writeln!(out, "{name}{{step=\"{step}\",worker=\"{}\",process=\"{process}\"}} {v}", s.worker);
         }

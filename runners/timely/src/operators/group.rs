@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use riffle_engine::runtime::GroupFn;
-use riffle_engine::{Batch, EventTime};
+use riffle_engine::{Batch, EventTime, Watermark};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
@@ -33,6 +33,10 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
         let mut fired: Vec<(EventTime, Batch)> = Vec::new();
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, containers| {
+                // The watermark these elements were sent at: deterministic, and never ahead of
+                // this input\'s frontier while they are in flight. Lateness is judged against it.
+                let arrival =
+                    Watermark(EventTime::from_millis(cap.stamp().iter().map(|t| t.event).min().unwrap_or(i64::MIN)));
                 if job.has_failed() {
                     containers.for_each(|c| c.clear());
                     return;
@@ -40,12 +44,13 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
                 for container in containers {
                     for batch in container.drain(..) {
                         counter.add_in(batch.len());
-                        if let Err(e) = state.insert(batch) {
+                        if let Err(e) = state.insert(batch, arrival) {
                             job.fail(e);
                             return;
                         }
                     }
                 }
+                counter.set_late_dropped(state.late_dropped());
                 if let Some(pending) = state.earliest_pending() {
                     for t in cap.stamp().iter() {
                         let want = Time { epoch: t.epoch, event: t.event.max(pending.millis()) };

@@ -8,6 +8,7 @@ use riffle_engine::Batch;
 use riffle_engine::runtime::{SourceFn, SourcePoll};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Scope;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source as timely_source;
 
 use super::{BatchStream, Env};
@@ -54,6 +55,9 @@ pub fn source<'scope>(
                 }
                 match r.poll(BATCH_SIZE) {
                     Ok(SourcePoll::Batch(b)) => {
+                        // A batch is stamped with the reader's watermark as of producing
+                        // it, so elements after a watermark advance carry the new one.
+                        advance(c, r.watermark().0.millis());
                         counter.add_out(b.len());
                         output.session(&*c).give(b)
                     }
@@ -74,11 +78,15 @@ pub fn source<'scope>(
                 reader = None;
                 return;
             }
-            let wm = r.watermark().0.millis();
-            if wm > c.time().event {
-                c.downgrade(&Time { epoch: c.time().epoch, event: wm });
-            }
+            advance(c, r.watermark().0.millis());
             if pending { activator.activate_after(IDLE_POLL) } else { activator.activate() }
         }
     })
+}
+
+/// Moves the source's capability, and so the watermark, forward to `event`.
+fn advance(cap: &mut Capability<Time>, event: i64) {
+    if event > cap.time().event {
+        cap.downgrade(&Time { epoch: cap.time().epoch, event });
+    }
 }

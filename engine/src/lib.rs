@@ -37,7 +37,7 @@ pub use error::{Error, ErrorDomain, Result};
 pub use graph::{Graph, Node, NodeId, NodeKind, OutputInfo, PortRef, Windowing};
 pub use pane::{PaneInfo, Timing};
 pub use pipeline::{PCollection, Pipeline};
-pub use time::{EventTime, Watermark};
+pub use time::{EventTime, Watermark, WatermarkStrategy};
 pub use transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
 pub use transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TaggedOutputs, TupleTag};
 pub use transforms::test_stream::{TestEvent, TestStream};
@@ -49,7 +49,7 @@ pub mod prelude {
     pub use crate::transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TupleTag};
     pub use crate::transforms::test_stream::TestStream;
     pub use crate::window::{FixedWindows, GlobalWindows, Sessions, SlidingWindows, Window, WindowFn};
-    pub use crate::{EventTime, PCollection, PaneInfo, Pipeline, Timing, WindowedValue};
+    pub use crate::{EventTime, PCollection, PaneInfo, Pipeline, Timing, WatermarkStrategy, WindowedValue};
 }
 
 /// The README's examples, compiled and run as doctests so they cannot rot.

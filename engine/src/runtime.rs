@@ -49,6 +49,9 @@ pub enum SourcePoll {
     Batch(Batch),
     /// Nothing now; ask again later.
     Pending,
+    /// No elements, but the watermark moved: ask again now. The elements a reader returns
+    /// next are stamped with the new watermark.
+    Advanced,
     /// Nothing more, ever.
     Done,
 }
@@ -58,7 +61,8 @@ pub trait SourceReader {
     /// The next elements, at most about `max_elements` of them.
     fn poll(&mut self, max_elements: usize) -> Result<SourcePoll>;
     /// No element with a timestamp before this will come from this reader (late ones
-    /// aside). A bounded reader keeps it at the minimum until it is done.
+    /// aside). A bounded reader keeps it at the minimum until it is done. A batch is
+    /// stamped with the watermark as it was *before* the poll that returned it.
     fn watermark(&self) -> Watermark {
         Watermark::MIN
     }

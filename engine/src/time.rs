@@ -74,3 +74,41 @@ impl Watermark {
         self.0 > t
     }
 }
+
+/// How an unbounded source estimates its watermark from the timestamps it has seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatermarkStrategy {
+    /// The watermark trails the greatest timestamp seen by `max_delay_ms`, so elements at
+    /// most that far out of order are on time (Flink's `forBoundedOutOfOrderness`).
+    BoundedOutOfOrderness {
+        /// How far behind the greatest timestamp an element may be and still be on time.
+        max_delay_ms: i64,
+    },
+}
+
+impl WatermarkStrategy {
+    /// The watermark after seeing timestamps up to `max_seen`.
+    pub fn watermark(&self, max_seen: EventTime) -> Watermark {
+        match *self {
+            WatermarkStrategy::BoundedOutOfOrderness { max_delay_ms } => {
+                if max_seen == EventTime::MIN {
+                    Watermark::MIN
+                } else {
+                    Watermark(max_seen.plus_millis(-max_delay_ms))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_out_of_orderness_trails_the_greatest_timestamp() {
+        let s = WatermarkStrategy::BoundedOutOfOrderness { max_delay_ms: 50 };
+        assert_eq!(s.watermark(EventTime::MIN), Watermark::MIN);
+        assert_eq!(s.watermark(EventTime::from_millis(1_000)), Watermark(EventTime::from_millis(950)));
+    }
+}

@@ -140,8 +140,11 @@ impl<T: Data> SourceReader for TestStreamReader<T> {
         while let Some(event) = self.events.get(self.next) {
             match event {
                 TestEvent::Watermark(t) => {
-                    self.watermark = self.watermark.max(*t);
                     self.next += 1;
+                    if *t > self.watermark {
+                        self.watermark = *t;
+                        return Ok(SourcePoll::Advanced);
+                    }
                 }
                 TestEvent::Elements(elements) => {
                     if !self.emits || self.offset >= elements.len() {

@@ -153,6 +153,7 @@ fn execute(
             worker: WorkerInfo { index: worker.index(), peers: worker.peers() },
             job: job.clone(),
             metrics: worker_metrics.clone(),
+            sinks_progress: timely::dataflow::ProbeHandle::new(),
         };
         let ran = catch_unwind(AssertUnwindSafe(|| {
             lower::build(worker, &graph, &env);

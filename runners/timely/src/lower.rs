@@ -33,6 +33,7 @@ impl<'scope> Edges<'scope> {
 /// (topological) order, each reading the streams its inputs produced.
 pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
     worker.dataflow::<Time, _, _>(|scope| {
+        let env = &Env { sinks_progress: timely::dataflow::ProbeHandle::new(), ..env.clone() };
         let mut edges = Edges { streams: HashMap::new(), readers: HashMap::new() };
         for node in graph.nodes() {
             for p in &node.inputs {

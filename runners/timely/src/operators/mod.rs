@@ -28,6 +28,8 @@ pub struct Env {
     pub job: Arc<JobState>,
     /// This process's counters.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Progress at the sinks of this worker's dataflow, for sources to pace on.
+    pub sinks_progress: timely::dataflow::ProbeHandle<Time>,
 }
 
 impl Env {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use riffle_engine::Batch;
 use riffle_engine::runtime::SinkFn;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Exchange;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Exchange, Probe};
 
 use super::{BatchStream, Env};
 
@@ -22,6 +22,8 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
             None
         }
     };
+    // Sources pace themselves on how far the sinks have got.
+    let input = input.probe_with(&env.sinks_progress);
     input.sink(Pipeline, name, move |(input, frontier)| {
         input.for_each_stamp(|_cap, containers| {
             for container in containers {

@@ -21,6 +21,14 @@ pub const BATCH_SIZE: usize = 1024;
 const BATCHES_PER_ACTIVATION: usize = 16;
 /// How long a source with nothing to read waits before it polls again.
 const IDLE_POLL: Duration = Duration::from_millis(1);
+/// How many distinct times a source may have emitted at that the sinks have not yet
+/// passed. Timely has no backpressure: without a bound, a source that is cheaper than
+/// the keyed state it feeds fills the queues between them, and memory grows with the
+/// length of a stream. Only *distinct* times count, so a bounded source (all at one time
+/// until it ends) is never held back, and nothing can wait on itself.
+const TIMES_IN_FLIGHT: usize = 32;
+/// How long a paced source waits before looking at the sinks' progress again.
+const PACE_POLL: Duration = Duration::from_micros(200);
 
 /// Lowers a source step.
 pub fn source<'scope>(
@@ -33,6 +41,7 @@ pub fn source<'scope>(
     let counter = env.counter(name);
     let job = env.job.clone();
     let src = src.clone();
+    let sinks = env.sinks_progress.clone();
     timely_source::<_, CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, name, move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut reader = match src.open(&ctx) {
@@ -43,24 +52,37 @@ pub fn source<'scope>(
             }
         };
         let mut cap = reader.as_ref().map(|_| cap);
+        let mut in_flight: std::collections::VecDeque<Time> = std::collections::VecDeque::new();
         move |output| {
             let (Some(r), Some(c)) = (reader.as_mut(), cap.as_mut()) else {
                 return;
             };
             let mut finished = job.has_failed();
             let mut pending = false;
+            let mut paced = false;
             for _ in 0..BATCHES_PER_ACTIVATION {
                 if finished {
                     break;
                 }
+                while in_flight.front().is_some_and(|t| !sinks.less_equal(t)) {
+                    in_flight.pop_front();
+                }
+                if in_flight.len() >= TIMES_IN_FLIGHT {
+                    paced = true;
+                    break;
+                }
+                // A batch is stamped with the reader's watermark from before the poll that
+                // produced it: its elements are judged against what came before them.
+                advance(c, r.watermark().0.millis());
                 match r.poll(BATCH_SIZE) {
                     Ok(SourcePoll::Batch(b)) => {
-                        // A batch is stamped with the reader's watermark as of producing
-                        // it, so elements after a watermark advance carry the new one.
-                        advance(c, r.watermark().0.millis());
+                        if in_flight.back() != Some(c.time()) {
+                            in_flight.push_back(*c.time());
+                        }
                         counter.add_out(b.len());
                         output.session(&*c).give(b)
                     }
+                    Ok(SourcePoll::Advanced) => {}
                     Ok(SourcePoll::Pending) => {
                         pending = true;
                         break;
@@ -79,7 +101,13 @@ pub fn source<'scope>(
                 return;
             }
             advance(c, r.watermark().0.millis());
-            if pending { activator.activate_after(IDLE_POLL) } else { activator.activate() }
+            if pending {
+                activator.activate_after(IDLE_POLL)
+            } else if paced {
+                activator.activate_after(PACE_POLL)
+            } else {
+                activator.activate()
+            }
         }
     })
 }

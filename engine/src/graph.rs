@@ -64,6 +64,18 @@ pub struct Windowing {
     pub merging: Option<Arc<dyn crate::window::WindowFn>>,
     /// How long after a window's end its late elements are still accepted, ms.
     pub allowed_lateness_ms: i64,
+    /// Whether a window's later panes repeat what its earlier panes held.
+    pub accumulation: AccumulationMode,
+}
+
+/// What a window's later panes hold (Beam's accumulation mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccumulationMode {
+    /// Each pane holds only what arrived since the previous pane.
+    #[default]
+    Discarding,
+    /// Each pane holds everything the window has received so far.
+    Accumulating,
 }
 
 impl Default for Windowing {
@@ -74,6 +86,7 @@ impl Default for Windowing {
             default_trigger: true,
             merging: None,
             allowed_lateness_ms: 0,
+            accumulation: AccumulationMode::Discarding,
         }
     }
 }
@@ -81,8 +94,8 @@ impl Default for Windowing {
 /// Two windowings are the same when they describe the same function and trigger.
 impl PartialEq for Windowing {
     fn eq(&self, other: &Self) -> bool {
-        (&self.window_fn, self.is_global, self.default_trigger, self.allowed_lateness_ms)
-            == (&other.window_fn, other.is_global, other.default_trigger, other.allowed_lateness_ms)
+        (&self.window_fn, self.is_global, self.default_trigger, self.allowed_lateness_ms, self.accumulation)
+            == (&other.window_fn, other.is_global, other.default_trigger, other.allowed_lateness_ms, other.accumulation)
     }
 }
 
@@ -94,6 +107,7 @@ impl std::fmt::Debug for Windowing {
             .field("default_trigger", &self.default_trigger)
             .field("merging", &self.merging.is_some())
             .field("allowed_lateness_ms", &self.allowed_lateness_ms)
+            .field("accumulation", &self.accumulation)
             .finish()
     }
 }

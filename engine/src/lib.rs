@@ -34,7 +34,7 @@ pub mod window;
 pub use batch::Batch;
 pub use element::{Data, Elements, Key, WindowedValue};
 pub use error::{Error, ErrorDomain, Result};
-pub use graph::{Graph, Node, NodeId, NodeKind, OutputInfo, PortRef, Windowing};
+pub use graph::{AccumulationMode, Graph, Node, NodeId, NodeKind, OutputInfo, PortRef, Windowing};
 pub use pane::{PaneInfo, Timing};
 pub use pipeline::{PCollection, Pipeline};
 pub use time::{EventTime, Watermark, WatermarkStrategy};

@@ -33,7 +33,7 @@ trait Grouping: Send + Sync + 'static {
     type K: Key;
     /// What crosses the shuffle per key.
     type Shuffled: Data;
-    type Acc: Send;
+    type Acc: Send + Clone;
     type Out: Data;
     fn create(&self) -> Self::Acc;
     fn fold(&self, acc: &mut Self::Acc, x: Self::Shuffled);
@@ -206,6 +206,8 @@ struct GroupStep<G: Grouping> {
     merging: Option<Arc<dyn WindowFn>>,
     /// The input's allowed lateness.
     lateness_ms: i64,
+    /// Whether later panes repeat earlier ones.
+    accumulating: bool,
 }
 
 impl<G: Grouping> GroupFn for GroupStep<G> {
@@ -235,6 +237,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
             pending: BTreeMap::new(),
             fired: BTreeMap::new(),
             lateness_ms: self.lateness_ms,
+            accumulating: self.accumulating,
             dropped: 0,
             owns_default,
             saw_global: false,
@@ -258,8 +261,10 @@ struct KeyedState<G: Grouping> {
     step: Arc<str>,
     grouping: Arc<G>,
     pending: BTreeMap<PaneKey, FastMap<G::K, G::Acc>>,
-    /// Panes fired per key, by (expiry, window); only kept with allowed lateness.
-    fired: BTreeMap<(EventTime, Window), FastMap<G::K, u64>>,
+    /// Panes fired per key, by (expiry, window), with everything fired so far when
+    /// accumulating; only kept with allowed lateness.
+    fired: BTreeMap<(EventTime, Window), FastMap<G::K, (u64, Option<G::Acc>)>>,
+    accumulating: bool,
     lateness_ms: i64,
     dropped: u64,
     owns_default: Option<G::K>,
@@ -341,10 +346,17 @@ impl<G: Grouping> GroupState for KeyedState<G> {
             // Without allowed lateness no pane can follow the on-time one: no bookkeeping.
             let mut counts = (lateness > 0).then(|| self.fired.entry((expiry, window)).or_default());
             let mut batch = Elements::with_capacity(accs.len().min(OUTPUT_BATCH));
-            for (k, acc) in accs {
+            for (k, mut acc) in accs {
                 let index = match counts.as_mut() {
                     Some(c) => {
-                        let n = c.entry(k.clone()).or_insert(0);
+                        let (n, total) = c.entry(k.clone()).or_insert((0, None));
+                        if self.accumulating {
+                            // This pane holds the earlier panes' elements too.
+                            if let Some(earlier) = total.take() {
+                                g.merge_acc(&mut acc, earlier);
+                            }
+                            *total = Some(acc.clone());
+                        }
                         *n += 1;
                         *n - 1
                     }
@@ -535,6 +547,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
             default_key: None,
             merging: self.info().windowing.merging,
             lateness_ms: self.info().windowing.allowed_lateness_ms,
+            accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
         };
         add_group(self, "GroupByKey", step)
     }
@@ -562,6 +575,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
             default_key: None,
             merging: self.info().windowing.merging,
             lateness_ms: self.info().windowing.allowed_lateness_ms,
+            accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
         };
         add_group(self, transform, step)
     }
@@ -590,6 +604,7 @@ impl<T: Data> PCollection<T> {
             default_key: Some(()),
             merging: self.info().windowing.merging,
             lateness_ms: self.info().windowing.allowed_lateness_ms,
+            accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
         };
         add_group(&keyed, "CombineGlobally", step).values()
     }

@@ -48,6 +48,7 @@ impl<T: Data> PCollection<T> {
             default_trigger: true,
             merging,
             allowed_lateness_ms: self.info().windowing.allowed_lateness_ms,
+            accumulation: self.info().windowing.accumulation,
         };
         let info = OutputInfo { windowing, ..self.derived_info::<T>() };
         let step = AssignWindows { window_fn, scratch: Vec::new(), _t: std::marker::PhantomData };
@@ -56,6 +57,37 @@ impl<T: Data> PCollection<T> {
 }
 
 impl<T: Data> PCollection<T> {
+    /// Makes each later pane of a window hold everything the window has received so far
+    /// (Beam's `accumulatingFiredPanes`), instead of only what arrived since the previous
+    /// pane. Under the default trigger that changes the late panes.
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let ms = EventTime::from_millis;
+    /// let script = TestStream::new()
+    ///     .add_elements(vec![(1u8, ms(5))])
+    ///     .advance_watermark_to(ms(15))
+    ///     .add_elements(vec![(1u8, ms(6))]);
+    /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
+    ///     p.test_stream(script)
+    ///         .map(|k| (*k, 1u64))
+    ///         .window_into(FixedWindows::of_millis(10))
+    ///         .with_allowed_lateness(10)
+    ///         .accumulating_fired_panes()
+    ///         .combine_per_key(Count::new())
+    /// });
+    /// let mut panes: Vec<_> = out.iter().map(|wv| (wv.pane.timing, wv.value.1)).collect();
+    /// panes.sort();
+    /// assert_eq!(panes, [(Timing::OnTime, 1), (Timing::Late, 2)]);
+    /// ```
+    pub fn accumulating_fired_panes(&self) -> PCollection<T> {
+        let mut info = self.derived_info::<T>();
+        info.windowing.accumulation = crate::graph::AccumulationMode::Accumulating;
+        crate::transforms::map::closure_step_with_info(self, "AccumulatingFiredPanes", info, |x: &T, ctx| {
+            ctx.output(x.clone())
+        })
+    }
+
     /// Accepts elements up to `ms` milliseconds after their window's end (Beam's
     /// `withAllowedLateness`); later ones are dropped and counted. Applies to the groupings
     /// downstream of this collection. The default is 0: every element that arrives after

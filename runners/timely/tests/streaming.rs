@@ -15,13 +15,16 @@ fn ms(t: i64) -> EventTime {
 type Pane = (i64, i64, Timing, u64, bool, bool, i64);
 
 fn team_scores(script: TestStream<(char, i64)>, lateness: i64) -> (Vec<Pane>, u64) {
+    team_scores_in(script, lateness, false)
+}
+
+fn team_scores_in(script: TestStream<(char, i64)>, lateness: i64, accumulating: bool) -> (Vec<Pane>, u64) {
     let p = Pipeline::new();
-    let sums = p
-        .test_stream(script)
-        .window_into(FixedWindows::of_millis(10))
-        .with_allowed_lateness(lateness)
-        .combine_per_key(Sum::new())
-        .named("TeamScore");
+    let mut windowed = p.test_stream(script).window_into(FixedWindows::of_millis(10)).with_allowed_lateness(lateness);
+    if accumulating {
+        windowed = windowed.accumulating_fired_panes();
+    }
+    let sums = windowed.combine_per_key(Sum::new()).named("TeamScore");
     let out = riffle_connectors::memory::collect(&sums);
     let report = riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
     let mut panes: Vec<Pane> = out
@@ -66,6 +69,24 @@ fn within_allowed_lateness_a_late_element_fires_a_late_pane() {
         [
             (0, 9, Timing::Late, 1, false, false, 9),
             (0, 12, Timing::OnTime, 0, true, false, 9),
+            (10, 4, Timing::OnTime, 0, true, false, 19),
+        ]
+    );
+    assert_eq!(dropped, 0);
+}
+
+#[test]
+fn accumulating_late_panes_repeat_the_on_time_pane() {
+    // Two late scores for [0, 10) at different watermarks: each late pane holds everything
+    // so far (12, then 12 + 9, then 12 + 9 + 2).
+    let script = heuristic_watermark().add_elements(vec![(('A', 2), ms(6))]).advance_watermark_to(ms(25));
+    let (panes, dropped) = team_scores_in(script, 100, true);
+    assert_eq!(
+        panes,
+        [
+            (0, 12, Timing::OnTime, 0, true, false, 9),
+            (0, 21, Timing::Late, 1, false, false, 9),
+            (0, 23, Timing::Late, 2, false, false, 9),
             (10, 4, Timing::OnTime, 0, true, false, 19),
         ]
     );

@@ -245,6 +245,9 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
     }
 }
 
+/// Per key of one window: how many panes it has fired, and (accumulating) what they held.
+type FiredPanes<K, Acc> = FastMap<K, (u64, Option<Acc>)>;
+
 /// When a pending pane fires, and which window it is for: an on-time pane fires when the
 /// watermark passes the window's end, a late pane when it passes the watermark its
 /// elements arrived at. Ordered by firing time.
@@ -263,7 +266,7 @@ struct KeyedState<G: Grouping> {
     pending: BTreeMap<PaneKey, FastMap<G::K, G::Acc>>,
     /// Panes fired per key, by (expiry, window), with everything fired so far when
     /// accumulating; only kept with allowed lateness.
-    fired: BTreeMap<(EventTime, Window), FastMap<G::K, (u64, Option<G::Acc>)>>,
+    fired: BTreeMap<(EventTime, Window), FiredPanes<G::K, G::Acc>>,
     accumulating: bool,
     lateness_ms: i64,
     dropped: u64,

@@ -66,6 +66,24 @@ pub struct Windowing {
     pub allowed_lateness_ms: i64,
     /// Whether a window's later panes repeat what its earlier panes held.
     pub accumulation: AccumulationMode,
+    /// How a pane's output timestamp comes from its elements' timestamps.
+    pub timestamp_combiner: TimestampCombiner,
+}
+
+/// How a pane's output timestamp comes from its elements' (Beam's `TimestampCombiner`).
+///
+/// Only elements that can still hold the watermark count: those sent at or before their
+/// window's end whose timestamps are not behind the watermark they were sent at. A pane
+/// with none of those (every late pane) is stamped with its window's end, as in Beam.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimestampCombiner {
+    /// The window's last instant (the default).
+    #[default]
+    EndOfWindow,
+    /// The earliest timestamp of the pane's elements.
+    Earliest,
+    /// The latest timestamp of the pane's elements.
+    Latest,
 }
 
 /// What a window's later panes hold (Beam's accumulation mode).
@@ -87,6 +105,7 @@ impl Default for Windowing {
             merging: None,
             allowed_lateness_ms: 0,
             accumulation: AccumulationMode::Discarding,
+            timestamp_combiner: TimestampCombiner::EndOfWindow,
         }
     }
 }
@@ -94,8 +113,17 @@ impl Default for Windowing {
 /// Two windowings are the same when they describe the same function and trigger.
 impl PartialEq for Windowing {
     fn eq(&self, other: &Self) -> bool {
-        (&self.window_fn, self.is_global, self.default_trigger, self.allowed_lateness_ms, self.accumulation)
-            == (&other.window_fn, other.is_global, other.default_trigger, other.allowed_lateness_ms, other.accumulation)
+        let key = |w: &Self| {
+            (
+                w.window_fn.clone(),
+                w.is_global,
+                w.default_trigger,
+                w.allowed_lateness_ms,
+                w.accumulation,
+                w.timestamp_combiner,
+            )
+        };
+        key(self) == key(other)
     }
 }
 
@@ -108,6 +136,7 @@ impl std::fmt::Debug for Windowing {
             .field("merging", &self.merging.is_some())
             .field("allowed_lateness_ms", &self.allowed_lateness_ms)
             .field("accumulation", &self.accumulation)
+            .field("timestamp_combiner", &self.timestamp_combiner)
             .finish()
     }
 }

@@ -34,7 +34,7 @@ pub mod window;
 pub use batch::Batch;
 pub use element::{Data, Elements, Key, WindowedValue};
 pub use error::{Error, ErrorDomain, Result};
-pub use graph::{AccumulationMode, Graph, Node, NodeId, NodeKind, OutputInfo, PortRef, Windowing};
+pub use graph::{AccumulationMode, Graph, Node, NodeId, NodeKind, OutputInfo, PortRef, TimestampCombiner, Windowing};
 pub use pane::{PaneInfo, Timing};
 pub use pipeline::{PCollection, Pipeline};
 pub use time::{EventTime, Watermark, WatermarkStrategy};
@@ -49,7 +49,9 @@ pub mod prelude {
     pub use crate::transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TupleTag};
     pub use crate::transforms::test_stream::TestStream;
     pub use crate::window::{FixedWindows, GlobalWindows, Sessions, SlidingWindows, Window, WindowFn};
-    pub use crate::{EventTime, PCollection, PaneInfo, Pipeline, Timing, WatermarkStrategy, WindowedValue};
+    pub use crate::{
+        EventTime, PCollection, PaneInfo, Pipeline, TimestampCombiner, Timing, WatermarkStrategy, WindowedValue,
+    };
 }
 
 /// The README's examples, compiled and run as doctests so they cannot rot.

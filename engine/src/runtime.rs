@@ -97,8 +97,9 @@ pub trait ParDoInstance {
 
 /// Splits batches by destination worker before an exchange.
 pub trait Shuffle {
-    /// Routes `input` (or folds it into partial aggregates, for a lifted combine).
-    fn route(&mut self, input: Batch, peers: usize, out: &mut Vec<Batch>) -> Result<()>;
+    /// Routes `input`, which arrived at watermark `arrival`, or folds it into partial
+    /// aggregates (a lifted combine).
+    fn route(&mut self, input: Batch, peers: usize, arrival: Watermark, out: &mut Vec<Batch>) -> Result<()>;
     /// Emits anything held back (partial aggregates) at the end of a bundle.
     fn flush(&mut self, peers: usize, out: &mut Vec<Batch>) -> Result<()>;
 }

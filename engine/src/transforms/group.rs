@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::batch::Batch;
 use crate::element::{Data, Elements, Key};
 use crate::error::{Error, Result, truncated_debug};
+use crate::graph::TimestampCombiner;
 use crate::graph::{NodeKind, PortRef};
 use crate::keys::KeyGroup;
 use crate::pane::{PaneInfo, Timing};
@@ -109,7 +110,7 @@ impl<K: Key, V: Data> ShuffleFn for KeyShuffle<K, V> {
 }
 
 impl<K: Key, V: Data> Shuffle for KeyShuffle<K, V> {
-    fn route(&mut self, input: Batch, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
+    fn route(&mut self, input: Batch, peers: usize, _arrival: Watermark, out: &mut Vec<Batch>) -> Result<()> {
         if peers == 1 {
             out.push(input.with_target(0));
             return Ok(());
@@ -131,26 +132,35 @@ struct LiftedShuffle<K, C: CombineFn> {
     step: Arc<str>,
     combine: Arc<C>,
     /// Few windows are live in one bundle, so a short list searched from the most
-    /// recently used beats a map keyed by (window, key) that clones every key.
-    partials: Vec<(Window, FastMap<K, C::Accum>)>,
+    /// recently used beats a map keyed by (window, key) that clones every key. Each
+    /// partial carries the combined timestamp of its elements that count towards a pane's
+    /// output timestamp (see [`TimestampCombiner`]).
+    partials: Vec<(Window, FastMap<K, (C::Accum, Option<EventTime>)>)>,
+    combiner: TimestampCombiner,
 }
 
 struct LiftedShuffleFn<K, C> {
     combine: Arc<C>,
+    combiner: TimestampCombiner,
     _k: PhantomData<fn() -> K>,
 }
 
 impl<K: Key, C: CombineFn> ShuffleFn for LiftedShuffleFn<K, C> {
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn Shuffle> {
-        Box::new(LiftedShuffle::<K, C> { step: ctx.name.clone(), combine: self.combine.clone(), partials: Vec::new() })
+        Box::new(LiftedShuffle::<K, C> {
+            step: ctx.name.clone(),
+            combine: self.combine.clone(),
+            partials: Vec::new(),
+            combiner: self.combiner,
+        })
     }
 }
 
 impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
-    fn route(&mut self, input: Batch, _peers: usize, _out: &mut Vec<Batch>) -> Result<()> {
+    fn route(&mut self, input: Batch, _peers: usize, arrival: Watermark, _out: &mut Vec<Batch>) -> Result<()> {
         let input = input.into_elements::<(K, C::Input)>();
         let mut current = 0;
-        let (combine, partials) = (&self.combine, &mut self.partials);
+        let (combine, partials, combiner) = (&self.combine, &mut self.partials, self.combiner);
         catch_unwind(AssertUnwindSafe(|| {
             let mut slot = 0;
             for i in 0..input.len() {
@@ -167,13 +177,21 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
                 }
                 let map = &mut partials[slot].1;
                 let (k, v) = input.value(i);
-                match map.get_mut(k) {
-                    Some(acc) => combine.add_input(acc, v),
-                    None => {
-                        let mut acc = combine.create_accumulator();
-                        combine.add_input(&mut acc, v);
-                        map.insert(k.clone(), acc);
-                    }
+                let (acc, combined) = match map.get_mut(k) {
+                    Some(entry) => entry,
+                    None => map.entry(k.clone()).or_insert_with(|| (combine.create_accumulator(), None)),
+                };
+                combine.add_input(acc, v);
+                let ts = input.timestamp(i);
+                if combiner != TimestampCombiner::EndOfWindow
+                    && !arrival.is_past(ts)
+                    && !arrival.is_past(w.max_timestamp())
+                {
+                    *combined = Some(match (*combined, combiner) {
+                        (Some(c), TimestampCombiner::Earliest) => c.min(ts),
+                        (Some(c), _) => c.max(ts),
+                        (None, _) => ts,
+                    });
                 }
             }
         }))
@@ -183,9 +201,14 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
     fn flush(&mut self, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
         let mut parts: Vec<Elements<(K, C::Accum)>> = (0..peers).map(|_| Elements::new()).collect();
         for (w, map) in self.partials.drain(..) {
-            let ts = w.max_timestamp();
-            for (k, acc) in map {
+            for (k, (acc, combined)) in map {
                 let target = if peers == 1 { 0 } else { KeyGroup::of(&k).worker(peers) };
+                // A partial none of whose elements count is stamped past its window's end,
+                // so the keyed state leaves it out of the output timestamp.
+                let ts = match self.combiner {
+                    TimestampCombiner::EndOfWindow => w.max_timestamp(),
+                    _ => combined.unwrap_or(EventTime::MAX),
+                };
                 parts[target].push((k, acc), ts, w, PaneInfo::NO_FIRING);
             }
         }
@@ -208,6 +231,8 @@ struct GroupStep<G: Grouping> {
     lateness_ms: i64,
     /// Whether later panes repeat earlier ones.
     accumulating: bool,
+    /// How panes get their output timestamps.
+    combiner: TimestampCombiner,
 }
 
 impl<G: Grouping> GroupFn for GroupStep<G> {
@@ -235,6 +260,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
             step: ctx.name.clone(),
             grouping: self.grouping.clone(),
             pending: BTreeMap::new(),
+            combiner: self.combiner,
             fired: BTreeMap::new(),
             lateness_ms: self.lateness_ms,
             accumulating: self.accumulating,
@@ -258,12 +284,27 @@ struct PaneKey {
     late: bool,
 }
 
+/// A pending pane: per key, the accumulator and the combined timestamp of the elements
+/// that count towards the output timestamp (`None`: none did); and the earliest of those
+/// timestamps, where the pane holds the watermark (its end, for end-of-window).
+struct PaneState<K, Acc> {
+    keys: FastMap<K, (Acc, Option<EventTime>)>,
+    hold: EventTime,
+}
+
+impl<K, Acc> PaneState<K, Acc> {
+    fn new(hold: EventTime) -> Self {
+        PaneState { keys: FastMap::default(), hold }
+    }
+}
+
 /// One worker's state: pending panes (ordered by when they fire) with accumulators per
 /// key, and, while a window may still get late data, how many panes each key has had.
 struct KeyedState<G: Grouping> {
     step: Arc<str>,
     grouping: Arc<G>,
-    pending: BTreeMap<PaneKey, FastMap<G::K, G::Acc>>,
+    pending: BTreeMap<PaneKey, PaneState<G::K, G::Acc>>,
+    combiner: TimestampCombiner,
     /// Panes fired per key, by (expiry, window), with everything fired so far when
     /// accumulating; only kept with allowed lateness.
     fired: BTreeMap<(EventTime, Window), FiredPanes<G::K, G::Acc>>,
@@ -287,33 +328,57 @@ impl<G: Grouping> KeyedState<G> {
     }
 }
 
+impl<G: Grouping> KeyedState<G> {
+    /// Adds one element of window `w`, timestamp `ts`, that arrived at `arrival`.
+    #[inline]
+    fn add(&mut self, w: Window, ts: EventTime, k: G::K, x: G::Shuffled, arrival: Watermark) {
+        let Some(pane) = self.pane_for(w, arrival) else {
+            self.dropped += 1;
+            return;
+        };
+        let g = &self.grouping;
+        let state = self.pending.entry(pane).or_insert_with(|| PaneState::new(pane.fire_at));
+        let (acc, combined) = state.keys.entry(k).or_insert_with(|| (g.create(), None));
+        g.fold(acc, x);
+        // Only on-time elements not behind the watermark they came at can hold it, so only
+        // they count towards the output timestamp (Beam's element holds).
+        if self.combiner != TimestampCombiner::EndOfWindow
+            && !pane.late
+            && !arrival.is_past(ts)
+            && ts <= w.max_timestamp()
+        {
+            *combined = Some(match (*combined, self.combiner) {
+                (Some(c), TimestampCombiner::Earliest) => c.min(ts),
+                (Some(c), _) => c.max(ts),
+                (None, _) => ts,
+            });
+            state.hold = state.hold.min(ts);
+        }
+    }
+}
+
 impl<G: Grouping> GroupState for KeyedState<G> {
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
         let input = input.into_elements::<(G::K, G::Shuffled)>();
         let step = self.step.clone();
         catch_unwind(AssertUnwindSafe(|| {
-            // Most batches are in one window: look its state up once.
-            if let Some(w) = input.uniform_window() {
+            // The common case: one window, end-of-window timestamps: one lookup per batch.
+            if let (Some(w), TimestampCombiner::EndOfWindow) = (input.uniform_window(), self.combiner) {
                 self.saw_global |= w == Window::Global;
                 let Some(pane) = self.pane_for(w, arrival) else {
                     self.dropped += input.len() as u64;
                     return;
                 };
                 let g = &self.grouping;
-                let map = self.pending.entry(pane).or_default();
+                let state = self.pending.entry(pane).or_insert_with(|| PaneState::new(pane.fire_at));
                 for (k, x) in input.into_values() {
-                    g.fold(map.entry(k).or_insert_with(|| g.create()), x);
+                    g.fold(&mut state.keys.entry(k).or_insert_with(|| (g.create(), None)).0, x);
                 }
             } else {
                 for wv in input.into_iter_windowed() {
                     self.saw_global |= wv.window == Window::Global;
-                    let Some(pane) = self.pane_for(wv.window, arrival) else {
-                        self.dropped += 1;
-                        continue;
-                    };
-                    let g = &self.grouping;
                     let (k, x) = wv.value;
-                    g.fold(self.pending.entry(pane).or_default().entry(k).or_insert_with(|| g.create()), x);
+                    self.add(wv.window, wv.timestamp, k, x, arrival);
                 }
             }
         }))
@@ -325,7 +390,11 @@ impl<G: Grouping> GroupState for KeyedState<G> {
     }
 
     fn earliest_pending(&self) -> Option<EventTime> {
-        let first = self.pending.keys().next().map(|p| p.fire_at);
+        let first = match self.combiner {
+            TimestampCombiner::EndOfWindow => self.pending.keys().next().map(|p| p.fire_at),
+            // Few panes are pending at once; their holds are not ordered like their keys.
+            _ => self.pending.values().map(|p| p.hold).min(),
+        };
         match (&self.owns_default, self.saw_global) {
             (Some(_), false) => {
                 Some(first.map_or(EventTime::END_OF_GLOBAL_WINDOW, |t| t.min(EventTime::END_OF_GLOBAL_WINDOW)))
@@ -343,13 +412,14 @@ impl<G: Grouping> GroupState for KeyedState<G> {
             if !watermark.is_past(pane_key.fire_at) {
                 break;
             }
-            let accs = entry.remove();
+            let accs = entry.remove().keys;
             let (window, end) = (pane_key.window, pane_key.window.max_timestamp());
             let expiry = end.plus_millis(lateness);
             // Without allowed lateness no pane can follow the on-time one: no bookkeeping.
             let mut counts = (lateness > 0).then(|| self.fired.entry((expiry, window)).or_default());
-            let mut batch = Elements::with_capacity(accs.len().min(OUTPUT_BATCH));
-            for (k, mut acc) in accs {
+            // Output batches by output timestamp; one, at the window's end, by default.
+            let mut batches: BTreeMap<EventTime, Elements<(G::K, G::Out)>> = BTreeMap::new();
+            for (k, (mut acc, combined)) in accs {
                 let index = match counts.as_mut() {
                     Some(c) => {
                         let (n, total) = c.entry(k.clone()).or_insert((0, None));
@@ -375,13 +445,17 @@ impl<G: Grouping> GroupState for KeyedState<G> {
                 };
                 let v = catch_unwind(AssertUnwindSafe(|| g.extract(acc)))
                     .map_err(|p| Error::from_panic(step, p, Some(truncated_debug(&k, 200))))?;
-                batch.push((k, v), end, window, pane);
+                let ts = combined.unwrap_or(end);
+                let batch = batches.entry(ts).or_default();
+                batch.push((k, v), ts, window, pane);
                 if batch.len() == OUTPUT_BATCH {
-                    out.push((pane_key.fire_at, Batch::new(std::mem::take(&mut batch))));
+                    out.push((if pane_key.late { pane_key.fire_at } else { ts }, Batch::new(std::mem::take(batch))));
                 }
             }
-            if !batch.is_empty() {
-                out.push((pane_key.fire_at, Batch::new(batch)));
+            for (ts, batch) in batches {
+                if !batch.is_empty() {
+                    out.push((if pane_key.late { pane_key.fire_at } else { ts }, Batch::new(batch)));
+                }
             }
         }
         // Windows past their allowed lateness will get no more panes: forget their counts.
@@ -551,6 +625,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
             merging: self.info().windowing.merging,
             lateness_ms: self.info().windowing.allowed_lateness_ms,
             accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
+            combiner: self.info().windowing.timestamp_combiner,
         };
         add_group(self, "GroupByKey", step)
     }
@@ -574,11 +649,16 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
         let combine = Arc::new(combine);
         let step = GroupStep {
             grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty: false, _k: PhantomData }),
-            shuffle: Box::new(LiftedShuffleFn::<K, C> { combine, _k: PhantomData }),
+            shuffle: Box::new(LiftedShuffleFn::<K, C> {
+                combine,
+                combiner: self.info().windowing.timestamp_combiner,
+                _k: PhantomData,
+            }),
             default_key: None,
             merging: self.info().windowing.merging,
             lateness_ms: self.info().windowing.allowed_lateness_ms,
             accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
+            combiner: self.info().windowing.timestamp_combiner,
         };
         add_group(self, transform, step)
     }
@@ -603,11 +683,16 @@ impl<T: Data> PCollection<T> {
         let combine = Arc::new(combine);
         let step = GroupStep {
             grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty, _k: PhantomData }),
-            shuffle: Box::new(LiftedShuffleFn::<(), C> { combine, _k: PhantomData }),
+            shuffle: Box::new(LiftedShuffleFn::<(), C> {
+                combine,
+                combiner: self.info().windowing.timestamp_combiner,
+                _k: PhantomData,
+            }),
             default_key: Some(()),
             merging: self.info().windowing.merging,
             lateness_ms: self.info().windowing.allowed_lateness_ms,
             accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
+            combiner: self.info().windowing.timestamp_combiner,
         };
         add_group(&keyed, "CombineGlobally", step).values()
     }

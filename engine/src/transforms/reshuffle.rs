@@ -27,7 +27,13 @@ impl<T: Data> ShuffleFn for RoundRobinFn<T> {
 }
 
 impl<T: Data> Shuffle for RoundRobin<T> {
-    fn route(&mut self, input: Batch, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
+    fn route(
+        &mut self,
+        input: Batch,
+        peers: usize,
+        _arrival: crate::time::Watermark,
+        out: &mut Vec<Batch>,
+    ) -> Result<()> {
         out.push(input.with_target(self.next % peers));
         self.next = self.next.wrapping_add(1);
         Ok(())
@@ -56,7 +62,13 @@ impl<T: Data, K: Key, F: Fn(&T) -> K + Send + Sync + 'static> ShuffleFn for ByKe
 }
 
 impl<T: Data, K: Key, F: Fn(&T) -> K + Send + Sync + 'static> Shuffle for ByKey<T, K, F> {
-    fn route(&mut self, input: Batch, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
+    fn route(
+        &mut self,
+        input: Batch,
+        peers: usize,
+        _arrival: crate::time::Watermark,
+        out: &mut Vec<Batch>,
+    ) -> Result<()> {
         if peers == 1 {
             out.push(input.with_target(0));
             return Ok(());

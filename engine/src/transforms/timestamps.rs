@@ -49,6 +49,7 @@ impl<T: Data> PCollection<T> {
             merging,
             allowed_lateness_ms: self.info().windowing.allowed_lateness_ms,
             accumulation: self.info().windowing.accumulation,
+            timestamp_combiner: self.info().windowing.timestamp_combiner,
         };
         let info = OutputInfo { windowing, ..self.derived_info::<T>() };
         let step = AssignWindows { window_fn, scratch: Vec::new(), _t: std::marker::PhantomData };
@@ -57,6 +58,29 @@ impl<T: Data> PCollection<T> {
 }
 
 impl<T: Data> PCollection<T> {
+    /// Sets how panes of the groupings downstream get their output timestamps (Beam's
+    /// `withTimestampCombiner`); the default is the end of the window.
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let ms = EventTime::from_millis;
+    /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
+    ///     p.create_timestamped(vec![(1u8, ms(3)), (1, ms(7))])
+    ///         .map(|k| (*k, 1u64))
+    ///         .window_into(FixedWindows::of_millis(10))
+    ///         .with_timestamp_combiner(TimestampCombiner::Earliest)
+    ///         .combine_per_key(Count::new())
+    /// });
+    /// assert_eq!(out[0].timestamp, ms(3));
+    /// ```
+    pub fn with_timestamp_combiner(&self, combiner: crate::graph::TimestampCombiner) -> PCollection<T> {
+        let mut info = self.derived_info::<T>();
+        info.windowing.timestamp_combiner = combiner;
+        crate::transforms::map::closure_step_with_info(self, "TimestampCombiner", info, |x: &T, ctx| {
+            ctx.output(x.clone())
+        })
+    }
+
     /// Makes each later pane of a window hold everything the window has received so far
     /// (Beam's `accumulatingFiredPanes`), instead of only what arrived since the previous
     /// pane. Under the default trigger that changes the late panes.

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use riffle_engine::prelude::*;
-use riffle_engine::{Error, Timing};
+use riffle_engine::{Error, TimestampCombiner, Timing};
 use riffle_timely::RunOptions;
 use riffle_timely::testing::{cluster_scratch_dir, local_cluster, try_run_windowed};
 
@@ -91,6 +91,59 @@ fn accumulating_late_panes_repeat_the_on_time_pane() {
         ]
     );
     assert_eq!(dropped, 0);
+}
+
+/// Panes of `[0, 10)` and `[10, 20)` with a timestamp combiner: (window start, sum, timestamp).
+fn combined(combiner: TimestampCombiner, script: TestStream<(char, i64)>) -> Vec<(i64, i64, i64)> {
+    let p = Pipeline::new();
+    let sums = p
+        .test_stream(script)
+        .window_into(FixedWindows::of_millis(10))
+        .with_allowed_lateness(100)
+        .with_timestamp_combiner(combiner)
+        .combine_per_key(Sum::new());
+    // A second grouping in 5 ms windows downstream: a pane stamped early must not be
+    // late there.
+    let again = sums.window_into(FixedWindows::of_millis(5)).combine_per_key(Sum::new());
+    let out = riffle_connectors::memory::collect(&sums);
+    let downstream = riffle_connectors::memory::collect(&again);
+    let report = riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
+    assert_eq!(report.late_dropped("CombinePerKey#2"), 0, "nothing is late downstream");
+    let total = |c: &riffle_connectors::memory::Collected<(char, i64)>| {
+        c.lock().unwrap().iter().map(|wv| wv.value.1).sum::<i64>()
+    };
+    assert_eq!(total(&out), total(&downstream));
+    let mut panes: Vec<(i64, i64, i64)> = out
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|wv| {
+            let Window::Interval { start, .. } = wv.window else { panic!() };
+            (start.millis(), wv.value.1, wv.timestamp.millis())
+        })
+        .collect();
+    panes.sort();
+    panes
+}
+
+#[test]
+fn timestamp_combiners_stamp_panes_from_on_time_elements_only() {
+    // Scores 5 @ 2 and 7 @ 8 in [0, 10), 3 @ 13 and 1 @ 15 in [10, 20); 4 @ 6 arrives with
+    // the watermark at 5 (behind it, so it cannot hold the watermark and does not count);
+    // 9 @ 4 arrives late.
+    let script = || {
+        TestStream::new()
+            .add_elements(vec![(('A', 5), ms(2)), (('A', 7), ms(8)), (('A', 3), ms(13))])
+            .advance_watermark_to(ms(7))
+            .add_elements(vec![(('A', 4), ms(6))])
+            .advance_watermark_to(ms(10))
+            .add_elements(vec![(('A', 9), ms(4)), (('A', 1), ms(15))])
+            .advance_watermark_to(ms(20))
+    };
+    // Late panes are stamped with the window's end, whatever the combiner (Beam's rule).
+    assert_eq!(combined(TimestampCombiner::Earliest, script()), [(0, 9, 9), (0, 16, 2), (10, 4, 13)]);
+    assert_eq!(combined(TimestampCombiner::Latest, script()), [(0, 9, 9), (0, 16, 8), (10, 4, 15)]);
+    assert_eq!(combined(TimestampCombiner::EndOfWindow, script()), [(0, 9, 9), (0, 16, 9), (10, 4, 19)]);
 }
 
 #[test]

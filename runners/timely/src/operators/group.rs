@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use riffle_engine::runtime::GroupFn;
-use riffle_engine::{Batch, EventTime, Watermark};
+use riffle_engine::{Batch, EventTime};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
@@ -33,10 +33,8 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
         let mut fired: Vec<(EventTime, Batch)> = Vec::new();
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, containers| {
-                // The watermark these elements were sent at: deterministic, and never ahead of
-                // this input\'s frontier while they are in flight. Lateness is judged against it.
-                let arrival =
-                    Watermark(EventTime::from_millis(cap.stamp().iter().map(|t| t.event).min().unwrap_or(i64::MIN)));
+                // The watermark these elements were sent at; lateness is judged against it.
+                let arrival = crate::time::stamp_watermark(cap.stamp());
                 if job.has_failed() {
                     containers.for_each(|c| c.clear());
                     return;

@@ -26,6 +26,7 @@ pub fn shuffle<'scope>(
             let mut out = Vec::new();
             move |input, output| {
                 input.for_each_stamp(|cap, containers| {
+                    let arrival = crate::time::stamp_watermark(cap.stamp());
                     if job.has_failed() {
                         containers.for_each(|c| c.clear());
                         return;
@@ -33,7 +34,7 @@ pub fn shuffle<'scope>(
                     let routed = (|| {
                         for container in containers {
                             for batch in container.drain(..) {
-                                shuffle.route(batch, peers, &mut out)?;
+                                shuffle.route(batch, peers, arrival, &mut out)?;
                             }
                         }
                         shuffle.flush(peers, &mut out)

@@ -126,6 +126,10 @@ impl<K: Key, V: Data> Shuffle for KeyShuffle<K, V> {
     }
 }
 
+/// Accumulators per key, each with the combined timestamp of the elements that count
+/// towards an output timestamp (`None`: none did).
+type Stamped<K, Acc> = FastMap<K, (Acc, Option<EventTime>)>;
+
 /// Combiner lifting: folds inputs into per-key, per-window accumulators for a bundle,
 /// and sends those instead of the inputs.
 struct LiftedShuffle<K, C: CombineFn> {
@@ -135,7 +139,7 @@ struct LiftedShuffle<K, C: CombineFn> {
     /// recently used beats a map keyed by (window, key) that clones every key. Each
     /// partial carries the combined timestamp of its elements that count towards a pane's
     /// output timestamp (see [`TimestampCombiner`]).
-    partials: Vec<(Window, FastMap<K, (C::Accum, Option<EventTime>)>)>,
+    partials: Vec<(Window, Stamped<K, C::Accum>)>,
     combiner: TimestampCombiner,
 }
 
@@ -288,7 +292,7 @@ struct PaneKey {
 /// that count towards the output timestamp (`None`: none did); and the earliest of those
 /// timestamps, where the pane holds the watermark (its end, for end-of-window).
 struct PaneState<K, Acc> {
-    keys: FastMap<K, (Acc, Option<EventTime>)>,
+    keys: Stamped<K, Acc>,
     hold: EventTime,
 }
 
@@ -418,7 +422,7 @@ impl<G: Grouping> GroupState for KeyedState<G> {
             // Without allowed lateness no pane can follow the on-time one: no bookkeeping.
             let mut counts = (lateness > 0).then(|| self.fired.entry((expiry, window)).or_default());
             // Output batches by output timestamp; one, at the window's end, by default.
-            let mut batches: BTreeMap<EventTime, Elements<(G::K, G::Out)>> = BTreeMap::new();
+            let mut batches = BTreeMap::new();
             for (k, (mut acc, combined)) in accs {
                 let index = match counts.as_mut() {
                     Some(c) => {
@@ -446,7 +450,7 @@ impl<G: Grouping> GroupState for KeyedState<G> {
                 let v = catch_unwind(AssertUnwindSafe(|| g.extract(acc)))
                     .map_err(|p| Error::from_panic(step, p, Some(truncated_debug(&k, 200))))?;
                 let ts = combined.unwrap_or(end);
-                let batch = batches.entry(ts).or_default();
+                let batch: &mut Elements<_> = batches.entry(ts).or_default();
                 batch.push((k, v), ts, window, pane);
                 if batch.len() == OUTPUT_BATCH {
                     out.push((if pane_key.late { pane_key.fire_at } else { ts }, Batch::new(std::mem::take(batch))));

@@ -83,6 +83,13 @@ pub fn watermark(frontier: &MutableAntichain<Time>) -> Watermark {
     frontier.frontier().iter().map(|t| t.event).min().map_or(Watermark::MAX, |ms| Watermark(EventTime::from_millis(ms)))
 }
 
+/// The watermark a message was sent at: the least event time of its stamp. Deterministic,
+/// and never ahead of the receiving input's frontier while the message is in flight, so
+/// lateness is judged against it (see `docs/semantics.md`).
+pub fn stamp_watermark(stamp: &timely::progress::Stamp<Time>) -> Watermark {
+    Watermark(EventTime::from_millis(stamp.iter().map(|t| t.event).min().unwrap_or(i64::MIN)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,11 +103,4 @@ mod tests {
         assert!(!t(2, 4).less_equal(&t(1, 5)));
         assert!(Time::minimum().less_equal(&t(0, i64::MIN)));
     }
-}
-
-/// The watermark a message was sent at: the least event time of its stamp. Deterministic,
-/// and never ahead of the receiving input's frontier while the message is in flight, so
-/// lateness is judged against it (see `docs/semantics.md`).
-pub fn stamp_watermark(stamp: &timely::progress::Stamp<Time>) -> Watermark {
-    Watermark(EventTime::from_millis(stamp.iter().map(|t| t.event).min().unwrap_or(i64::MIN)))
 }

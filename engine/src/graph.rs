@@ -68,6 +68,8 @@ pub struct Windowing {
     pub accumulation: AccumulationMode,
     /// How a pane's output timestamp comes from its elements' timestamps.
     pub timestamp_combiner: TimestampCombiner,
+    /// The trigger, when not the default.
+    pub trigger: Option<Arc<crate::trigger::Trigger>>,
 }
 
 /// How a pane's output timestamp comes from its elements' (Beam's `TimestampCombiner`).
@@ -106,6 +108,7 @@ impl Default for Windowing {
             allowed_lateness_ms: 0,
             accumulation: AccumulationMode::Discarding,
             timestamp_combiner: TimestampCombiner::EndOfWindow,
+            trigger: None,
         }
     }
 }
@@ -121,6 +124,7 @@ impl PartialEq for Windowing {
                 w.allowed_lateness_ms,
                 w.accumulation,
                 w.timestamp_combiner,
+                w.trigger.as_ref().map(|t| t.describe()),
             )
         };
         key(self) == key(other)
@@ -137,6 +141,7 @@ impl std::fmt::Debug for Windowing {
             .field("allowed_lateness_ms", &self.allowed_lateness_ms)
             .field("accumulation", &self.accumulation)
             .field("timestamp_combiner", &self.timestamp_combiner)
+            .field("trigger", &self.trigger)
             .finish()
     }
 }
@@ -222,6 +227,16 @@ impl Graph {
             }
             if let NodeKind::Group(_) = node.kind {
                 let input = self.output(node.inputs[0]);
+                if input.windowing.trigger.is_some() && input.windowing.merging.is_some() {
+                    return Err(Error::Validation {
+                        step: node.name.clone(),
+                        message: format!(
+                            "triggers other than the default are not supported with merging windows ({}) yet; \
+                             use the default trigger, or non-merging windows",
+                            input.windowing.window_fn
+                        ),
+                    });
+                }
                 if !input.bounded && input.windowing.is_global && input.windowing.default_trigger {
                     return Err(Error::Validation {
                         step: node.name.clone(),

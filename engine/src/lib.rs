@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod runtime;
 pub mod time;
 pub mod transforms;
+pub mod trigger;
 pub mod window;
 
 pub use batch::Batch;
@@ -41,6 +42,7 @@ pub use time::{EventTime, Watermark, WatermarkStrategy};
 pub use transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
 pub use transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TaggedOutputs, TupleTag};
 pub use transforms::test_stream::{TestEvent, TestStream};
+pub use trigger::Trigger;
 pub use window::{FixedWindows, GlobalWindows, Sessions, SlidingWindows, Window, WindowFn};
 
 /// Everything a pipeline author usually needs.
@@ -48,6 +50,7 @@ pub mod prelude {
     pub use crate::transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
     pub use crate::transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TupleTag};
     pub use crate::transforms::test_stream::TestStream;
+    pub use crate::trigger::Trigger;
     pub use crate::window::{FixedWindows, GlobalWindows, Sessions, SlidingWindows, Window, WindowFn};
     pub use crate::{
         EventTime, PCollection, PaneInfo, Pipeline, TimestampCombiner, Timing, WatermarkStrategy, WindowedValue,

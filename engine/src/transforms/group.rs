@@ -22,6 +22,7 @@ use crate::pipeline::PCollection;
 use crate::runtime::{GroupFn, GroupState, Shuffle, ShuffleFn, StepContext};
 use crate::time::{EventTime, Watermark};
 use crate::transforms::combine_fns::{CombineFn, Count};
+use crate::trigger::{Trigger, TriggerState};
 use crate::window::{Window, WindowFn};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -97,6 +98,32 @@ impl<K: Key, C: CombineFn> Grouping for MergeGrouping<K, C> {
     }
     fn default_on_empty(&self) -> bool {
         self.default_on_empty
+    }
+}
+
+/// Combine without lifting: raw inputs cross the shuffle and are added after it, so
+/// element-count triggers count elements, not partial accumulators.
+struct AddGrouping<K, C> {
+    combine: Arc<C>,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K: Key, C: CombineFn> Grouping for AddGrouping<K, C> {
+    type K = K;
+    type Shuffled = C::Input;
+    type Acc = C::Accum;
+    type Out = C::Output;
+    fn create(&self) -> C::Accum {
+        self.combine.create_accumulator()
+    }
+    fn fold(&self, acc: &mut C::Accum, x: C::Input) {
+        self.combine.add_input(acc, &x);
+    }
+    fn merge_acc(&self, acc: &mut C::Accum, other: C::Accum) {
+        self.combine.merge_accumulators(acc, other);
+    }
+    fn extract(&self, acc: C::Accum) -> C::Output {
+        self.combine.extract_output(acc)
     }
 }
 
@@ -237,6 +264,8 @@ struct GroupStep<G: Grouping> {
     accumulating: bool,
     /// How panes get their output timestamps.
     combiner: TimestampCombiner,
+    /// The trigger, when not the default.
+    trigger: Option<Arc<Trigger>>,
 }
 
 impl<G: Grouping> GroupFn for GroupStep<G> {
@@ -244,6 +273,18 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
         self.shuffle.as_ref()
     }
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn GroupState> {
+        if let Some(trigger) = &self.trigger {
+            return Box::new(TriggeredState {
+                step: ctx.name.clone(),
+                grouping: self.grouping.clone(),
+                trigger: trigger.clone(),
+                lateness_ms: self.lateness_ms,
+                accumulating: self.accumulating,
+                dropped: 0,
+                windows: BTreeMap::new(),
+                ready: BTreeMap::new(),
+            });
+        }
         if let Some(window_fn) = &self.merging {
             return Box::new(MergingState {
                 step: ctx.name.clone(),
@@ -485,6 +526,211 @@ impl<G: Grouping> GroupState for KeyedState<G> {
     }
 }
 
+/// An output element of a grouping: a key and its pane's value.
+type Output<G> = (<G as Grouping>::K, <G as Grouping>::Out);
+
+/// One key's state in one window under an explicit trigger.
+struct Cell<Acc> {
+    acc: Acc,
+    /// Elements arrived since the last pane.
+    fresh: bool,
+    trigger: TriggerState,
+    panes: u64,
+    non_speculative: i64,
+    on_time_done: bool,
+}
+
+/// One window's cells under an explicit trigger.
+struct TriggeredWindow<K, Acc> {
+    cells: FastMap<K, Cell<Acc>>,
+    /// Whether the firing at the end of the window has been evaluated.
+    evaluated: bool,
+    /// Cells with elements no pane has held yet, and whose trigger has not finished:
+    /// they need a final pane when the window expires.
+    unfired: usize,
+}
+
+/// One worker's state under an explicit trigger (non-merging windows): a trigger state
+/// machine, accumulator and pane counts per key and window. Triggers are evaluated after
+/// every element (on the watermark the element was sent at) and when the watermark passes
+/// a window's end; a window's cells with unfired elements fire a final pane when it
+/// expires (its end plus the allowed lateness), and its state is freed.
+struct TriggeredState<G: Grouping> {
+    step: Arc<str>,
+    grouping: Arc<G>,
+    trigger: Arc<Trigger>,
+    lateness_ms: i64,
+    accumulating: bool,
+    dropped: u64,
+    windows: BTreeMap<(EventTime, Window), TriggeredWindow<G::K, G::Acc>>,
+    /// Panes fired by elements, waiting for `fire` to hand them out, by emission time.
+    ready: BTreeMap<EventTime, Elements<Output<G>>>,
+}
+
+impl<G: Grouping> TriggeredState<G> {
+    /// Makes a pane of `cell`; `past_end`: the watermark has passed the window's end;
+    /// `expiring`: no more panes can follow.
+    fn pane(&self, k: &G::K, cell: &mut Cell<G::Acc>, past_end: bool, expiring: bool) -> Result<(Output<G>, PaneInfo)> {
+        let g = &self.grouping;
+        let timing = if !past_end {
+            Timing::Early
+        } else if !cell.on_time_done {
+            cell.on_time_done = true;
+            Timing::OnTime
+        } else {
+            Timing::Late
+        };
+        let index = cell.panes;
+        cell.panes += 1;
+        let non_speculative_index = if timing == Timing::Early {
+            -1
+        } else {
+            cell.non_speculative += 1;
+            cell.non_speculative - 1
+        };
+        let acc = if self.accumulating { cell.acc.clone() } else { std::mem::replace(&mut cell.acc, g.create()) };
+        cell.fresh = false;
+        let v = catch_unwind(AssertUnwindSafe(|| g.extract(acc)))
+            .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(k, 200))))?;
+        let is_last = cell.trigger.finished || expiring;
+        Ok(((k.clone(), v), PaneInfo { timing, index, non_speculative_index, is_first: index == 0, is_last }))
+    }
+}
+
+impl<G: Grouping> TriggeredState<G> {
+    /// Evaluates the firing at the end of window `w` once: every key whose trigger fires
+    /// when the watermark passes the end. Returns the panes.
+    fn end_of_window(&mut self, end: EventTime, w: Window, expiring: bool) -> Result<Elements<Output<G>>> {
+        let mut batch = Elements::new();
+        let Some(mut window) = self.windows.remove(&(end, w)) else { return Ok(batch) };
+        if !window.evaluated {
+            window.evaluated = true;
+            for (k, cell) in window.cells.iter_mut() {
+                if self.trigger.should_fire(&cell.trigger, true) {
+                    self.trigger.on_fire(&mut cell.trigger, true);
+                    if cell.fresh {
+                        window.unfired -= 1;
+                    }
+                    let (value, pane) = self.pane(k, cell, true, expiring)?;
+                    batch.push(value, end, w, pane);
+                }
+            }
+        }
+        self.windows.insert((end, w), window);
+        Ok(batch)
+    }
+}
+
+impl<G: Grouping> GroupState for TriggeredState<G> {
+    fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
+        let input = input.into_elements::<(G::K, G::Shuffled)>();
+        for wv in input.into_iter_windowed() {
+            let (w, end) = (wv.window, wv.window.max_timestamp());
+            if arrival.is_past(end.plus_millis(self.lateness_ms)) {
+                self.dropped += 1;
+                continue;
+            }
+            let (k, x) = wv.value;
+            let past_end = arrival.is_past(end);
+            if past_end && self.windows.get(&(end, w)).is_some_and(|win| !win.evaluated) {
+                // This element was sent after the watermark passed the end: the firing at
+                // the end holds only what came before it, so it happens first.
+                let panes = self.end_of_window(end, w, false)?;
+                for wv in panes.into_iter_windowed() {
+                    self.ready.entry(end).or_default().push_windowed(wv);
+                }
+            }
+            let window = self.windows.entry((end, w)).or_insert_with(|| TriggeredWindow {
+                cells: FastMap::default(),
+                evaluated: false,
+                unfired: 0,
+            });
+            let g = &self.grouping;
+            let trigger = &self.trigger;
+            let cell = window.cells.entry(k.clone()).or_insert_with(|| Cell {
+                acc: g.create(),
+                fresh: false,
+                trigger: trigger.new_state(),
+                panes: 0,
+                non_speculative: 0,
+                on_time_done: false,
+            });
+            if cell.trigger.finished {
+                // The trigger is done: the window is closed for this key.
+                self.dropped += 1;
+                continue;
+            }
+            let step = self.step.clone();
+            catch_unwind(AssertUnwindSafe(|| g.fold(&mut cell.acc, x)))
+                .map_err(|p| Error::from_panic(&step, p, None))?;
+            if !cell.fresh {
+                cell.fresh = true;
+                window.unfired += 1;
+            }
+            trigger.on_element(&mut cell.trigger, 1);
+            if trigger.should_fire(&cell.trigger, past_end) {
+                trigger.on_fire(&mut cell.trigger, past_end);
+                window.unfired -= 1;
+                let mut cell = window.cells.remove(&k).expect("the cell just used");
+                let (value, pane) = self.pane(&k, &mut cell, past_end, false)?;
+                let window = self.windows.get_mut(&(end, w)).expect("the window just used");
+                window.cells.insert(k, cell);
+                // Early panes go out at the window's end, held there; later ones at the
+                // watermark they were fired at.
+                let at = if past_end { arrival.0 } else { end };
+                self.ready.entry(at).or_default().push(value, end, w, pane);
+            }
+        }
+        Ok(())
+    }
+
+    fn late_dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    fn earliest_pending(&self) -> Option<EventTime> {
+        let ready = self.ready.keys().next().copied();
+        // A window holds at its end until that firing is evaluated, then, while some key
+        // has unfired elements, at its expiry, where they fire. Few windows are live.
+        let windows = self
+            .windows
+            .iter()
+            .filter_map(|((end, _), w)| {
+                if !w.evaluated { Some(*end) } else { (w.unfired > 0).then(|| end.plus_millis(self.lateness_ms)) }
+            })
+            .min();
+        [ready, windows].into_iter().flatten().min()
+    }
+
+    fn fire(&mut self, watermark: Watermark, out: &mut Vec<(EventTime, Batch)>) -> Result<()> {
+        for (at, batch) in std::mem::take(&mut self.ready) {
+            out.push((at, Batch::new(batch)));
+        }
+        let keys: Vec<(EventTime, Window)> =
+            self.windows.keys().take_while(|(end, _)| watermark.is_past(*end)).copied().collect();
+        for (end, w) in keys {
+            let expiring = watermark.is_past(end.plus_millis(self.lateness_ms));
+            let mut batch = self.end_of_window(end, w, expiring)?;
+            if expiring {
+                // The window closes: what no pane has held yet fires as the final pane.
+                let mut window = self.windows.remove(&(end, w)).expect("a listed window");
+                for (k, cell) in window.cells.iter_mut() {
+                    if cell.fresh && !cell.trigger.finished {
+                        let (value, pane) = self.pane(k, cell, true, true)?;
+                        batch.push(value, end, w, pane);
+                    }
+                }
+                if !batch.is_empty() {
+                    out.push((end.plus_millis(self.lateness_ms), Batch::new(batch)));
+                }
+            } else if !batch.is_empty() {
+                out.push((end, Batch::new(batch)));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One worker's state under a merging window function: each key's disjoint windows with
 /// their accumulators, and an index of window ends so firing need not scan every key.
 struct MergingState<G: Grouping> {
@@ -630,6 +876,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
             lateness_ms: self.info().windowing.allowed_lateness_ms,
             accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
             combiner: self.info().windowing.timestamp_combiner,
+            trigger: self.info().windowing.trigger,
         };
         add_group(self, "GroupByKey", step)
     }
@@ -650,22 +897,46 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     }
 
     fn combine_per_key_as<C: CombineFn<Input = V>>(&self, transform: &str, combine: C) -> PCollection<(K, C::Output)> {
-        let combine = Arc::new(combine);
-        let step = GroupStep {
-            grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty: false, _k: PhantomData }),
-            shuffle: Box::new(LiftedShuffleFn::<K, C> {
-                combine,
-                combiner: self.info().windowing.timestamp_combiner,
-                _k: PhantomData,
-            }),
-            default_key: None,
-            merging: self.info().windowing.merging,
-            lateness_ms: self.info().windowing.allowed_lateness_ms,
-            accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
-            combiner: self.info().windowing.timestamp_combiner,
-        };
-        add_group(self, transform, step)
+        add_combine(self, transform, combine, None, false)
     }
+}
+
+/// A combine step: lifted before the shuffle under the default trigger; with a trigger,
+/// raw inputs cross the shuffle so element-count triggers count elements.
+fn add_combine<K: Key, C: CombineFn>(
+    input: &PCollection<(K, C::Input)>,
+    transform: &str,
+    combine: C,
+    default_key: Option<K>,
+    default_on_empty: bool,
+) -> PCollection<(K, C::Output)> {
+    let w = input.info().windowing;
+    let combine = Arc::new(combine);
+    let accumulating = w.accumulation == crate::graph::AccumulationMode::Accumulating;
+    if w.trigger.is_some() {
+        let step = GroupStep {
+            grouping: Arc::new(AddGrouping { combine, _k: PhantomData }),
+            shuffle: Box::new(KeyShuffle::<K, C::Input>(PhantomData)),
+            default_key: None,
+            merging: w.merging,
+            lateness_ms: w.allowed_lateness_ms,
+            accumulating,
+            combiner: w.timestamp_combiner,
+            trigger: w.trigger,
+        };
+        return add_group(input, transform, step);
+    }
+    let step = GroupStep {
+        grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty, _k: PhantomData }),
+        shuffle: Box::new(LiftedShuffleFn::<K, C> { combine, combiner: w.timestamp_combiner, _k: PhantomData }),
+        default_key,
+        merging: w.merging,
+        lateness_ms: w.allowed_lateness_ms,
+        accumulating,
+        combiner: w.timestamp_combiner,
+        trigger: None,
+    };
+    add_group(input, transform, step)
 }
 
 impl<T: Data> PCollection<T> {
@@ -684,21 +955,7 @@ impl<T: Data> PCollection<T> {
         let default_on_empty = combine.has_default() && self.info().windowing.is_global;
         let keyed =
             crate::transforms::map::closure_step(self, "KeyForCombine", |x: &T, ctx| ctx.output(((), x.clone())));
-        let combine = Arc::new(combine);
-        let step = GroupStep {
-            grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty, _k: PhantomData }),
-            shuffle: Box::new(LiftedShuffleFn::<(), C> {
-                combine,
-                combiner: self.info().windowing.timestamp_combiner,
-                _k: PhantomData,
-            }),
-            default_key: Some(()),
-            merging: self.info().windowing.merging,
-            lateness_ms: self.info().windowing.allowed_lateness_ms,
-            accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
-            combiner: self.info().windowing.timestamp_combiner,
-        };
-        add_group(&keyed, "CombineGlobally", step).values()
+        add_combine(&keyed, "CombineGlobally", combine, Some(()), default_on_empty).values()
     }
 }
 

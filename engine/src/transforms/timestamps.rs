@@ -50,6 +50,7 @@ impl<T: Data> PCollection<T> {
             allowed_lateness_ms: self.info().windowing.allowed_lateness_ms,
             accumulation: self.info().windowing.accumulation,
             timestamp_combiner: self.info().windowing.timestamp_combiner,
+            trigger: self.info().windowing.trigger,
         };
         let info = OutputInfo { windowing, ..self.derived_info::<T>() };
         let step = AssignWindows { window_fn, scratch: Vec::new(), _t: std::marker::PhantomData };
@@ -79,6 +80,33 @@ impl<T: Data> PCollection<T> {
         crate::transforms::map::closure_step_with_info(self, "TimestampCombiner", info, |x: &T, ctx| {
             ctx.output(x.clone())
         })
+    }
+
+    /// Sets when the groupings downstream fire panes (Beam's `Window.triggering`),
+    /// instead of the default (once when the watermark passes the window's end, then for
+    /// late data). Triggers are evaluated after every element; a finished trigger closes
+    /// the window for its key, and its later elements are dropped and counted.
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let ms = EventTime::from_millis;
+    /// let script = TestStream::new().add_elements((1..=5).map(|i| (7u8, ms(i))).collect());
+    /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
+    ///     p.test_stream(script)
+    ///         .map(|k| (*k, 1u64))
+    ///         .window_into(FixedWindows::of_millis(10))
+    ///         .triggering(Trigger::after_watermark().with_early_firings(Trigger::after_count(2)))
+    ///         .combine_per_key(Count::new())
+    /// });
+    /// let mut panes: Vec<_> = out.iter().map(|wv| (wv.pane.index, wv.pane.timing, wv.value.1)).collect();
+    /// panes.sort();
+    /// assert_eq!(panes, [(0, Timing::Early, 2), (1, Timing::Early, 2), (2, Timing::OnTime, 1)]);
+    /// ```
+    pub fn triggering(&self, trigger: crate::trigger::Trigger) -> PCollection<T> {
+        let mut info = self.derived_info::<T>();
+        info.windowing.trigger = Some(Arc::new(trigger));
+        info.windowing.default_trigger = false;
+        crate::transforms::map::closure_step_with_info(self, "Triggering", info, |x: &T, ctx| ctx.output(x.clone()))
     }
 
     /// Makes each later pane of a window hold everything the window has received so far

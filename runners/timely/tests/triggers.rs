@@ -1,0 +1,181 @@
+//! Triggers, with expected panes written from the Beam model: each trigger and combinator,
+//! early, on-time and late firings, both accumulation modes, and closing windows.
+
+use riffle_engine::prelude::*;
+use riffle_engine::{Error, Timing};
+use riffle_timely::RunOptions;
+
+fn ms(t: i64) -> EventTime {
+    EventTime::from_millis(t)
+}
+
+/// (window start, sum, timing, index, non-speculative index, is_first, is_last), in order
+/// of window and pane index.
+type Pane = (i64, i64, Timing, u64, i64, bool, bool);
+
+struct Run {
+    panes: Vec<Pane>,
+    dropped: u64,
+}
+
+fn run(script: TestStream<(char, i64)>, trigger: Trigger, lateness: i64, accumulating: bool) -> Run {
+    let p = Pipeline::new();
+    let mut windowed = p.test_stream(script).window_into(FixedWindows::of_millis(10)).with_allowed_lateness(lateness);
+    if accumulating {
+        windowed = windowed.accumulating_fired_panes();
+    }
+    let sums = windowed.triggering(trigger).combine_per_key(Sum::new()).named("Score");
+    let out = riffle_connectors::memory::collect(&sums);
+    let report = riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
+    let mut panes: Vec<Pane> = out
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|wv| {
+            let Window::Interval { start, .. } = wv.window else { panic!("fixed windows") };
+            let pn = wv.pane;
+            (start.millis(), wv.value.1, pn.timing, pn.index, pn.non_speculative_index, pn.is_first, pn.is_last)
+        })
+        .collect();
+    panes.sort_by_key(|p| (p.0, p.3));
+    Run { panes, dropped: report.late_dropped("Score") }
+}
+
+/// Scores 1, 2, 3 at 1, 2, 3 ms; the watermark passes 10 (the end of [0, 10)); a late 4
+/// at 4 ms; the watermark passes 120.
+fn scores() -> TestStream<(char, i64)> {
+    TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1)), (('A', 2), ms(2)), (('A', 3), ms(3))])
+        .advance_watermark_to(ms(10))
+        .add_elements(vec![(('A', 4), ms(4))])
+        .advance_watermark_to(ms(120))
+}
+
+fn early_on_time_late() -> Trigger {
+    Trigger::after_watermark().with_early_firings(Trigger::after_count(2)).with_late_firings(Trigger::after_count(1))
+}
+
+#[test]
+fn early_on_time_and_late_panes_discarding() {
+    let r = run(scores(), early_on_time_late(), 100, false);
+    assert_eq!(
+        r.panes,
+        [
+            (0, 3, Timing::Early, 0, -1, true, false),  // 1 + 2: two elements, early
+            (0, 3, Timing::OnTime, 1, 0, false, false), // the 3 left, at the end of the window
+            (0, 4, Timing::Late, 2, 1, false, false),   // the late 4, fired by the late count
+        ]
+    );
+    assert_eq!(r.dropped, 0);
+}
+
+#[test]
+fn early_on_time_and_late_panes_accumulating() {
+    let r = run(scores(), early_on_time_late(), 100, true);
+    let sums: Vec<i64> = r.panes.iter().map(|p| p.1).collect();
+    assert_eq!(sums, [3, 6, 10], "each pane holds everything so far");
+}
+
+#[test]
+fn without_late_firings_the_window_closes_at_its_end() {
+    let t = Trigger::after_watermark().with_early_firings(Trigger::after_count(2));
+    let r = run(scores(), t, 100, false);
+    // The on-time pane is the last: the trigger finished, and the late 4 is dropped.
+    assert_eq!(r.panes, [(0, 3, Timing::Early, 0, -1, true, false), (0, 3, Timing::OnTime, 1, 0, false, true)]);
+    assert_eq!(r.dropped, 1);
+}
+
+#[test]
+fn repeated_counts_fire_and_the_rest_comes_out_when_the_window_expires() {
+    let script = TestStream::new().add_elements((1..=5).map(|i| (('A', i), ms(i))).collect());
+    let r = run(script, Trigger::repeatedly(Trigger::after_count(2)), 0, false);
+    assert_eq!(
+        r.panes,
+        [
+            (0, 3, Timing::Early, 0, -1, true, false),
+            (0, 7, Timing::Early, 1, -1, false, false),
+            (0, 5, Timing::OnTime, 2, 0, false, true), // the odd one out, at expiry
+        ]
+    );
+}
+
+#[test]
+fn after_each_runs_its_triggers_in_turn_then_closes() {
+    let script = TestStream::new().add_elements((1..=7).map(|i| (('A', i), ms(i))).collect());
+    let t = Trigger::AfterEach(vec![Trigger::after_count(2), Trigger::after_count(3)]);
+    let r = run(script, t, 0, false);
+    // 1 + 2, then 3 + 4 + 5; the trigger is done, so 6 and 7 are dropped.
+    assert_eq!(r.panes, [(0, 3, Timing::Early, 0, -1, true, false), (0, 12, Timing::Early, 1, -1, false, true)]);
+    assert_eq!(r.dropped, 2);
+}
+
+#[test]
+fn after_first_fires_once_on_whichever_comes_first() {
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1)), (('A', 2), ms(2))])
+        .advance_watermark_to(ms(10))
+        .add_elements(vec![(('A', 4), ms(4))]);
+    let t = Trigger::AfterFirst(vec![Trigger::after_count(3), Trigger::after_watermark()]);
+    let r = run(script, t, 100, false);
+    assert_eq!(r.panes, [(0, 3, Timing::OnTime, 0, 0, true, true)]);
+    assert_eq!(r.dropped, 1, "the late 4 arrives after the trigger finished");
+}
+
+#[test]
+fn after_all_waits_for_every_trigger() {
+    // One element by the end of the window: the count of 2 is not reached; the late
+    // second element completes it.
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1))])
+        .advance_watermark_to(ms(10))
+        .add_elements(vec![(('A', 2), ms(2))]);
+    let t = Trigger::AfterAll(vec![Trigger::after_count(2), Trigger::after_watermark()]);
+    let r = run(script, t, 100, false);
+    assert_eq!(r.panes, [(0, 3, Timing::OnTime, 0, 0, true, true)]);
+}
+
+#[test]
+fn or_finally_stops_for_good_when_its_until_trigger_fires() {
+    let script = TestStream::new().add_elements((1..=5).map(|i| (('A', i), ms(i))).collect());
+    let t = Trigger::repeatedly(Trigger::after_count(1)).or_finally(Trigger::after_count(3));
+    let r = run(script, t, 0, false);
+    let sums: Vec<(i64, bool)> = r.panes.iter().map(|p| (p.1, p.6)).collect();
+    assert_eq!(sums, [(1, false), (2, false), (3, true)]);
+    assert_eq!(r.dropped, 2);
+}
+
+#[test]
+fn never_fires_only_when_the_window_expires() {
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1)), (('A', 2), ms(2))])
+        .advance_watermark_to(ms(10))
+        .add_elements(vec![(('A', 4), ms(4))])
+        .advance_watermark_to(ms(30));
+    let r = run(script, Trigger::Never, 15, false);
+    // Everything, including the late 4, in one final pane at 9 + 15.
+    assert_eq!(r.panes, [(0, 7, Timing::OnTime, 0, 0, true, true)]);
+}
+
+#[test]
+fn a_trigger_lets_a_global_window_group_an_unbounded_stream() {
+    let script = TestStream::new().add_elements((1..=4).map(|i| (('A', i), ms(i))).collect());
+    let p = Pipeline::new();
+    let sums =
+        p.test_stream(script).triggering(Trigger::repeatedly(Trigger::after_count(2))).combine_per_key(Sum::new());
+    let out = riffle_connectors::memory::collect(&sums);
+    riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
+    let mut got: Vec<i64> = out.lock().unwrap().iter().map(|wv| wv.value.1).collect();
+    got.sort();
+    assert_eq!(got, [3, 7]);
+}
+
+#[test]
+fn triggers_on_merging_windows_are_rejected_for_now() {
+    let p = Pipeline::new();
+    p.create(vec![(1u8, 1u64)])
+        .window_into(Sessions::with_gap_millis(5))
+        .triggering(Trigger::after_count(1))
+        .group_by_key();
+    let err = p.graph().validate().unwrap_err();
+    assert!(matches!(err, Error::Validation { .. }) && err.to_string().contains("merging windows"), "{err}");
+}

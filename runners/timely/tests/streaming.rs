@@ -259,10 +259,45 @@ proptest! {
             (1i64..400, 1i64..400).prop_map(|(s, p)| Windows::Sliding(s, p)),
             (1i64..200).prop_map(Windows::Sessions),
         ],
-        workers in prop_oneof![Just(1usize), Just(3usize)],
+        workers in prop_oneof![Just(1usize), Just(3usize), Just(4usize)],
     ) {
         let want = batch(&events, windows, 1);
         prop_assert_eq!(stream(as_stream(&events, &cuts, seed), windows, workers), want);
+    }
+
+    /// With a count trigger in accumulating mode, panes come at points that depend on how
+    /// elements are batched, but each window's last pane holds everything: the same sum
+    /// as the batch, at any worker count and watermark schedule.
+    #[test]
+    fn a_triggered_stream_ends_with_the_batch_totals(
+        events in prop::collection::vec((0u8..6, -100i64..100, 0i64..2_000), 1..150),
+        cuts in prop::collection::vec(1usize..40, 0..12),
+        seed in any::<u64>(),
+        size in 1i64..500,
+        count in 1u64..6,
+        workers in prop_oneof![Just(1usize), Just(3usize), Just(4usize)],
+    ) {
+        let want = batch(&events, Windows::Fixed(size), 1);
+        let script = as_stream(&events, &cuts, seed);
+        let panes = try_run_windowed(&RunOptions::threads(workers), |p| {
+            p.test_stream(script)
+                .window_into(FixedWindows::of_millis(size))
+                .accumulating_fired_panes()
+                .triggering(Trigger::repeatedly(Trigger::after_count(count)))
+                .combine_per_key(Sum::new())
+        })
+        .unwrap();
+        let mut last: std::collections::BTreeMap<(u8, Window), (u64, i64)> = Default::default();
+        for wv in &panes {
+            let e = last.entry((wv.value.0, wv.window)).or_insert((0, 0));
+            if wv.pane.index >= e.0 {
+                *e = (wv.pane.index, wv.value.1);
+            }
+        }
+        let got: Vec<(u8, Window, i64)> = last.into_iter().map(|((k, w), (_, v))| (k, w, v)).collect();
+        let mut want: Vec<(u8, Window, i64)> = want.iter().map(|wv| (wv.value.0, wv.window, wv.value.1)).collect();
+        want.sort();
+        prop_assert_eq!(got, want);
     }
 }
 

@@ -59,6 +59,12 @@ impl Batch {
         self
     }
 
+    /// One batch per non-empty part, addressed to the worker of the part's index: what a
+    /// shuffle emits after splitting by destination.
+    pub fn per_worker<T: Data>(parts: Vec<Elements<T>>) -> impl Iterator<Item = Batch> {
+        parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(w, p)| Batch::new(p).with_target(w))
+    }
+
     /// The worker an exchange delivers this batch to.
     pub fn target(&self) -> usize {
         self.target as usize

@@ -143,9 +143,7 @@ impl<K: Key, V: Data> Shuffle for KeyShuffle<K, V> {
             return Ok(());
         }
         let parts = input.into_elements::<(K, V)>().split_by(peers, |(k, _)| KeyGroup::of(k).worker(peers));
-        out.extend(
-            parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(w, p)| Batch::new(p).with_target(w)),
-        );
+        out.extend(Batch::per_worker(parts));
         Ok(())
     }
     fn flush(&mut self, _peers: usize, _out: &mut Vec<Batch>) -> Result<()> {
@@ -243,9 +241,7 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
                 parts[target].push((k, acc), ts, w, PaneInfo::NO_FIRING);
             }
         }
-        out.extend(
-            parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(w, p)| Batch::new(p).with_target(w)),
-        );
+        out.extend(Batch::per_worker(parts));
         Ok(())
     }
 }

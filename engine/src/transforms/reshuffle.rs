@@ -75,9 +75,7 @@ impl<T: Data, K: Key, F: Fn(&T) -> K + Send + Sync + 'static> Shuffle for ByKey<
         }
         let key = &self.key;
         let parts = input.into_elements::<T>().split_by(peers, |x| KeyGroup::of(&key(x)).worker(peers));
-        out.extend(
-            parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(w, p)| Batch::new(p).with_target(w)),
-        );
+        out.extend(Batch::per_worker(parts));
         Ok(())
     }
     fn flush(&mut self, _peers: usize, _out: &mut Vec<Batch>) -> Result<()> {

@@ -116,6 +116,10 @@ pub trait GroupFn: Send + Sync {
     fn shuffle(&self) -> &dyn ShuffleFn;
     /// Fresh keyed state for one worker.
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn GroupState>;
+    /// Whether the step has a second output for the elements it drops as too late.
+    fn late_output(&self) -> bool {
+        false
+    }
 }
 
 /// One worker's keyed, windowed state of a grouping step.
@@ -127,6 +131,11 @@ pub trait GroupState {
     /// How many elements were dropped as too late, since the start.
     fn late_dropped(&self) -> u64 {
         0
+    }
+    /// The elements dropped since the last call, with their timestamps and windows, when
+    /// the step routes them to a late output.
+    fn take_late(&mut self) -> Option<Batch> {
+        None
     }
     /// The earliest output timestamp among panes not yet emitted: the runner holds the
     /// downstream watermark there (Beam's watermark hold).

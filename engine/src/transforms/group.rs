@@ -15,7 +15,7 @@ use crate::batch::Batch;
 use crate::element::{Data, Elements, Key};
 use crate::error::{Error, Result, truncated_debug};
 use crate::graph::TimestampCombiner;
-use crate::graph::{NodeKind, PortRef};
+use crate::graph::{NodeKind, OutputInfo, PortRef};
 use crate::keys::KeyGroup;
 use crate::pane::{PaneInfo, Timing};
 use crate::pipeline::PCollection;
@@ -262,11 +262,25 @@ struct GroupStep<G: Grouping> {
     combiner: TimestampCombiner,
     /// The trigger, when not the default.
     trigger: Option<Arc<Trigger>>,
+    /// Whether dropped late elements go to a second output.
+    late_output: bool,
+}
+
+/// Elements dropped as too late, kept for a late output when the step has one.
+type LateBuffer<G> = Option<Elements<(<G as Grouping>::K, <G as Grouping>::Shuffled)>>;
+
+/// Takes what a late buffer holds, as a batch.
+fn take_late<G: Grouping>(buffer: &mut LateBuffer<G>) -> Option<Batch> {
+    let late = buffer.as_mut().map(std::mem::take)?;
+    (!late.is_empty()).then(|| Batch::new(late))
 }
 
 impl<G: Grouping> GroupFn for GroupStep<G> {
     fn shuffle(&self) -> &dyn ShuffleFn {
         self.shuffle.as_ref()
+    }
+    fn late_output(&self) -> bool {
+        self.late_output
     }
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn GroupState> {
         if let Some(trigger) = &self.trigger {
@@ -279,6 +293,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
                 dropped: 0,
                 windows: BTreeMap::new(),
                 ready: BTreeMap::new(),
+                late: self.late_output.then(Elements::new),
             });
         }
         if let Some(window_fn) = &self.merging {
@@ -287,6 +302,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
                 grouping: self.grouping.clone(),
                 lateness_ms: self.lateness_ms,
                 dropped: 0,
+                late: self.late_output.then(Elements::new),
                 window_fn: window_fn.clone(),
                 sessions: FastMap::default(),
                 due: BTreeMap::new(),
@@ -306,6 +322,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
             lateness_ms: self.lateness_ms,
             accumulating: self.accumulating,
             dropped: 0,
+            late: self.late_output.then(Elements::new),
             owns_default,
             saw_global: false,
         })
@@ -352,6 +369,7 @@ struct KeyedState<G: Grouping> {
     accumulating: bool,
     lateness_ms: i64,
     dropped: u64,
+    late: LateBuffer<G>,
     owns_default: Option<G::K>,
     saw_global: bool,
 }
@@ -375,6 +393,9 @@ impl<G: Grouping> KeyedState<G> {
     fn add(&mut self, w: Window, ts: EventTime, k: G::K, x: G::Shuffled, arrival: Watermark) {
         let Some(pane) = self.pane_for(w, arrival) else {
             self.dropped += 1;
+            if let Some(late) = &mut self.late {
+                late.push((k, x), ts, w, PaneInfo::NO_FIRING);
+            }
             return;
         };
         let g = &self.grouping;
@@ -408,6 +429,9 @@ impl<G: Grouping> GroupState for KeyedState<G> {
                 self.saw_global |= w == Window::Global;
                 let Some(pane) = self.pane_for(w, arrival) else {
                     self.dropped += input.len() as u64;
+                    if let Some(late) = &mut self.late {
+                        input.into_iter_windowed().for_each(|wv| late.push_windowed(wv));
+                    }
                     return;
                 };
                 let g = &self.grouping;
@@ -428,6 +452,10 @@ impl<G: Grouping> GroupState for KeyedState<G> {
 
     fn late_dropped(&self) -> u64 {
         self.dropped
+    }
+
+    fn take_late(&mut self) -> Option<Batch> {
+        take_late::<G>(&mut self.late)
     }
 
     fn earliest_pending(&self) -> Option<EventTime> {
@@ -558,6 +586,7 @@ struct TriggeredState<G: Grouping> {
     lateness_ms: i64,
     accumulating: bool,
     dropped: u64,
+    late: LateBuffer<G>,
     windows: BTreeMap<(EventTime, Window), TriggeredWindow<G::K, G::Acc>>,
     /// Panes fired by elements, waiting for `fire` to hand them out, by emission time.
     ready: BTreeMap<EventTime, Elements<Output<G>>>,
@@ -624,6 +653,9 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
             let (w, end) = (wv.window, wv.window.max_timestamp());
             if arrival.is_past(end.plus_millis(self.lateness_ms)) {
                 self.dropped += 1;
+                if let Some(late) = &mut self.late {
+                    late.push_windowed(wv);
+                }
                 continue;
             }
             let (k, x) = wv.value;
@@ -654,6 +686,9 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
             if cell.trigger.finished {
                 // The trigger is done: the window is closed for this key.
                 self.dropped += 1;
+                if let Some(late) = &mut self.late {
+                    late.push((k, x), wv.timestamp, w, wv.pane);
+                }
                 continue;
             }
             let step = self.step.clone();
@@ -682,6 +717,10 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
 
     fn late_dropped(&self) -> u64 {
         self.dropped
+    }
+
+    fn take_late(&mut self) -> Option<Batch> {
+        take_late::<G>(&mut self.late)
     }
 
     fn earliest_pending(&self) -> Option<EventTime> {
@@ -734,6 +773,7 @@ struct MergingState<G: Grouping> {
     grouping: Arc<G>,
     lateness_ms: i64,
     dropped: u64,
+    late: LateBuffer<G>,
     window_fn: Arc<dyn WindowFn>,
     sessions: FastMap<G::K, Vec<(Window, G::Acc)>>,
     /// Keys by the end (max timestamp) of one of their windows. Entries go stale when a
@@ -786,6 +826,9 @@ impl<G: Grouping> GroupState for MergingState<G> {
                 // Lateness is judged on the element's own window, before merging, as Beam does.
                 if arrival.is_past(wv.window.max_timestamp().plus_millis(self.lateness_ms)) {
                     self.dropped += 1;
+                    if let Some(late) = &mut self.late {
+                        late.push_windowed(wv);
+                    }
                     continue;
                 }
                 let (k, x) = wv.value;
@@ -797,6 +840,10 @@ impl<G: Grouping> GroupState for MergingState<G> {
 
     fn late_dropped(&self) -> u64 {
         self.dropped
+    }
+
+    fn take_late(&mut self) -> Option<Batch> {
+        take_late::<G>(&mut self.late)
     }
 
     fn earliest_pending(&self) -> Option<EventTime> {
@@ -837,6 +884,23 @@ impl<G: Grouping> GroupState for MergingState<G> {
     }
 }
 
+/// A grouping's results and the elements it dropped as too late.
+pub type WithLate<T, L> = (PCollection<T>, PCollection<L>);
+
+/// Adds a grouping step with a second output for the elements it drops as too late.
+fn add_group_with_late<G: Grouping>(
+    input: &PCollection<(G::K, G::Shuffled)>,
+    transform: &str,
+    mut step: GroupStep<G>,
+) -> WithLate<Output<G>, (G::K, G::Shuffled)> {
+    step.late_output = true;
+    let p = input.pipeline();
+    let main = input.derived_info::<(G::K, G::Out)>();
+    let late = OutputInfo { tag: Some("late".into()), ..input.derived_info::<(G::K, G::Shuffled)>() };
+    let node = p.add_step(transform, NodeKind::Group(Arc::new(step)), vec![input.port()], vec![main, late]);
+    (PCollection::from_port(p, PortRef { node, port: 0 }), PCollection::from_port(p, PortRef { node, port: 1 }))
+}
+
 fn add_group<G: Grouping, I: Data>(
     input: &PCollection<I>,
     transform: &str,
@@ -873,6 +937,7 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
             accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
             combiner: self.info().windowing.timestamp_combiner,
             trigger: self.info().windowing.trigger,
+            late_output: false,
         };
         add_group(self, "GroupByKey", step)
     }
@@ -894,6 +959,71 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
 
     fn combine_per_key_as<C: CombineFn<Input = V>>(&self, transform: &str, combine: C) -> PCollection<(K, C::Output)> {
         add_combine(self, transform, combine, None, false)
+    }
+
+    /// [`group_by_key`](Self::group_by_key), with a second collection of the elements
+    /// dropped as later than the allowed lateness (or arriving after a trigger closed their
+    /// window), with their timestamps and windows (Flink's `sideOutputLateData`).
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let ms = EventTime::from_millis;
+    /// let script = TestStream::new()
+    ///     .add_elements(vec![((1u8, 'a'), ms(5))])
+    ///     .advance_watermark_to(ms(20))
+    ///     .add_elements(vec![((1u8, 'b'), ms(6))]); // too late for [0, 10)
+    /// let (groups, late) = riffle_timely::testing::run_bounded2(|p| {
+    ///     p.test_stream(script).window_into(FixedWindows::of_millis(10)).group_by_key_with_late()
+    /// });
+    /// assert_eq!(groups, [(1, vec!['a'])]);
+    /// assert_eq!(late, [(1, 'b')]);
+    /// ```
+    pub fn group_by_key_with_late(&self) -> WithLate<(K, Vec<V>), (K, V)> {
+        let w = self.info().windowing;
+        let step = GroupStep {
+            grouping: Arc::new(ListGrouping::<K, V>(PhantomData)),
+            shuffle: Box::new(KeyShuffle::<K, V>(PhantomData)),
+            default_key: None,
+            merging: w.merging,
+            lateness_ms: w.allowed_lateness_ms,
+            accumulating: w.accumulation == crate::graph::AccumulationMode::Accumulating,
+            combiner: w.timestamp_combiner,
+            trigger: w.trigger,
+            late_output: true,
+        };
+        add_group_with_late(self, "GroupByKey", step)
+    }
+
+    /// [`combine_per_key`](Self::combine_per_key), with a second collection of the inputs
+    /// dropped as too late, as [`group_by_key_with_late`](Self::group_by_key_with_late).
+    /// The inputs cross the shuffle unlifted, so that the late ones can be handed back.
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let ms = EventTime::from_millis;
+    /// let script = TestStream::new()
+    ///     .add_elements(vec![((1u8, 2i64), ms(5))])
+    ///     .advance_watermark_to(ms(20))
+    ///     .add_elements(vec![((1u8, 40i64), ms(6))]);
+    /// let (sums, late) = riffle_timely::testing::run_bounded2(|p| {
+    ///     p.test_stream(script).window_into(FixedWindows::of_millis(10)).combine_per_key_with_late(Sum::new())
+    /// });
+    /// assert_eq!((sums, late), (vec![(1, 2)], vec![(1, 40)]));
+    /// ```
+    pub fn combine_per_key_with_late<C: CombineFn<Input = V>>(&self, combine: C) -> WithLate<(K, C::Output), (K, V)> {
+        let w = self.info().windowing;
+        let step = GroupStep {
+            grouping: Arc::new(AddGrouping { combine: Arc::new(combine), _k: PhantomData }),
+            shuffle: Box::new(KeyShuffle::<K, V>(PhantomData)),
+            default_key: None,
+            merging: w.merging,
+            lateness_ms: w.allowed_lateness_ms,
+            accumulating: w.accumulation == crate::graph::AccumulationMode::Accumulating,
+            combiner: w.timestamp_combiner,
+            trigger: w.trigger,
+            late_output: true,
+        };
+        add_group_with_late(self, "CombinePerKey", step)
     }
 }
 
@@ -919,6 +1049,7 @@ fn add_combine<K: Key, C: CombineFn>(
             accumulating,
             combiner: w.timestamp_combiner,
             trigger: w.trigger,
+            late_output: false,
         };
         return add_group(input, transform, step);
     }
@@ -931,6 +1062,7 @@ fn add_combine<K: Key, C: CombineFn>(
         accumulating,
         combiner: w.timestamp_combiner,
         trigger: None,
+        late_output: false,
     };
     add_group(input, transform, step)
 }

@@ -49,7 +49,7 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                     let input = edges.take(&node.inputs[0]);
                     vec![shuffle::shuffle(input, name, s.instantiate(&env.step(name)), env)]
                 }
-                NodeKind::Group(g) => vec![group::group(edges.take(&node.inputs[0]), name, g, env)],
+                NodeKind::Group(g) => group::group(edges.take(&node.inputs[0]), name, g, env),
                 NodeKind::Flatten => {
                     let inputs = node.inputs.iter().map(|p| edges.take(p)).collect();
                     vec![flatten::flatten(scope, inputs)]

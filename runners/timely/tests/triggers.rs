@@ -179,3 +179,49 @@ fn triggers_on_merging_windows_are_rejected_for_now() {
     let err = p.graph().validate().unwrap_err();
     assert!(matches!(err, Error::Validation { .. }) && err.to_string().contains("merging windows"), "{err}");
 }
+
+#[test]
+fn dropped_elements_go_to_the_late_output_with_their_timestamps_and_windows() {
+    // Lateness 5: the 9 @ 4 sent at watermark 20 is too late for [0, 10); with a trigger
+    // that closes after one pane, the 6 @ 16 arrives at a closed [10, 20).
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1)), (('A', 5), ms(15))])
+        .advance_watermark_to(ms(20))
+        .add_elements(vec![(('A', 9), ms(4)), (('A', 6), ms(16))]);
+    let p = Pipeline::new();
+    let keyed = p.test_stream(script).window_into(FixedWindows::of_millis(10)).with_allowed_lateness(5);
+    let (sums, late) = keyed.triggering(Trigger::after_watermark()).combine_per_key_with_late(Sum::new());
+    let sums_out = riffle_connectors::memory::collect(&sums.named("Score"));
+    let late_out = riffle_connectors::memory::collect(&late);
+    let report = riffle_timely::run(&p, &RunOptions::threads(3)).unwrap();
+    let mut got: Vec<i64> = sums_out.lock().unwrap().iter().map(|wv| wv.value.1).collect();
+    got.sort();
+    assert_eq!(got, [1, 5]);
+    let mut late: Vec<(i64, i64, i64)> = late_out
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|wv| {
+            let Window::Interval { start, .. } = wv.window else { panic!("fixed windows") };
+            (wv.value.1, wv.timestamp.millis(), start.millis())
+        })
+        .collect();
+    late.sort();
+    assert_eq!(late, [(6, 16, 10), (9, 4, 0)]);
+    assert_eq!(report.late_dropped("Score"), 2, "what goes to the late output is also counted");
+}
+
+#[test]
+fn group_by_key_with_late_keeps_the_default_trigger() {
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1))])
+        .advance_watermark_to(ms(10))
+        .add_elements(vec![(('A', 2), ms(2))]);
+    let p = Pipeline::new();
+    let (groups, late) = p.test_stream(script).window_into(FixedWindows::of_millis(10)).group_by_key_with_late();
+    let g = riffle_connectors::memory::collect(&groups);
+    let l = riffle_connectors::memory::collect(&late);
+    riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
+    assert_eq!(g.lock().unwrap().iter().map(|wv| wv.value.clone()).collect::<Vec<_>>(), [('A', vec![1])]);
+    assert_eq!(l.lock().unwrap().iter().map(|wv| wv.value).collect::<Vec<_>>(), [('A', 2)]);
+}

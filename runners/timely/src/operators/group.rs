@@ -1,5 +1,6 @@
 //! The grouping operator: keyed state fired by the watermark, holding a capability at
-//! the output time of every pending pane (Beam's watermark hold).
+//! the output time of every pending pane (Beam's watermark hold). A second output, when
+//! the step has one, carries the elements dropped as too late.
 
 use std::sync::Arc;
 
@@ -8,30 +9,48 @@ use riffle_engine::{Batch, EventTime};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
 use super::{BatchStream, Env, shuffle::shuffle};
 use crate::time::{Time, watermark};
 
-/// Lowers a GroupByKey or Combine step: shuffle, then keyed state.
-pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn>, env: &Env) -> BatchStream<'scope> {
+/// Lowers a GroupByKey or Combine step: shuffle, then keyed state. Returns the panes, and
+/// the late elements when the step routes them to an output of their own.
+pub fn group<'scope>(
+    input: BatchStream<'scope>,
+    name: &str,
+    g: &Arc<dyn GroupFn>,
+    env: &Env,
+) -> Vec<BatchStream<'scope>> {
     let ctx = env.step(name);
     let exchanged = shuffle(input, name, g.shuffle().instantiate(&ctx), env);
+    let mut builder = OperatorBuilder::new(name.to_string(), exchanged.scope());
+    let mut input = builder.new_input(exchanged, Pipeline);
+    let mut outputs = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..if g.late_output() { 2 } else { 1 } {
+        let (output, stream) = builder.new_output::<Vec<Batch>>();
+        outputs.push(OutputBuilder::<Time, CapacityContainerBuilder<Vec<Batch>>>::from(output));
+        streams.push(stream);
+    }
     let job = env.job.clone();
     let counter = env.counter(name);
     let g = g.clone();
-    exchanged.unary_frontier::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(Pipeline, name, move |initial, _info| {
+    builder.build(move |mut initial| {
         let mut state = g.instantiate(&ctx);
         // Capabilities held for pending panes: an antichain, one per epoch at most. A state
         // can start with a pane pending (combine_globally's default for an empty input),
         // which needs the operator's initial capability.
         let mut holds: Vec<Capability<Time>> = Vec::new();
+        let first = initial.swap_remove(0);
         if let Some(pending) = state.earliest_pending() {
-            holds.push(initial.delayed(&Time { epoch: initial.time().epoch, event: pending.millis() }));
+            holds.push(first.delayed(&Time { epoch: first.time().epoch, event: pending.millis() }));
         }
-        drop(initial);
+        drop((first, initial));
         let mut fired: Vec<(EventTime, Batch)> = Vec::new();
-        move |(input, frontier), output| {
+        move |frontiers| {
+            let mut handles: Vec<_> = outputs.iter_mut().map(|o| o.activate()).collect();
             input.for_each_stamp(|cap, containers| {
                 // The watermark these elements were sent at; lateness is judged against it.
                 let arrival = crate::time::stamp_watermark(cap.stamp());
@@ -49,6 +68,10 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
                     }
                 }
                 counter.set_late_dropped(state.late_dropped());
+                // Late elements leave at the time they arrived at.
+                if let (Some(late), Some(out)) = (state.take_late(), handles.get_mut(1)) {
+                    out.session(&cap).give(late);
+                }
                 if let Some(pending) = state.earliest_pending() {
                     for t in cap.stamp().iter() {
                         let want = Time { epoch: t.epoch, event: t.event.max(pending.millis()) };
@@ -63,7 +86,7 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
                 holds.clear();
                 return;
             }
-            if let Err(e) = state.fire(watermark(frontier), &mut fired) {
+            if let Err(e) = state.fire(watermark(&frontiers[0]), &mut fired) {
                 job.fail(e);
                 holds.clear();
                 return;
@@ -73,7 +96,7 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
                 let hold =
                     holds.iter().min_by_key(|h| (h.time().event, h.time().epoch)).expect("a pane fired without a hold");
                 let at = Time { epoch: hold.time().epoch, event: hold.time().event.max(t.millis()) };
-                output.session(&hold.delayed(&at)).give(batch);
+                handles[0].session(&hold.delayed(&at)).give(batch);
             }
             match state.earliest_pending() {
                 None => holds.clear(),
@@ -87,5 +110,6 @@ pub fn group<'scope>(input: BatchStream<'scope>, name: &str, g: &Arc<dyn GroupFn
                 }
             }
         }
-    })
+    });
+    streams
 }

@@ -101,12 +101,22 @@ pub fn group<'scope>(
             match state.earliest_pending() {
                 None => holds.clear(),
                 Some(p) => {
+                    // Holds move forward in event time to the earliest pending pane, and in
+                    // epoch to the least epoch the input can still bring: once the input has
+                    // passed an epoch, a hold there only blocks later ones (DESIGN.md 3).
+                    let epoch = frontiers[0].frontier().iter().map(|t| t.epoch).min();
                     for h in &mut holds {
-                        if h.time().event < p.millis() {
-                            let t = Time { epoch: h.time().epoch, event: p.millis() };
+                        let t = Time {
+                            epoch: epoch.map_or(h.time().epoch, |e| e.max(h.time().epoch)),
+                            event: h.time().event.max(p.millis()),
+                        };
+                        if t != *h.time() {
                             h.downgrade(&t);
                         }
                     }
+                    // Holds that now share an epoch: the earliest covers the others.
+                    holds.sort_by_key(|h| (h.time().epoch, h.time().event));
+                    holds.dedup_by_key(|h| h.time().epoch);
                 }
             }
         }

@@ -29,6 +29,11 @@ const IDLE_POLL: Duration = Duration::from_millis(1);
 const TIMES_IN_FLIGHT: usize = 32;
 /// How long a paced source waits before looking at the sinks' progress again.
 const PACE_POLL: Duration = Duration::from_micros(200);
+/// A source moves to the next epoch after this many batches. A bounded source's watermark
+/// stays at -infinity until it ends, so without epochs all it emits is at one time and
+/// cannot be paced; epochs give its batches distinct times the pacing can count. (They are
+/// also where checkpoints will cut.)
+const BATCHES_PER_EPOCH: usize = 16;
 
 /// Lowers a source step.
 pub fn source<'scope>(
@@ -53,6 +58,7 @@ pub fn source<'scope>(
         };
         let mut cap = reader.as_ref().map(|_| cap);
         let mut in_flight: std::collections::VecDeque<Time> = std::collections::VecDeque::new();
+        let mut batches_in_epoch = 0;
         move |output| {
             let (Some(r), Some(c)) = (reader.as_mut(), cap.as_mut()) else {
                 return;
@@ -76,6 +82,12 @@ pub fn source<'scope>(
                 advance(c, r.watermark().0.millis());
                 match r.poll(BATCH_SIZE) {
                     Ok(SourcePoll::Batch(b)) => {
+                        if batches_in_epoch == BATCHES_PER_EPOCH {
+                            let t = *c.time();
+                            c.downgrade(&Time { epoch: t.epoch + 1, event: t.event });
+                            batches_in_epoch = 0;
+                        }
+                        batches_in_epoch += 1;
                         if in_flight.back() != Some(c.time()) {
                             in_flight.push_back(*c.time());
                         }

@@ -233,19 +233,6 @@ impl<T> Elements<T> {
     pub fn into_values(self) -> Vec<T> {
         self.values
     }
-
-    /// The same timestamps, windows and panes with every value replaced by `f(value)`.
-    ///
-    /// Used by transforms that rearrange values without user code (keys, values), so the
-    /// metadata columns move instead of being rebuilt.
-    pub fn map_values<U>(self, f: impl FnMut(T) -> U) -> Elements<U> {
-        Elements {
-            values: self.values.into_iter().map(f).collect(),
-            timestamps: self.timestamps,
-            windows: self.windows,
-            panes: self.panes,
-        }
-    }
 }
 
 impl<T> FromIterator<WindowedValue<T>> for Elements<T> {

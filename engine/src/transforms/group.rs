@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use crate::batch::Batch;
-use crate::element::{Data, Elements, Key};
+use crate::element::{Data, Elements, Key, WindowedValue};
 use crate::error::{Error, Result, truncated_debug};
 use crate::graph::TimestampCombiner;
 use crate::graph::{NodeKind, OutputInfo, PortRef};
@@ -266,13 +266,42 @@ struct GroupStep<G: Grouping> {
     late_output: bool,
 }
 
-/// Elements dropped as too late, kept for a late output when the step has one.
-type LateBuffer<G> = Option<Elements<(<G as Grouping>::K, <G as Grouping>::Shuffled)>>;
+/// What a grouping dropped as too late: counted always, and kept for the late output when
+/// the step has one. Every state drops through this, so counting and keeping cannot drift.
+struct Dropped<G: Grouping> {
+    count: u64,
+    kept: Option<Elements<(G::K, G::Shuffled)>>,
+}
 
-/// Takes what a late buffer holds, as a batch.
-fn take_late<G: Grouping>(buffer: &mut LateBuffer<G>) -> Option<Batch> {
-    let late = buffer.as_mut().map(std::mem::take)?;
-    (!late.is_empty()).then(|| Batch::new(late))
+impl<G: Grouping> Dropped<G> {
+    fn new(keep: bool) -> Self {
+        Dropped { count: 0, kept: keep.then(Elements::new) }
+    }
+
+    /// Drops one element.
+    fn one(&mut self, wv: WindowedValue<(G::K, G::Shuffled)>) {
+        self.count += 1;
+        if let Some(kept) = &mut self.kept {
+            kept.push_windowed(wv);
+        }
+    }
+
+    /// Drops a whole batch.
+    fn all(&mut self, input: Elements<(G::K, G::Shuffled)>) {
+        match &mut self.kept {
+            Some(kept) => input.into_iter_windowed().for_each(|wv| {
+                self.count += 1;
+                kept.push_windowed(wv);
+            }),
+            None => self.count += input.len() as u64,
+        }
+    }
+
+    /// What was kept since the last call, as a batch.
+    fn take(&mut self) -> Option<Batch> {
+        let kept = self.kept.as_mut().map(std::mem::take)?;
+        (!kept.is_empty()).then(|| Batch::new(kept))
+    }
 }
 
 impl<G: Grouping> GroupFn for GroupStep<G> {
@@ -290,10 +319,9 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
                 trigger: trigger.clone(),
                 lateness_ms: self.lateness_ms,
                 accumulating: self.accumulating,
-                dropped: 0,
+                dropped: Dropped::new(self.late_output),
                 windows: BTreeMap::new(),
                 ready: BTreeMap::new(),
-                late: self.late_output.then(Elements::new),
             });
         }
         if let Some(window_fn) = &self.merging {
@@ -301,8 +329,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
                 step: ctx.name.clone(),
                 grouping: self.grouping.clone(),
                 lateness_ms: self.lateness_ms,
-                dropped: 0,
-                late: self.late_output.then(Elements::new),
+                dropped: Dropped::new(self.late_output),
                 window_fn: window_fn.clone(),
                 sessions: FastMap::default(),
                 due: BTreeMap::new(),
@@ -321,8 +348,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
             fired: BTreeMap::new(),
             lateness_ms: self.lateness_ms,
             accumulating: self.accumulating,
-            dropped: 0,
-            late: self.late_output.then(Elements::new),
+            dropped: Dropped::new(self.late_output),
             owns_default,
             saw_global: false,
         })
@@ -368,8 +394,7 @@ struct KeyedState<G: Grouping> {
     fired: BTreeMap<(EventTime, Window), FiredPanes<G::K, G::Acc>>,
     accumulating: bool,
     lateness_ms: i64,
-    dropped: u64,
-    late: LateBuffer<G>,
+    dropped: Dropped<G>,
     owns_default: Option<G::K>,
     saw_global: bool,
 }
@@ -392,10 +417,7 @@ impl<G: Grouping> KeyedState<G> {
     #[inline]
     fn add(&mut self, w: Window, ts: EventTime, k: G::K, x: G::Shuffled, arrival: Watermark) {
         let Some(pane) = self.pane_for(w, arrival) else {
-            self.dropped += 1;
-            if let Some(late) = &mut self.late {
-                late.push((k, x), ts, w, PaneInfo::NO_FIRING);
-            }
+            self.dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane: PaneInfo::NO_FIRING });
             return;
         };
         let g = &self.grouping;
@@ -428,10 +450,7 @@ impl<G: Grouping> GroupState for KeyedState<G> {
             if let (Some(w), TimestampCombiner::EndOfWindow) = (input.uniform_window(), self.combiner) {
                 self.saw_global |= w == Window::Global;
                 let Some(pane) = self.pane_for(w, arrival) else {
-                    self.dropped += input.len() as u64;
-                    if let Some(late) = &mut self.late {
-                        input.into_iter_windowed().for_each(|wv| late.push_windowed(wv));
-                    }
+                    self.dropped.all(input);
                     return;
                 };
                 let g = &self.grouping;
@@ -451,11 +470,11 @@ impl<G: Grouping> GroupState for KeyedState<G> {
     }
 
     fn late_dropped(&self) -> u64 {
-        self.dropped
+        self.dropped.count
     }
 
     fn take_late(&mut self) -> Option<Batch> {
-        take_late::<G>(&mut self.late)
+        self.dropped.take()
     }
 
     fn earliest_pending(&self) -> Option<EventTime> {
@@ -585,8 +604,7 @@ struct TriggeredState<G: Grouping> {
     trigger: Arc<Trigger>,
     lateness_ms: i64,
     accumulating: bool,
-    dropped: u64,
-    late: LateBuffer<G>,
+    dropped: Dropped<G>,
     windows: BTreeMap<(EventTime, Window), TriggeredWindow<G::K, G::Acc>>,
     /// Panes fired by elements, waiting for `fire` to hand them out, by emission time.
     ready: BTreeMap<EventTime, Elements<Output<G>>>,
@@ -652,10 +670,7 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
         for wv in input.into_iter_windowed() {
             let (w, end) = (wv.window, wv.window.max_timestamp());
             if arrival.is_past(end.plus_millis(self.lateness_ms)) {
-                self.dropped += 1;
-                if let Some(late) = &mut self.late {
-                    late.push_windowed(wv);
-                }
+                self.dropped.one(wv);
                 continue;
             }
             let (k, x) = wv.value;
@@ -685,10 +700,7 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
             });
             if cell.trigger.finished {
                 // The trigger is done: the window is closed for this key.
-                self.dropped += 1;
-                if let Some(late) = &mut self.late {
-                    late.push((k, x), wv.timestamp, w, wv.pane);
-                }
+                self.dropped.one(WindowedValue { value: (k, x), timestamp: wv.timestamp, window: w, pane: wv.pane });
                 continue;
             }
             let step = self.step.clone();
@@ -716,11 +728,11 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
     }
 
     fn late_dropped(&self) -> u64 {
-        self.dropped
+        self.dropped.count
     }
 
     fn take_late(&mut self) -> Option<Batch> {
-        take_late::<G>(&mut self.late)
+        self.dropped.take()
     }
 
     fn earliest_pending(&self) -> Option<EventTime> {
@@ -772,8 +784,7 @@ struct MergingState<G: Grouping> {
     step: Arc<str>,
     grouping: Arc<G>,
     lateness_ms: i64,
-    dropped: u64,
-    late: LateBuffer<G>,
+    dropped: Dropped<G>,
     window_fn: Arc<dyn WindowFn>,
     sessions: FastMap<G::K, Vec<(Window, G::Acc)>>,
     /// Keys by the end (max timestamp) of one of their windows. Entries go stale when a
@@ -825,10 +836,7 @@ impl<G: Grouping> GroupState for MergingState<G> {
             for wv in input.into_iter_windowed() {
                 // Lateness is judged on the element's own window, before merging, as Beam does.
                 if arrival.is_past(wv.window.max_timestamp().plus_millis(self.lateness_ms)) {
-                    self.dropped += 1;
-                    if let Some(late) = &mut self.late {
-                        late.push_windowed(wv);
-                    }
+                    self.dropped.one(wv);
                     continue;
                 }
                 let (k, x) = wv.value;
@@ -839,11 +847,11 @@ impl<G: Grouping> GroupState for MergingState<G> {
     }
 
     fn late_dropped(&self) -> u64 {
-        self.dropped
+        self.dropped.count
     }
 
     fn take_late(&mut self) -> Option<Batch> {
-        take_late::<G>(&mut self.late)
+        self.dropped.take()
     }
 
     fn earliest_pending(&self) -> Option<EventTime> {

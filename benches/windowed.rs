@@ -42,8 +42,8 @@ const JITTER_MS: u64 = 50;
 /// Runs one mode in this process; prints `{"elapsed_s":..,"peak_rss_kib":..,"panes":..}`.
 fn child(mode: &str, events: u64) {
     let strategy = match mode {
-        "stream" => WatermarkStrategy::BoundedOutOfOrderness { max_delay_ms: JITTER_MS as i64 },
-        _ => WatermarkStrategy::BoundedOutOfOrderness { max_delay_ms: i64::MAX / 4 },
+        "stream" => WatermarkStrategy::bounded_out_of_orderness(JITTER_MS as i64),
+        _ => WatermarkStrategy::bounded_out_of_orderness(i64::MAX / 4),
     };
     let p = Pipeline::new();
     let sums = p

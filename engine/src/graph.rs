@@ -227,16 +227,6 @@ impl Graph {
             }
             if let NodeKind::Group(_) = node.kind {
                 let input = self.output(node.inputs[0]);
-                if input.windowing.trigger.is_some() && input.windowing.merging.is_some() {
-                    return Err(Error::Validation {
-                        step: node.name.clone(),
-                        message: format!(
-                            "triggers other than the default are not supported with merging windows ({}) yet; \
-                             use the default trigger, or non-merging windows",
-                            input.windowing.window_fn
-                        ),
-                    });
-                }
                 if !input.bounded && input.windowing.is_global && input.windowing.default_trigger {
                     return Err(Error::Validation {
                         step: node.name.clone(),

@@ -19,6 +19,7 @@
 //! This crate does not depend on timely: the runner does.
 
 pub mod batch;
+pub mod clock;
 pub mod codec;
 pub mod element;
 pub mod error;
@@ -33,12 +34,13 @@ pub mod trigger;
 pub mod window;
 
 pub use batch::Batch;
+pub use clock::{Clock, ManualClock, ProcessingTime, SystemClock};
 pub use element::{Data, Elements, Key, WindowedValue};
 pub use error::{Error, ErrorDomain, Result};
 pub use graph::{AccumulationMode, Graph, Node, NodeId, NodeKind, OutputInfo, PortRef, TimestampCombiner, Windowing};
 pub use pane::{PaneInfo, Timing};
 pub use pipeline::{PCollection, Pipeline};
-pub use time::{EventTime, Watermark, WatermarkStrategy};
+pub use time::{EventTime, Watermark, WatermarkEstimator, WatermarkStrategy};
 pub use transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
 pub use transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TaggedOutputs, TupleTag};
 pub use transforms::test_stream::{TestEvent, TestStream};

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::batch::Batch;
+use crate::clock::{Clock, ProcessingTime};
 use crate::error::Result;
 use crate::time::{EventTime, Watermark};
 
@@ -28,6 +29,14 @@ pub struct StepContext {
     pub name: Arc<str>,
     /// The worker the instance runs on.
     pub worker: WorkerInfo,
+    /// Processing time: read it here, never from the system directly, so tests can script it.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for dyn Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({:?})", self.now())
+    }
 }
 
 /// A source: makes one reader per worker.
@@ -38,6 +47,11 @@ pub trait SourceFn: Send + Sync {
     /// parse), so a bad location stops the job at start with a message naming it.
     fn check(&self) -> Result<()> {
         Ok(())
+    }
+    /// Whether the source scripts processing time ([`SourcePoll::AdvanceProcessingTime`]):
+    /// the job then runs on a manual clock instead of the system clock.
+    fn scripts_processing_time(&self) -> bool {
+        false
     }
     /// The reader for one worker; it reads that worker's share of the input.
     fn open(&self, ctx: &StepContext) -> Result<Box<dyn SourceReader>>;
@@ -52,6 +66,11 @@ pub enum SourcePoll {
     /// No elements, but the watermark moved: ask again now. The elements a reader returns
     /// next are stamped with the new watermark.
     Advanced,
+    /// A scripted source ([`crate::TestStream`]) moves processing time to this instant.
+    /// The runner moves the clock once everything read before has been processed by
+    /// every worker, and reads on after every worker's clock has moved, so processing
+    /// time is the same for every element wherever it is processed.
+    AdvanceProcessingTime(ProcessingTime),
     /// Nothing more, ever.
     Done,
 }
@@ -140,7 +159,12 @@ pub trait GroupState {
     /// The earliest output timestamp among panes not yet emitted: the runner holds the
     /// downstream watermark there (Beam's watermark hold).
     fn earliest_pending(&self) -> Option<EventTime>;
-    /// Emits every pane the watermark makes ready, each batch with its output timestamp.
+    /// The earliest processing time at which a trigger waits to fire, if any: the runner
+    /// wakes the state then (on the system clock).
+    fn next_timer(&self) -> Option<ProcessingTime> {
+        None
+    }
+    /// Emits every pane the watermark (or the clock) makes ready, each batch with its output timestamp.
     fn fire(&mut self, watermark: Watermark, out: &mut Vec<(EventTime, Batch)>) -> Result<()>;
 }
 

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::ProcessingTime;
+
 /// An instant in event time, in milliseconds since the Unix epoch.
 ///
 /// It is a newtype rather than an `i64` so that an event timestamp can never be mixed up
@@ -76,28 +78,79 @@ impl Watermark {
 }
 
 /// How an unbounded source estimates its watermark from the timestamps it has seen.
+///
+/// ```
+/// use riffle_engine::{EventTime, ProcessingTime, WatermarkStrategy};
+/// let strategy = WatermarkStrategy::bounded_out_of_orderness(50).with_idle_timeout(1_000);
+/// let mut estimator = strategy.estimator();
+/// estimator.observe(EventTime::from_millis(10_000), ProcessingTime::from_millis(0));
+/// assert_eq!(estimator.watermark(ProcessingTime::from_millis(500)).0, EventTime::from_millis(9_950));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WatermarkStrategy {
-    /// The watermark trails the greatest timestamp seen by `max_delay_ms`, so elements at
-    /// most that far out of order are on time (Flink's `forBoundedOutOfOrderness`).
-    BoundedOutOfOrderness {
-        /// How far behind the greatest timestamp an element may be and still be on time.
-        max_delay_ms: i64,
-    },
+pub struct WatermarkStrategy {
+    /// How far behind the greatest timestamp an element may be and still be on time.
+    pub max_delay_ms: i64,
+    /// After this long (processing time) with nothing read, the input is idle and stops
+    /// holding the watermark back.
+    pub idle_timeout_ms: Option<i64>,
 }
 
 impl WatermarkStrategy {
-    /// The watermark after seeing timestamps up to `max_seen`.
+    /// The watermark trails the greatest timestamp seen by `max_delay_ms`, so elements at
+    /// most that far out of order are on time (Flink's `forBoundedOutOfOrderness`).
+    pub fn bounded_out_of_orderness(max_delay_ms: i64) -> Self {
+        WatermarkStrategy { max_delay_ms, idle_timeout_ms: None }
+    }
+
+    /// An input (a partition, a whole reader) that has read nothing for `ms` of processing
+    /// time is idle: instead of holding the watermark where its last element left it, its
+    /// watermark follows the clock, at the processing time minus the allowed delay (as
+    /// Beam's Kafka `CustomTimestampPolicyWithLimitedDelay` does), until it reads again.
+    /// This is Flink's `withIdleness` for timely, where a capability cannot be left out of
+    /// the minimum but can move forward.
+    pub fn with_idle_timeout(self, ms: i64) -> Self {
+        WatermarkStrategy { idle_timeout_ms: Some(ms.max(0)), ..self }
+    }
+
+    /// The watermark after seeing timestamps up to `max_seen`, ignoring idleness.
     pub fn watermark(&self, max_seen: EventTime) -> Watermark {
-        match *self {
-            WatermarkStrategy::BoundedOutOfOrderness { max_delay_ms } => {
-                if max_seen == EventTime::MIN {
-                    Watermark::MIN
-                } else {
-                    Watermark(max_seen.plus_millis(-max_delay_ms))
-                }
+        if max_seen == EventTime::MIN { Watermark::MIN } else { Watermark(max_seen.plus_millis(-self.max_delay_ms)) }
+    }
+
+    /// A fresh estimator for one input.
+    pub fn estimator(&self) -> WatermarkEstimator {
+        WatermarkEstimator { strategy: *self, max_seen: EventTime::MIN, last_read: None, current: Watermark::MIN }
+    }
+}
+
+/// The watermark of one input (a partition, a reader) under a [`WatermarkStrategy`]:
+/// never goes back.
+#[derive(Clone, Copy, Debug)]
+pub struct WatermarkEstimator {
+    strategy: WatermarkStrategy,
+    max_seen: EventTime,
+    last_read: Option<ProcessingTime>,
+    current: Watermark,
+}
+
+impl WatermarkEstimator {
+    /// An element with timestamp `t` was read at processing time `now`.
+    pub fn observe(&mut self, t: EventTime, now: ProcessingTime) {
+        self.max_seen = self.max_seen.max(t);
+        self.last_read = Some(now);
+    }
+
+    /// The watermark at processing time `now`.
+    pub fn watermark(&mut self, now: ProcessingTime) -> Watermark {
+        let mut w = self.strategy.watermark(self.max_seen);
+        if let Some(idle) = self.strategy.idle_timeout_ms {
+            let idle = self.last_read.is_none_or(|at| now.millis().saturating_sub(at.millis()) >= idle);
+            if idle {
+                w = w.max(Watermark(EventTime::from_millis(now.millis().saturating_sub(self.strategy.max_delay_ms))));
             }
         }
+        self.current = self.current.max(w);
+        self.current
     }
 }
 
@@ -107,8 +160,30 @@ mod tests {
 
     #[test]
     fn bounded_out_of_orderness_trails_the_greatest_timestamp() {
-        let s = WatermarkStrategy::BoundedOutOfOrderness { max_delay_ms: 50 };
+        let s = WatermarkStrategy::bounded_out_of_orderness(50);
         assert_eq!(s.watermark(EventTime::MIN), Watermark::MIN);
         assert_eq!(s.watermark(EventTime::from_millis(1_000)), Watermark(EventTime::from_millis(950)));
+    }
+
+    #[test]
+    fn an_idle_input_follows_the_clock_and_a_busy_one_does_not() {
+        let (et, pt) = (EventTime::from_millis, ProcessingTime::from_millis);
+        let wm = |t| Watermark(et(t));
+        let mut busy = WatermarkStrategy::bounded_out_of_orderness(100).estimator();
+        let mut idle = WatermarkStrategy::bounded_out_of_orderness(100).with_idle_timeout(1_000).estimator();
+        for e in [&mut busy, &mut idle] {
+            e.observe(et(5_000), pt(10_000));
+        }
+        // Within the timeout both hold at the data: 5 000 - 100.
+        assert_eq!(idle.watermark(pt(10_999)), wm(4_900));
+        // Past it, the idle one moves with the clock: 11 000 - 100; the other stays.
+        assert_eq!(idle.watermark(pt(11_000)), wm(10_900));
+        assert_eq!(busy.watermark(pt(11_000)), wm(4_900));
+        // Reading again: the clock no longer counts, but the watermark never goes back.
+        idle.observe(et(6_000), pt(11_500));
+        assert_eq!(idle.watermark(pt(11_600)), wm(10_900));
+        // An input that never read anything is idle from the start.
+        let mut never = WatermarkStrategy::bounded_out_of_orderness(0).with_idle_timeout(10).estimator();
+        assert_eq!(never.watermark(pt(3)), wm(3));
     }
 }

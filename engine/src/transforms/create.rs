@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use crate::batch::Batch;
+use crate::clock::Clock;
 use crate::element::{Data, Elements};
 use crate::error::Result;
 use crate::graph::{NodeKind, OutputInfo, PortRef, Windowing};
 use crate::pane::PaneInfo;
 use crate::pipeline::{PCollection, Pipeline};
 use crate::runtime::{SourceFn, SourcePoll, SourceReader, StepContext};
-use crate::time::{EventTime, Watermark, WatermarkStrategy};
+use crate::time::{EventTime, Watermark, WatermarkEstimator, WatermarkStrategy};
 use crate::window::Window;
 
 impl Pipeline {
@@ -165,7 +166,7 @@ impl Pipeline {
     ///
     /// ```
     /// use riffle_engine::prelude::*;
-    /// let strategy = WatermarkStrategy::BoundedOutOfOrderness { max_delay_ms: 5 };
+    /// let strategy = WatermarkStrategy::bounded_out_of_orderness(5);
     /// let mut out = riffle_timely::testing::run_bounded(|p| {
     ///     p.generate_stream(100, |i| ((i % 2) as u8, EventTime::from_millis(i as i64)), strategy)
     ///         .map(|k| (*k, 1u64))
@@ -209,8 +210,8 @@ impl<T: Data, F: Fn(u64) -> (T, EventTime) + Send + Sync + 'static> SourceFn for
             next: ctx.worker.index as u64,
             stride: ctx.worker.peers as u64,
             count: self.count,
-            strategy: self.strategy,
-            max_seen: EventTime::MIN,
+            estimator: self.strategy.estimator(),
+            clock: ctx.clock.clone(),
         }))
     }
 }
@@ -220,8 +221,8 @@ struct StreamReader<F> {
     next: u64,
     stride: u64,
     count: u64,
-    strategy: WatermarkStrategy,
-    max_seen: EventTime,
+    estimator: WatermarkEstimator,
+    clock: Arc<dyn Clock>,
 }
 
 impl<T: Data, F: Fn(u64) -> (T, EventTime) + Send + Sync + 'static> SourceReader for StreamReader<F> {
@@ -230,9 +231,10 @@ impl<T: Data, F: Fn(u64) -> (T, EventTime) + Send + Sync + 'static> SourceReader
             return Ok(SourcePoll::Done);
         }
         let mut batch = Elements::with_capacity(max_elements);
+        let now = self.clock.now();
         while self.next < self.count && batch.len() < max_elements {
             let (v, t) = (self.f)(self.next);
-            self.max_seen = self.max_seen.max(t);
+            self.estimator.observe(t, now);
             batch.push(v, t, Window::Global, PaneInfo::NO_FIRING);
             self.next += self.stride;
         }
@@ -242,6 +244,6 @@ impl<T: Data, F: Fn(u64) -> (T, EventTime) + Send + Sync + 'static> SourceReader
     /// The watermark after the batches generated so far; the next batch is judged
     /// against it.
     fn watermark(&self) -> Watermark {
-        self.strategy.watermark(self.max_seen)
+        self.estimator.clone().watermark(self.clock.now())
     }
 }

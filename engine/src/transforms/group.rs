@@ -12,6 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use crate::batch::Batch;
+use crate::clock::{Clock, ProcessingTime};
 use crate::element::{Data, Elements, Key, WindowedValue};
 use crate::error::{Error, Result, truncated_debug};
 use crate::graph::TimestampCombiner;
@@ -312,15 +313,26 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
         self.late_output
     }
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn GroupState> {
-        if let Some(trigger) = &self.trigger {
+        // Merging windows with allowed lateness keep fired sessions, so a late element can
+        // merge with them: the default trigger runs as the state machine it is in Beam,
+        // an on-time pane and then a late pane per late element.
+        let trigger = self.trigger.clone().or_else(|| {
+            (self.merging.is_some() && self.lateness_ms > 0)
+                .then(|| Arc::new(Trigger::after_watermark().with_late_firings(Trigger::after_count(1))))
+        });
+        if let Some(trigger) = trigger {
             return Box::new(TriggeredState {
                 step: ctx.name.clone(),
                 grouping: self.grouping.clone(),
-                trigger: trigger.clone(),
+                trigger,
+                clock: ctx.clock.clone(),
                 lateness_ms: self.lateness_ms,
                 accumulating: self.accumulating,
+                combiner: self.combiner,
                 dropped: Dropped::new(self.late_output),
                 windows: BTreeMap::new(),
+                merging: self.merging.clone().map(|f| (f, FastMap::default())),
+                timers: BTreeMap::new(),
                 ready: BTreeMap::new(),
             });
         }
@@ -581,9 +593,21 @@ struct Cell<Acc> {
     panes: u64,
     non_speculative: i64,
     on_time_done: bool,
+    /// The combined timestamp of the pane's elements that count towards its output
+    /// timestamp (on time, not behind the watermark they came at); `None`: none did, or
+    /// the combiner is end-of-window.
+    hold: Option<EventTime>,
 }
 
-/// One window's cells under an explicit trigger.
+impl<Acc> Cell<Acc> {
+    fn new(acc: Acc, trigger: TriggerState) -> Self {
+        Cell { acc, fresh: false, trigger, panes: 0, non_speculative: 0, on_time_done: false, hold: None }
+    }
+}
+
+/// One window's cells under an explicit trigger. Cells go in and out only through
+/// [`TriggeredWindow::take`] and [`TriggeredWindow::put`], which keep the counts and
+/// holds that summarize them.
 struct TriggeredWindow<K, Acc> {
     cells: FastMap<K, Cell<Acc>>,
     /// Whether the firing at the end of the window has been evaluated.
@@ -591,30 +615,96 @@ struct TriggeredWindow<K, Acc> {
     /// Cells with elements no pane has held yet, and whose trigger has not finished:
     /// they need a final pane when the window expires.
     unfired: usize,
+    /// The cells' holds, as a multiset: the window holds the watermark at the least.
+    holds: BTreeMap<EventTime, usize>,
 }
 
-/// One worker's state under an explicit trigger (non-merging windows): a trigger state
-/// machine, accumulator and pane counts per key and window. Triggers are evaluated after
-/// every element (on the watermark the element was sent at) and when the watermark passes
-/// a window's end; a window's cells with unfired elements fire a final pane when it
-/// expires (its end plus the allowed lateness), and its state is freed.
+impl<K: Key, Acc> TriggeredWindow<K, Acc> {
+    fn new() -> Self {
+        TriggeredWindow { cells: FastMap::default(), evaluated: false, unfired: 0, holds: BTreeMap::new() }
+    }
+
+    fn take(&mut self, k: &K) -> Option<Cell<Acc>> {
+        let cell = self.cells.remove(k)?;
+        if cell.fresh && !cell.trigger.finished {
+            self.unfired -= 1;
+        }
+        if let Some(h) = cell.hold {
+            match self.holds.get_mut(&h) {
+                Some(n) if *n > 1 => *n -= 1,
+                _ => {
+                    self.holds.remove(&h);
+                }
+            }
+        }
+        Some(cell)
+    }
+
+    fn put(&mut self, k: K, cell: Cell<Acc>) {
+        if cell.fresh && !cell.trigger.finished {
+            self.unfired += 1;
+        }
+        if let Some(h) = cell.hold {
+            *self.holds.entry(h).or_default() += 1;
+        }
+        self.cells.insert(k, cell);
+    }
+
+    /// Where this window (of end `end`, expiring at `expiry`) holds the watermark.
+    fn hold(&self, end: EventTime, expiry: EventTime) -> Option<EventTime> {
+        let at_end = (!self.evaluated).then_some(end);
+        let at_expiry = (self.unfired > 0).then_some(expiry);
+        [at_end, at_expiry, self.holds.keys().next().copied()].into_iter().flatten().min()
+    }
+}
+
+/// Windows by (end, window).
+type WindowKey = (EventTime, Window);
+
+/// A merging window function, and each key's live windows.
+type Merging<K> = (Arc<dyn WindowFn>, FastMap<K, Vec<Window>>);
+
+/// One worker's state under an explicit trigger: a trigger state machine, accumulator and
+/// pane counts per key and window. Triggers are evaluated after every element (on the
+/// watermark the element was sent at), when the watermark passes a window's end, and when
+/// the clock reaches a processing-time trigger's timer; a window's cells with unfired
+/// elements fire a final pane when it expires (its end plus the allowed lateness), and its
+/// state is freed. Under a merging window function (sessions), a key's windows merge as
+/// elements arrive, with their accumulators, pane counts and trigger states
+/// ([`Trigger::merge_states`]).
 struct TriggeredState<G: Grouping> {
     step: Arc<str>,
     grouping: Arc<G>,
     trigger: Arc<Trigger>,
+    clock: Arc<dyn Clock>,
     lateness_ms: i64,
     accumulating: bool,
+    combiner: TimestampCombiner,
     dropped: Dropped<G>,
-    windows: BTreeMap<(EventTime, Window), TriggeredWindow<G::K, G::Acc>>,
-    /// Panes fired by elements, waiting for `fire` to hand them out, by emission time.
+    windows: BTreeMap<WindowKey, TriggeredWindow<G::K, G::Acc>>,
+    /// Merging windows: the window function and each key's live windows.
+    merging: Option<Merging<G::K>>,
+    /// Processing-time timers: when, and which cell. Entries go stale when a cell fires or
+    /// merges; firing checks the cell's trigger again.
+    timers: BTreeMap<ProcessingTime, Vec<(WindowKey, G::K)>>,
+    /// Panes fired, waiting for `fire` to hand them out, by emission time.
     ready: BTreeMap<EventTime, Elements<Output<G>>>,
 }
 
 impl<G: Grouping> TriggeredState<G> {
-    /// Makes a pane of `cell`; `past_end`: the watermark has passed the window's end;
+    /// Makes a pane of `cell` and queues it; `watermark`: the input watermark now;
     /// `expiring`: no more panes can follow.
-    fn pane(&self, k: &G::K, cell: &mut Cell<G::Acc>, past_end: bool, expiring: bool) -> Result<(Output<G>, PaneInfo)> {
+    fn pane(
+        &mut self,
+        k: &G::K,
+        cell: &mut Cell<G::Acc>,
+        w: Window,
+        watermark: Watermark,
+        expiring: bool,
+    ) -> Result<()> {
         let g = &self.grouping;
+        let end = w.max_timestamp();
+        let past_end = watermark.is_past(end);
         let timing = if !past_end {
             Timing::Early
         } else if !cell.on_time_done {
@@ -636,93 +726,168 @@ impl<G: Grouping> TriggeredState<G> {
         let v = catch_unwind(AssertUnwindSafe(|| g.extract(acc)))
             .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(k, 200))))?;
         let is_last = cell.trigger.finished || expiring;
-        Ok(((k.clone(), v), PaneInfo { timing, index, non_speculative_index, is_first: index == 0, is_last }))
+        let pane = PaneInfo { timing, index, non_speculative_index, is_first: index == 0, is_last };
+        // Early and on-time panes go out at their timestamp, where the window held the
+        // watermark; late ones at the watermark they fired at.
+        let ts = cell.hold.take().unwrap_or(end);
+        let at = if timing == Timing::Late { watermark.0.max(ts) } else { ts };
+        self.ready.entry(at).or_default().push((k.clone(), v), ts, w, pane);
+        Ok(())
     }
-}
 
-impl<G: Grouping> TriggeredState<G> {
-    /// Evaluates the firing at the end of window `w` once: every key whose trigger fires
-    /// when the watermark passes the end. Returns the panes.
-    fn end_of_window(&mut self, end: EventTime, w: Window, expiring: bool) -> Result<Elements<Output<G>>> {
-        let mut batch = Elements::new();
-        let Some(mut window) = self.windows.remove(&(end, w)) else { return Ok(batch) };
-        if !window.evaluated {
-            window.evaluated = true;
-            for (k, cell) in window.cells.iter_mut() {
-                if self.trigger.should_fire(&cell.trigger, true) {
-                    self.trigger.on_fire(&mut cell.trigger, true);
-                    if cell.fresh {
-                        window.unfired -= 1;
+    /// Fires `cell` if its trigger says so now; the cell is out of its window meanwhile.
+    fn maybe_fire(&mut self, k: &G::K, cell: &mut Cell<G::Acc>, w: Window, watermark: Watermark) -> Result<bool> {
+        let past_end = watermark.is_past(w.max_timestamp());
+        let now = self.clock.now();
+        if !self.trigger.should_fire(&cell.trigger, past_end, now) {
+            return Ok(false);
+        }
+        self.trigger.on_fire(&mut cell.trigger, past_end, now);
+        self.pane(k, cell, w, watermark, false)?;
+        Ok(true)
+    }
+
+    /// Registers the cell's processing-time timer, if its trigger has one.
+    fn schedule(&mut self, key: WindowKey, k: &G::K, cell: &Cell<G::Acc>, now: ProcessingTime) {
+        if let Some(t) = self.trigger.next_timer(&cell.trigger, now) {
+            let due = self.timers.entry(t).or_default();
+            if due.last().is_none_or(|(wk, dk)| *wk != key || dk != k) {
+                due.push((key, k.clone()));
+            }
+        }
+    }
+
+    /// Evaluates the firing at the end of window `key` once: every key whose trigger fires
+    /// when the watermark passes the end.
+    fn end_of_window(&mut self, key: WindowKey, watermark: Watermark) -> Result<()> {
+        let Some(window) = self.windows.get_mut(&key) else { return Ok(()) };
+        if window.evaluated {
+            return Ok(());
+        }
+        window.evaluated = true;
+        let keys: Vec<G::K> = window.cells.keys().cloned().collect();
+        for k in keys {
+            let mut cell = self.windows.get_mut(&key).and_then(|win| win.take(&k)).expect("a listed cell");
+            self.maybe_fire(&k, &mut cell, key.1, watermark)?;
+            self.windows.get_mut(&key).expect("a live window").put(k, cell);
+        }
+        Ok(())
+    }
+
+    /// Merges key `k`'s windows after window `w` was added to them; returns the window
+    /// `w` is now part of.
+    fn merge_windows(&mut self, k: &G::K, w: Window, arrival: Watermark) -> Window {
+        let Some((window_fn, by_key)) = &mut self.merging else { return w };
+        let live = by_key.entry(k.clone()).or_default();
+        if !live.contains(&w) {
+            live.push(w);
+        }
+        let merges = window_fn.merge(live);
+        let mut target = w;
+        for (from, to) in merges {
+            live.retain(|x| !from.contains(x));
+            live.push(to);
+            if from.contains(&w) {
+                target = to;
+            }
+            let mut cells = Vec::new();
+            for f in &from {
+                let fk = (f.max_timestamp(), *f);
+                if let Some(win) = self.windows.get_mut(&fk) {
+                    cells.extend(win.take(k));
+                    if win.cells.is_empty() {
+                        self.windows.remove(&fk);
                     }
-                    let (value, pane) = self.pane(k, cell, true, expiring)?;
-                    batch.push(value, end, w, pane);
+                }
+            }
+            let key = (to.max_timestamp(), to);
+            let existing = self.windows.get_mut(&key).and_then(|win| win.take(k));
+            cells.extend(existing);
+            let g = &self.grouping;
+            let states: Vec<&TriggerState> = cells.iter().map(|c| &c.trigger).collect();
+            let trigger = self.trigger.merge_states(&states, arrival.is_past(to.max_timestamp()));
+            let past_end = arrival.is_past(to.max_timestamp());
+            let mut merged = Cell::new(g.create(), trigger);
+            // The merged window has had its on-time pane only if every part had, and the
+            // watermark has passed the merged window's end too.
+            merged.on_time_done = past_end && cells.iter().all(|c| c.on_time_done);
+            for c in cells {
+                g.merge_acc(&mut merged.acc, c.acc);
+                merged.fresh |= c.fresh;
+                merged.panes = merged.panes.max(c.panes);
+                merged.non_speculative = merged.non_speculative.max(c.non_speculative);
+                merged.hold = [merged.hold, c.hold].into_iter().flatten().min();
+            }
+            self.windows.entry(key).or_insert_with(TriggeredWindow::new).put(k.clone(), merged);
+        }
+        target
+    }
+
+    /// Forgets window `w` of key `k` (merging windows only).
+    fn forget(&mut self, k: &G::K, w: Window) {
+        if let Some((_, by_key)) = &mut self.merging {
+            if let Some(live) = by_key.get_mut(k) {
+                live.retain(|x| *x != w);
+                if live.is_empty() {
+                    by_key.remove(k);
                 }
             }
         }
-        self.windows.insert((end, w), window);
-        Ok(batch)
     }
 }
 
 impl<G: Grouping> GroupState for TriggeredState<G> {
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
         let input = input.into_elements::<(G::K, G::Shuffled)>();
+        let now = self.clock.now();
+        // These elements were sent at `arrival`: the firings at the ends of the windows it
+        // has passed hold only what came before them, so they happen first.
+        let passed: Vec<WindowKey> = self
+            .windows
+            .iter()
+            .take_while(|((end, _), _)| arrival.is_past(*end))
+            .filter(|(_, win)| !win.evaluated)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in passed {
+            self.end_of_window(key, arrival)?;
+        }
         for wv in input.into_iter_windowed() {
-            let (w, end) = (wv.window, wv.window.max_timestamp());
-            if arrival.is_past(end.plus_millis(self.lateness_ms)) {
+            let (w, ts) = (wv.window, wv.timestamp);
+            // Lateness is judged on the element's own window, before any merging, as Beam does.
+            if arrival.is_past(w.max_timestamp().plus_millis(self.lateness_ms)) {
                 self.dropped.one(wv);
                 continue;
             }
             let (k, x) = wv.value;
-            let past_end = arrival.is_past(end);
-            if past_end && self.windows.get(&(end, w)).is_some_and(|win| !win.evaluated) {
-                // This element was sent after the watermark passed the end: the firing at
-                // the end holds only what came before it, so it happens first.
-                let panes = self.end_of_window(end, w, false)?;
-                for wv in panes.into_iter_windowed() {
-                    self.ready.entry(end).or_default().push_windowed(wv);
-                }
-            }
-            let window = self.windows.entry((end, w)).or_insert_with(|| TriggeredWindow {
-                cells: FastMap::default(),
-                evaluated: false,
-                unfired: 0,
-            });
-            let g = &self.grouping;
-            let trigger = &self.trigger;
-            let cell = window.cells.entry(k.clone()).or_insert_with(|| Cell {
-                acc: g.create(),
-                fresh: false,
-                trigger: trigger.new_state(),
-                panes: 0,
-                non_speculative: 0,
-                on_time_done: false,
-            });
+            let target = self.merge_windows(&k, w, arrival);
+            let key = (target.max_timestamp(), target);
+            let g = self.grouping.clone();
+            let window = self.windows.entry(key).or_insert_with(TriggeredWindow::new);
+            let mut cell = window.take(&k).unwrap_or_else(|| Cell::new(g.create(), self.trigger.new_state()));
             if cell.trigger.finished {
                 // The trigger is done: the window is closed for this key.
-                self.dropped.one(WindowedValue { value: (k, x), timestamp: wv.timestamp, window: w, pane: wv.pane });
+                window.put(k.clone(), cell);
+                self.dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane: wv.pane });
                 continue;
             }
             let step = self.step.clone();
             catch_unwind(AssertUnwindSafe(|| g.fold(&mut cell.acc, x)))
                 .map_err(|p| Error::from_panic(&step, p, None))?;
-            if !cell.fresh {
-                cell.fresh = true;
-                window.unfired += 1;
+            cell.fresh = true;
+            // Only on-time elements not behind the watermark they came at can hold it, so
+            // only they count towards the output timestamp (Beam's element holds).
+            if self.combiner != TimestampCombiner::EndOfWindow && !arrival.is_past(ts) && !arrival.is_past(key.0) {
+                cell.hold = Some(match (cell.hold, self.combiner) {
+                    (Some(c), TimestampCombiner::Earliest) => c.min(ts),
+                    (Some(c), _) => c.max(ts),
+                    (None, _) => ts,
+                });
             }
-            trigger.on_element(&mut cell.trigger, 1);
-            if trigger.should_fire(&cell.trigger, past_end) {
-                trigger.on_fire(&mut cell.trigger, past_end);
-                window.unfired -= 1;
-                let mut cell = window.cells.remove(&k).expect("the cell just used");
-                let (value, pane) = self.pane(&k, &mut cell, past_end, false)?;
-                let window = self.windows.get_mut(&(end, w)).expect("the window just used");
-                window.cells.insert(k, cell);
-                // Early panes go out at the window's end, held there; later ones at the
-                // watermark they were fired at.
-                let at = if past_end { arrival.0 } else { end };
-                self.ready.entry(at).or_default().push(value, end, w, pane);
-            }
+            self.trigger.on_element(&mut cell.trigger, 1, now);
+            self.maybe_fire(&k, &mut cell, target, arrival)?;
+            self.schedule(key, &k, &cell, now);
+            self.windows.get_mut(&key).expect("the window just used").put(k, cell);
         }
         Ok(())
     }
@@ -737,42 +902,46 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
 
     fn earliest_pending(&self) -> Option<EventTime> {
         let ready = self.ready.keys().next().copied();
-        // A window holds at its end until that firing is evaluated, then, while some key
-        // has unfired elements, at its expiry, where they fire. Few windows are live.
-        let windows = self
-            .windows
-            .iter()
-            .filter_map(|((end, _), w)| {
-                if !w.evaluated { Some(*end) } else { (w.unfired > 0).then(|| end.plus_millis(self.lateness_ms)) }
-            })
-            .min();
-        [ready, windows].into_iter().flatten().min()
+        // Few windows are live at once.
+        let windows = self.windows.iter().filter_map(|((end, _), w)| w.hold(*end, end.plus_millis(self.lateness_ms)));
+        ready.into_iter().chain(windows).min()
+    }
+
+    fn next_timer(&self) -> Option<ProcessingTime> {
+        self.timers.keys().next().copied()
     }
 
     fn fire(&mut self, watermark: Watermark, out: &mut Vec<(EventTime, Batch)>) -> Result<()> {
+        // Processing-time timers that are due.
+        let now = self.clock.now();
+        while let Some(entry) = self.timers.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            for (key, k) in entry.remove() {
+                let Some(mut cell) = self.windows.get_mut(&key).and_then(|win| win.take(&k)) else { continue };
+                self.maybe_fire(&k, &mut cell, key.1, watermark)?;
+                self.schedule(key, &k, &cell, now);
+                self.windows.get_mut(&key).expect("a live window").put(k, cell);
+            }
+        }
+        let keys: Vec<WindowKey> =
+            self.windows.keys().take_while(|(end, _)| watermark.is_past(*end)).copied().collect();
+        for key in keys {
+            self.end_of_window(key, watermark)?;
+            if watermark.is_past(key.0.plus_millis(self.lateness_ms)) {
+                // The window closes: what no pane has held yet fires as the final pane.
+                let mut window = self.windows.remove(&key).expect("a listed window");
+                for (k, mut cell) in window.cells.drain() {
+                    if cell.fresh && !cell.trigger.finished {
+                        self.pane(&k, &mut cell, key.1, watermark, true)?;
+                    }
+                    self.forget(&k, key.1);
+                }
+            }
+        }
         for (at, batch) in std::mem::take(&mut self.ready) {
             out.push((at, Batch::new(batch)));
-        }
-        let keys: Vec<(EventTime, Window)> =
-            self.windows.keys().take_while(|(end, _)| watermark.is_past(*end)).copied().collect();
-        for (end, w) in keys {
-            let expiring = watermark.is_past(end.plus_millis(self.lateness_ms));
-            let mut batch = self.end_of_window(end, w, expiring)?;
-            if expiring {
-                // The window closes: what no pane has held yet fires as the final pane.
-                let mut window = self.windows.remove(&(end, w)).expect("a listed window");
-                for (k, cell) in window.cells.iter_mut() {
-                    if cell.fresh && !cell.trigger.finished {
-                        let (value, pane) = self.pane(k, cell, true, true)?;
-                        batch.push(value, end, w, pane);
-                    }
-                }
-                if !batch.is_empty() {
-                    out.push((end.plus_millis(self.lateness_ms), Batch::new(batch)));
-                }
-            } else if !batch.is_empty() {
-                out.push((end, Batch::new(batch)));
-            }
         }
         Ok(())
     }

@@ -1,9 +1,10 @@
-//! TestStream: an unbounded source scripted with elements and watermark advances
-//! (Beam's `TestStream`), for tests of streaming semantics.
+//! TestStream: an unbounded source scripted with elements, watermark advances and
+//! processing-time advances (Beam's `TestStream`), for tests of streaming semantics.
 
 use std::sync::Arc;
 
 use crate::batch::Batch;
+use crate::clock::ProcessingTime;
 use crate::element::{Data, Elements};
 use crate::error::Result;
 use crate::graph::{NodeKind, OutputInfo, PortRef, Windowing};
@@ -20,9 +21,11 @@ pub enum TestEvent<T> {
     Elements(Vec<(T, EventTime)>),
     /// The watermark advances.
     Watermark(EventTime),
+    /// Processing time advances by this many milliseconds.
+    ProcessingTime(i64),
 }
 
-/// A script of elements and watermark advances.
+/// A script of elements, watermark advances and processing-time advances.
 ///
 /// Elements arrive while the watermark is where the script has put it, so an element
 /// whose timestamp is behind the watermark arrives late. The script ends with the
@@ -31,6 +34,29 @@ pub enum TestEvent<T> {
 /// At any number of workers and processes the stream is the same: worker 0 emits the
 /// elements, and every worker advances its watermark as the script says, so the
 /// watermark downstream is the script's.
+///
+/// A job with a script that advances processing time runs on a manual
+/// [`crate::clock::ManualClock`] starting at 0, and processing time moves only when the
+/// script says: after every element before the advance has been processed, and before
+/// any element after it is. Processing-time triggers are then deterministic:
+///
+/// ```
+/// use riffle_engine::prelude::*;
+/// let ms = EventTime::from_millis;
+/// // Early panes one minute of processing time after each pane's first element.
+/// let script = TestStream::new()
+///     .add_elements(vec![((1u8, 1i64), ms(1)), ((1u8, 2i64), ms(2))])
+///     .advance_processing_time(60_000)
+///     .add_elements(vec![((1u8, 4i64), ms(3))])
+///     .advance_watermark_to(ms(100));
+/// let out = riffle_timely::testing::run_bounded(|p| {
+///     p.test_stream(script)
+///         .window_into(FixedWindows::of_millis(100))
+///         .triggering(Trigger::after_watermark().with_early_firings(Trigger::after_processing_time(60_000)))
+///         .combine_per_key(Sum::new())
+/// });
+/// assert_eq!(out, [(1, 3), (1, 4)]); // the early pane, then the on-time pane
+/// ```
 ///
 /// ```
 /// use riffle_engine::prelude::*;
@@ -80,6 +106,13 @@ impl<T: Data> TestStream<T> {
         self
     }
 
+    /// Processing time advances by `millis` (Beam's `advanceProcessingTime`).
+    pub fn advance_processing_time(mut self, millis: i64) -> Self {
+        assert!(millis >= 0, "processing time cannot go back ({millis} ms)");
+        self.events.push(TestEvent::ProcessingTime(millis));
+        self
+    }
+
     /// The watermark advances to +infinity and the stream ends (also implied at the end of
     /// the script).
     pub fn advance_to_infinity(self) -> Self {
@@ -101,7 +134,8 @@ impl Pipeline {
             windowing: Windowing::default(),
             tag: None,
         };
-        let source = TestStreamSource { events: Arc::new(stream.events) };
+        let scripts_time = stream.events.iter().any(|e| matches!(e, TestEvent::ProcessingTime(_)));
+        let source = TestStreamSource { events: Arc::new(stream.events), scripts_time };
         let node = self.add_step("TestStream", NodeKind::Source(Arc::new(source)), vec![], vec![info]);
         PCollection::from_port(self, PortRef { node, port: 0 })
     }
@@ -109,14 +143,19 @@ impl Pipeline {
 
 struct TestStreamSource<T> {
     events: Arc<Vec<TestEvent<T>>>,
+    scripts_time: bool,
 }
 
 impl<T: Data> SourceFn for TestStreamSource<T> {
     fn is_bounded(&self) -> bool {
         false
     }
+    fn scripts_processing_time(&self) -> bool {
+        self.scripts_time
+    }
     fn open(&self, ctx: &StepContext) -> Result<Box<dyn SourceReader>> {
         Ok(Box::new(TestStreamReader {
+            now: ProcessingTime::from_millis(0),
             events: self.events.clone(),
             next: 0,
             offset: 0,
@@ -133,6 +172,8 @@ struct TestStreamReader<T> {
     offset: usize,
     emits: bool,
     watermark: EventTime,
+    /// The script's processing time so far.
+    now: ProcessingTime,
 }
 
 impl<T: Data> SourceReader for TestStreamReader<T> {
@@ -145,6 +186,11 @@ impl<T: Data> SourceReader for TestStreamReader<T> {
                         self.watermark = *t;
                         return Ok(SourcePoll::Advanced);
                     }
+                }
+                TestEvent::ProcessingTime(millis) => {
+                    self.next += 1;
+                    self.now = self.now.plus_millis(*millis);
+                    return Ok(SourcePoll::AdvanceProcessingTime(self.now));
                 }
                 TestEvent::Elements(elements) => {
                     if !self.emits || self.offset >= elements.len() {

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use riffle_engine::error::panic_message;
 use riffle_engine::runtime::WorkerInfo;
-use riffle_engine::{Error, Graph, Pipeline, Result};
+use riffle_engine::{Clock, Error, Graph, ManualClock, NodeKind, Pipeline, Result, SystemClock};
 use timely::CommunicationConfig;
 use timely::WorkerConfig;
 
@@ -141,6 +141,10 @@ fn execute(
     if let Some((addresses, process, deadline)) = &cluster {
         cluster::connect_deadline(job.clone(), addresses.clone(), *process, *deadline);
     }
+    // One clock per process: the system clock, or a manual one when a source scripts
+    // processing time (a TestStream); the source operators move it in step everywhere.
+    let scripted = graph.nodes().iter().any(|n| matches!(&n.kind, NodeKind::Source(s) if s.scripts_processing_time()));
+    let clock: Arc<dyn Clock> = if scripted { Arc::new(ManualClock::new()) } else { Arc::new(SystemClock) };
     let metrics = Arc::new(metrics::Metrics::default());
     let _server = metrics_at.map(|(addr, process)| prometheus::serve(&addr, metrics.clone(), process)).transpose()?;
     let worker_metrics = metrics.clone();
@@ -154,6 +158,7 @@ fn execute(
             job: job.clone(),
             metrics: worker_metrics.clone(),
             sinks_progress: timely::dataflow::ProbeHandle::new(),
+            clock: clock.clone(),
         };
         let ran = catch_unwind(AssertUnwindSafe(|| {
             lower::build(worker, &graph, &env);

@@ -1,8 +1,8 @@
 //! Triggers, with expected panes written from the Beam model: each trigger and combinator,
 //! early, on-time and late firings, both accumulation modes, and closing windows.
 
+use riffle_engine::Timing;
 use riffle_engine::prelude::*;
-use riffle_engine::{Error, Timing};
 use riffle_timely::RunOptions;
 
 fn ms(t: i64) -> EventTime {
@@ -169,15 +169,149 @@ fn a_trigger_lets_a_global_window_group_an_unbounded_stream() {
     assert_eq!(got, [3, 7]);
 }
 
-#[test]
-fn triggers_on_merging_windows_are_rejected_for_now() {
+/// (window start, window end, sum, timing, index, is_last) of session windows, gap 10.
+type SessionPane = (i64, i64, i64, Timing, u64, bool);
+
+fn sessions(
+    script: TestStream<(char, i64)>,
+    trigger: Option<Trigger>,
+    lateness: i64,
+    accumulating: bool,
+) -> Vec<SessionPane> {
     let p = Pipeline::new();
-    p.create(vec![(1u8, 1u64)])
-        .window_into(Sessions::with_gap_millis(5))
-        .triggering(Trigger::after_count(1))
-        .group_by_key();
-    let err = p.graph().validate().unwrap_err();
-    assert!(matches!(err, Error::Validation { .. }) && err.to_string().contains("merging windows"), "{err}");
+    let mut windowed = p.test_stream(script).window_into(Sessions::with_gap_millis(10)).with_allowed_lateness(lateness);
+    if accumulating {
+        windowed = windowed.accumulating_fired_panes();
+    }
+    if let Some(t) = trigger {
+        windowed = windowed.triggering(t);
+    }
+    let out = riffle_connectors::memory::collect(&windowed.combine_per_key(Sum::new()));
+    riffle_timely::run(&p, &RunOptions::threads(3)).unwrap();
+    let mut panes: Vec<SessionPane> = out
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|wv| {
+            let Window::Interval { start, end } = wv.window else { panic!("sessions") };
+            (start.millis(), end.millis(), wv.value.1, wv.pane.timing, wv.pane.index, wv.pane.is_last)
+        })
+        .collect();
+    panes.sort_by_key(|p| (p.0, p.4));
+    panes
+}
+
+#[test]
+fn counts_add_up_when_an_element_bridges_two_sessions() {
+    // [1, 11) and [12, 22) hold one element each; the 3 at 8 makes [8, 18), which bridges
+    // them into [1, 22) with three elements: the early count of 3 is reached.
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1)), (('A', 2), ms(12))])
+        .add_elements(vec![(('A', 3), ms(8))])
+        .add_elements(vec![(('A', 40), ms(40))])
+        .advance_watermark_to(ms(100));
+    let t = Trigger::after_watermark().with_early_firings(Trigger::after_count(3));
+    assert_eq!(
+        sessions(script, Some(t), 0, false),
+        [
+            (1, 22, 6, Timing::Early, 0, false),
+            // The on-time pane always fires (Beam's FIRE_ALWAYS), here empty.
+            (1, 22, 0, Timing::OnTime, 1, true),
+            (40, 50, 40, Timing::OnTime, 0, true),
+        ]
+    );
+}
+
+#[test]
+fn a_late_element_bridging_two_fired_sessions_fires_a_late_pane_of_the_merged_session() {
+    // Default trigger, allowed lateness 100: [1, 11) and [15, 25) fire on time; the late
+    // 3 at 8 makes [8, 18), which overlaps both: the merged [1, 25) gets a late pane.
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1)), (('A', 2), ms(15))])
+        .advance_watermark_to(ms(50))
+        .add_elements(vec![(('A', 3), ms(8))])
+        .advance_watermark_to(ms(500));
+    let discarding = sessions(script.clone(), None, 100, false);
+    assert_eq!(
+        discarding,
+        [
+            (1, 11, 1, Timing::OnTime, 0, false),
+            (1, 25, 3, Timing::Late, 1, false),
+            (15, 25, 2, Timing::OnTime, 0, false)
+        ]
+    );
+    // Accumulating: the late pane holds both sessions and the bridge.
+    let accumulating = sessions(script, None, 100, true);
+    assert_eq!(accumulating[1], (1, 25, 6, Timing::Late, 1, false));
+}
+
+#[test]
+fn without_allowed_lateness_a_bridging_element_that_is_late_is_dropped() {
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1)), (('A', 2), ms(20))])
+        .advance_watermark_to(ms(50))
+        .add_elements(vec![(('A', 3), ms(12))]);
+    assert_eq!(
+        sessions(script, None, 0, false),
+        [(1, 11, 1, Timing::OnTime, 0, true), (20, 30, 2, Timing::OnTime, 0, true)]
+    );
+}
+
+#[test]
+fn a_closed_session_stays_closed_when_it_merges() {
+    // After(count 1) fires once and finishes [1, 11); the 2 at 5 merges into it while the
+    // window is still open in event time, and is dropped: the merged trigger is finished.
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1))])
+        .add_elements(vec![(('A', 2), ms(5))])
+        .advance_watermark_to(ms(100));
+    assert_eq!(sessions(script, Some(Trigger::after_count(1)), 0, false), [(1, 11, 1, Timing::Early, 0, true)]);
+}
+
+#[test]
+fn timestamp_combiners_hold_triggered_panes_at_their_elements() {
+    // Early panes after two elements: the first pane (3 and 5) and the on-time pane (7).
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(3)), (('A', 2), ms(5))])
+        .add_elements(vec![(('A', 4), ms(7))])
+        .advance_watermark_to(ms(100));
+    let stamps = |combiner: TimestampCombiner| {
+        let p = Pipeline::new();
+        let sums = p
+            .test_stream(script.clone())
+            .window_into(FixedWindows::of_millis(10))
+            .with_timestamp_combiner(combiner)
+            .triggering(Trigger::after_watermark().with_early_firings(Trigger::after_count(2)))
+            .combine_per_key(Sum::new());
+        // Downstream, re-windowed into 4 ms windows: a pane at its combined timestamp lands
+        // in that timestamp's window, on time.
+        let regrouped = sums
+            .window_into(FixedWindows::of_millis(4))
+            .triggering(Trigger::after_watermark())
+            .map(|(k, v)| (*k, *v))
+            .combine_per_key(Sum::new());
+        let out = riffle_connectors::memory::collect(&sums);
+        let down = riffle_connectors::memory::collect(&regrouped);
+        let report = riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
+        let mut got: Vec<(i64, i64)> =
+            out.lock().unwrap().iter().map(|wv| (wv.value.1, wv.timestamp.millis())).collect();
+        got.sort();
+        let mut windows: Vec<(i64, i64)> = down
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|wv| {
+                let Window::Interval { start, .. } = wv.window else { panic!("fixed windows") };
+                (start.millis(), wv.value.1)
+            })
+            .collect();
+        windows.sort();
+        assert_eq!(report.late_dropped("CombinePerKey"), 0);
+        (got, windows)
+    };
+    assert_eq!(stamps(TimestampCombiner::EndOfWindow), (vec![(3, 9), (4, 9)], vec![(8, 7)]));
+    assert_eq!(stamps(TimestampCombiner::Earliest), (vec![(3, 3), (4, 7)], vec![(0, 3), (4, 4)]));
+    assert_eq!(stamps(TimestampCombiner::Latest), (vec![(3, 5), (4, 7)], vec![(4, 7)]));
 }
 
 #[test]

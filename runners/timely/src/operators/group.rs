@@ -25,6 +25,7 @@ pub fn group<'scope>(
 ) -> Vec<BatchStream<'scope>> {
     let ctx = env.step(name);
     let exchanged = shuffle(input, name, g.shuffle().instantiate(&ctx), env);
+    let exchanged_scope = exchanged.scope();
     let mut builder = OperatorBuilder::new(name.to_string(), exchanged.scope());
     let mut input = builder.new_input(exchanged, Pipeline);
     let mut outputs = Vec::new();
@@ -35,6 +36,8 @@ pub fn group<'scope>(
         streams.push(stream);
     }
     let job = env.job.clone();
+    let clock = env.clock.clone();
+    let activator = exchanged_scope.activator_for(builder.operator_info().address);
     let counter = env.counter(name);
     let g = g.clone();
     builder.build(move |mut initial| {
@@ -97,6 +100,12 @@ pub fn group<'scope>(
                     holds.iter().min_by_key(|h| (h.time().event, h.time().epoch)).expect("a pane fired without a hold");
                 let at = Time { epoch: hold.time().epoch, event: hold.time().event.max(t.millis()) };
                 handles[0].session(&hold.delayed(&at)).give(batch);
+            }
+            // Processing-time triggers wait on the clock: look again when the next is due
+            // (a manual clock moves only between epochs, which wakes the operator anyway).
+            if let Some(t) = state.next_timer() {
+                let wait = (t.millis() - clock.now().millis()).clamp(1, 1000) as u64;
+                activator.activate_after(std::time::Duration::from_millis(wait));
             }
             match state.earliest_pending() {
                 None => holds.clear(),

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use riffle_engine::Batch;
 use riffle_engine::runtime::{StepContext, WorkerInfo};
+use riffle_engine::{Batch, Clock};
 use timely::dataflow::Stream;
 
 use crate::job::JobState;
@@ -30,12 +30,14 @@ pub struct Env {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Progress at the sinks of this worker's dataflow, for sources to pace on.
     pub sinks_progress: timely::dataflow::ProbeHandle<Time>,
+    /// This process's clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Env {
     /// The context handed to a step's per-worker instance.
     pub fn step(&self, name: &str) -> StepContext {
-        StepContext { name: name.into(), worker: self.worker }
+        StepContext { name: name.into(), worker: self.worker, clock: self.clock.clone() }
     }
 
     /// The counter of step `name` on this worker.

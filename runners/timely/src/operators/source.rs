@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use riffle_engine::Batch;
 use riffle_engine::runtime::{SourceFn, SourcePoll};
+use riffle_engine::{Batch, ProcessingTime};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Scope;
 use timely::dataflow::operators::Capability;
@@ -35,6 +35,22 @@ const PACE_POLL: Duration = Duration::from_micros(200);
 /// also where checkpoints will cut.)
 const BATCHES_PER_EPOCH: usize = 16;
 
+/// Where a source is in moving processing time for a [`SourcePoll::AdvanceProcessingTime`].
+#[derive(Clone, Copy, Debug)]
+enum Barrier {
+    /// Everything emitted before `epoch` ended must reach the sinks everywhere; then the
+    /// clock moves to `to`.
+    Drain { epoch: u64, to: ProcessingTime },
+    /// Every source of every worker must have moved its clock (and so left `epoch`)
+    /// before this one reads on.
+    Publish { epoch: u64 },
+}
+
+/// Whether the sinks have passed every time of `epoch` and before.
+fn passed(sinks: &timely::dataflow::ProbeHandle<Time>, epoch: u64) -> bool {
+    !sinks.less_equal(&Time { epoch, event: i64::MAX })
+}
+
 /// Lowers a source step.
 pub fn source<'scope>(
     scope: Scope<'scope, Time>,
@@ -47,6 +63,7 @@ pub fn source<'scope>(
     let job = env.job.clone();
     let src = src.clone();
     let sinks = env.sinks_progress.clone();
+    let clock = env.clock.clone();
     timely_source::<_, CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, name, move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut reader = match src.open(&ctx) {
@@ -59,10 +76,28 @@ pub fn source<'scope>(
         let mut cap = reader.as_ref().map(|_| cap);
         let mut in_flight: std::collections::VecDeque<Time> = std::collections::VecDeque::new();
         let mut batches_in_epoch = 0;
+        let mut barrier = None;
         move |output| {
             let (Some(r), Some(c)) = (reader.as_mut(), cap.as_mut()) else {
                 return;
             };
+            // Processing time moves in two rounds of epochs, so that it is the same for
+            // every element wherever it is processed: elements read before the advance are
+            // all processed before any clock moves, and none read after it is emitted before
+            // every clock has moved.
+            match barrier {
+                Some(Barrier::Drain { epoch, to }) if passed(&sinks, epoch) => {
+                    clock.advance_to(to);
+                    next_epoch(c);
+                    barrier = Some(Barrier::Publish { epoch: epoch + 1 });
+                }
+                Some(Barrier::Publish { epoch }) if passed(&sinks, epoch) => barrier = None,
+                _ => {}
+            }
+            if barrier.is_some() && !job.has_failed() {
+                activator.activate_after(PACE_POLL);
+                return;
+            }
             let mut finished = job.has_failed();
             let mut pending = false;
             let mut paced = false;
@@ -83,8 +118,7 @@ pub fn source<'scope>(
                 match r.poll(BATCH_SIZE) {
                     Ok(SourcePoll::Batch(b)) => {
                         if batches_in_epoch == BATCHES_PER_EPOCH {
-                            let t = *c.time();
-                            c.downgrade(&Time { epoch: t.epoch + 1, event: t.event });
+                            next_epoch(c);
                             batches_in_epoch = 0;
                         }
                         batches_in_epoch += 1;
@@ -95,6 +129,12 @@ pub fn source<'scope>(
                         output.session(&*c).give(b)
                     }
                     Ok(SourcePoll::Advanced) => {}
+                    Ok(SourcePoll::AdvanceProcessingTime(to)) => {
+                        barrier = Some(Barrier::Drain { epoch: c.time().epoch, to });
+                        next_epoch(c);
+                        batches_in_epoch = 0;
+                        break;
+                    }
                     Ok(SourcePoll::Pending) => {
                         pending = true;
                         break;
@@ -113,7 +153,7 @@ pub fn source<'scope>(
                 return;
             }
             advance(c, r.watermark().0.millis());
-            if pending {
+            if pending || barrier.is_some() {
                 activator.activate_after(IDLE_POLL)
             } else if paced {
                 activator.activate_after(PACE_POLL)
@@ -122,6 +162,12 @@ pub fn source<'scope>(
             }
         }
     })
+}
+
+/// Moves the source's capability to the next epoch.
+fn next_epoch(cap: &mut Capability<Time>) {
+    let t = *cap.time();
+    cap.downgrade(&Time { epoch: t.epoch + 1, event: t.event });
 }
 
 /// Moves the source's capability, and so the watermark, forward to `event`.

@@ -96,6 +96,9 @@ pub enum AccumulationMode {
     Discarding,
     /// Each pane holds everything the window has received so far.
     Accumulating,
+    /// Each pane holds everything so far, and is preceded downstream by a retraction of the
+    /// previous pane, which groupings downstream take out (Beam designed it, never shipped it).
+    AccumulatingAndRetracting,
 }
 
 impl Default for Windowing {

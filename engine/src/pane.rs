@@ -28,16 +28,31 @@ pub struct PaneInfo {
     pub is_first: bool,
     /// Whether this is the last pane of its window: no more will follow.
     pub is_last: bool,
+    /// Whether this element takes back an earlier pane's output rather than adding to it
+    /// (accumulating-and-retracting mode): a grouping downstream removes it.
+    pub retraction: bool,
 }
 
 impl PaneInfo {
     /// The pane of an element that has not been through a grouping (Beam's `NO_FIRING`).
-    pub const NO_FIRING: PaneInfo =
-        PaneInfo { timing: Timing::Unknown, index: 0, non_speculative_index: 0, is_first: true, is_last: true };
+    pub const NO_FIRING: PaneInfo = PaneInfo {
+        timing: Timing::Unknown,
+        index: 0,
+        non_speculative_index: 0,
+        is_first: true,
+        is_last: true,
+        retraction: false,
+    };
 
     /// The single on-time pane of a window under the default trigger: first and last.
-    pub const ON_TIME_AND_ONLY_FIRING: PaneInfo =
-        PaneInfo { timing: Timing::OnTime, index: 0, non_speculative_index: 0, is_first: true, is_last: true };
+    pub const ON_TIME_AND_ONLY_FIRING: PaneInfo = PaneInfo {
+        timing: Timing::OnTime,
+        index: 0,
+        non_speculative_index: 0,
+        is_first: true,
+        is_last: true,
+        retraction: false,
+    };
 }
 
 impl Default for PaneInfo {

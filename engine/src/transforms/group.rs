@@ -15,8 +15,7 @@ use crate::batch::Batch;
 use crate::clock::{Clock, ProcessingTime};
 use crate::element::{Data, Elements, Key, WindowedValue};
 use crate::error::{Error, Result, truncated_debug};
-use crate::graph::TimestampCombiner;
-use crate::graph::{NodeKind, OutputInfo, PortRef};
+use crate::graph::{AccumulationMode, NodeKind, OutputInfo, PortRef, TimestampCombiner, Windowing};
 use crate::keys::KeyGroup;
 use crate::pane::{PaneInfo, Timing};
 use crate::pipeline::PCollection;
@@ -46,6 +45,14 @@ trait Grouping: Send + Sync + 'static {
     /// Whether an empty global window still outputs `extract(create())`.
     fn default_on_empty(&self) -> bool {
         false
+    }
+    /// Takes `x` back out (a retraction). Only the groupings of retracting collections
+    /// get retractions.
+    fn retract(&self, _acc: &mut Self::Acc, _x: Self::Shuffled) {
+        panic!(
+            "a retraction reached a grouping whose input is not in accumulating-and-retracting mode; \
+             keep the mode of a retracting collection downstream of it"
+        );
     }
 }
 
@@ -125,6 +132,108 @@ impl<K: Key, C: CombineFn> Grouping for AddGrouping<K, C> {
     }
     fn extract(&self, acc: C::Accum) -> C::Output {
         self.combine.extract_output(acc)
+    }
+}
+
+/// A multiset of values with signed multiplicities, keyed by their encoding (every `Data`
+/// serializes, so values need no `Eq`): what a grouping of a retracting collection keeps,
+/// so that a retraction takes out exactly what an earlier pane put in. Multiplicities may
+/// go below zero for a while (a retraction can arrive before what it retracts, from
+/// another worker); only positive ones are output.
+#[derive(Clone)]
+struct Multiset<V>(BTreeMap<Vec<u8>, (V, i64)>);
+
+impl<V: Data> Multiset<V> {
+    fn add(&mut self, v: V, n: i64) {
+        let key = bitcode::serialize(&v).expect("internal error: encoding a value for a multiset failed");
+        let entry = self.0.entry(key).or_insert((v, 0));
+        entry.1 += n;
+        if entry.1 == 0 {
+            let key = bitcode::serialize(&entry.0).expect("internal error: encoding a value for a multiset failed");
+            self.0.remove(&key);
+        }
+    }
+
+    fn merge(&mut self, other: Multiset<V>) {
+        for (v, n) in other.0.into_values() {
+            self.add(v, n);
+        }
+    }
+
+    /// Every value, as many times as it is in the set, in the order of their encodings.
+    fn values(self) -> impl Iterator<Item = V> {
+        self.0.into_values().flat_map(|(v, n)| std::iter::repeat_n(v, n.max(0) as usize))
+    }
+}
+
+/// Groupings of a retracting collection (accumulating-and-retracting mode).
+struct MultisetGrouping;
+
+impl MultisetGrouping {
+    /// GroupByKey: the values in the set.
+    fn values<K: Key, V: Data>() -> MultisetValues<K, V> {
+        MultisetValues(PhantomData)
+    }
+    /// Combine: the combiner applied to the values in the set, when a pane fires.
+    fn combined<K: Key, C: CombineFn>(combine: Arc<C>) -> MultisetCombine<K, C> {
+        MultisetCombine { combine, _k: PhantomData }
+    }
+}
+
+/// GroupByKey over a retracting collection.
+struct MultisetValues<K, V>(PhantomData<fn() -> (K, V)>);
+
+impl<K: Key, V: Data> Grouping for MultisetValues<K, V> {
+    type K = K;
+    type Shuffled = V;
+    type Acc = Multiset<V>;
+    type Out = Vec<V>;
+    fn create(&self) -> Multiset<V> {
+        Multiset(BTreeMap::new())
+    }
+    fn fold(&self, acc: &mut Multiset<V>, x: V) {
+        acc.add(x, 1);
+    }
+    fn retract(&self, acc: &mut Multiset<V>, x: V) {
+        acc.add(x, -1);
+    }
+    fn merge_acc(&self, acc: &mut Multiset<V>, other: Multiset<V>) {
+        acc.merge(other);
+    }
+    fn extract(&self, acc: Multiset<V>) -> Vec<V> {
+        acc.values().collect()
+    }
+}
+
+/// Combine over a retracting collection.
+struct MultisetCombine<K, C> {
+    combine: Arc<C>,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K: Key, C: CombineFn> Grouping for MultisetCombine<K, C> {
+    type K = K;
+    type Shuffled = C::Input;
+    type Acc = Multiset<C::Input>;
+    type Out = C::Output;
+    fn create(&self) -> Multiset<C::Input> {
+        Multiset(BTreeMap::new())
+    }
+    fn fold(&self, acc: &mut Multiset<C::Input>, x: C::Input) {
+        acc.add(x, 1);
+    }
+    fn retract(&self, acc: &mut Multiset<C::Input>, x: C::Input) {
+        acc.add(x, -1);
+    }
+    fn merge_acc(&self, acc: &mut Multiset<C::Input>, other: Multiset<C::Input>) {
+        acc.merge(other);
+    }
+    fn extract(&self, acc: Multiset<C::Input>) -> C::Output {
+        let mut out = self.combine.create_accumulator();
+        for v in acc.values() {
+            self.combine.add_input(&mut out, &v);
+        }
+        self.combine.extract_output(out)
     }
 }
 
@@ -259,12 +368,32 @@ struct GroupStep<G: Grouping> {
     lateness_ms: i64,
     /// Whether later panes repeat earlier ones.
     accumulating: bool,
+    /// Whether each pane is preceded by a retraction of the previous one.
+    retracting: bool,
     /// How panes get their output timestamps.
     combiner: TimestampCombiner,
     /// The trigger, when not the default.
     trigger: Option<Arc<Trigger>>,
     /// Whether dropped late elements go to a second output.
     late_output: bool,
+}
+
+impl<G: Grouping> GroupStep<G> {
+    /// A grouping of input windowed as `w`, shuffled by key.
+    fn keyed(grouping: G, w: &Windowing) -> Self {
+        GroupStep {
+            grouping: Arc::new(grouping),
+            shuffle: Box::new(KeyShuffle::<G::K, G::Shuffled>(PhantomData)),
+            default_key: None,
+            merging: w.merging.clone(),
+            lateness_ms: w.allowed_lateness_ms,
+            accumulating: w.accumulation != AccumulationMode::Discarding,
+            retracting: w.accumulation == AccumulationMode::AccumulatingAndRetracting,
+            combiner: w.timestamp_combiner,
+            trigger: w.trigger.clone(),
+            late_output: false,
+        }
+    }
 }
 
 /// What a grouping dropped as too late: counted always, and kept for the late output when
@@ -316,9 +445,17 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
         // Merging windows with allowed lateness keep fired sessions, so a late element can
         // merge with them: the default trigger runs as the state machine it is in Beam,
         // an on-time pane and then a late pane per late element.
+        // Retractions need every pane to know the one before it: the trigger machinery too.
+        let machine = (self.merging.is_some() && self.lateness_ms > 0) || self.retracting;
         let trigger = self.trigger.clone().or_else(|| {
-            (self.merging.is_some() && self.lateness_ms > 0)
-                .then(|| Arc::new(Trigger::after_watermark().with_late_firings(Trigger::after_count(1))))
+            machine.then(|| {
+                let on_time = Trigger::after_watermark();
+                Arc::new(if self.lateness_ms > 0 {
+                    on_time.with_late_firings(Trigger::after_count(1))
+                } else {
+                    on_time
+                })
+            })
         });
         if let Some(trigger) = trigger {
             return Box::new(TriggeredState {
@@ -328,6 +465,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
                 clock: ctx.clock.clone(),
                 lateness_ms: self.lateness_ms,
                 accumulating: self.accumulating,
+                retracting: self.retracting,
                 combiner: self.combiner,
                 dropped: Dropped::new(self.late_output),
                 windows: BTreeMap::new(),
@@ -542,6 +680,7 @@ impl<G: Grouping> GroupState for KeyedState<G> {
                     is_first: index == 0,
                     // Last when no more panes can come: no lateness, or fired at expiry.
                     is_last: lateness == 0 || pane_key.fire_at >= expiry,
+                    retraction: false,
                 };
                 let v = catch_unwind(AssertUnwindSafe(|| g.extract(acc)))
                     .map_err(|p| Error::from_panic(step, p, Some(truncated_debug(&k, 200))))?;
@@ -585,7 +724,7 @@ impl<G: Grouping> GroupState for KeyedState<G> {
 type Output<G> = (<G as Grouping>::K, <G as Grouping>::Out);
 
 /// One key's state in one window under an explicit trigger.
-struct Cell<Acc> {
+struct Cell<Acc, Out> {
     acc: Acc,
     /// Elements arrived since the last pane.
     fresh: bool,
@@ -597,19 +736,21 @@ struct Cell<Acc> {
     /// timestamp (on time, not behind the watermark they came at); `None`: none did, or
     /// the combiner is end-of-window.
     hold: Option<EventTime>,
+    /// Retracting: the last pane output (value, timestamp, pane), to retract before the next.
+    last: Option<(Out, EventTime, PaneInfo)>,
 }
 
-impl<Acc> Cell<Acc> {
+impl<Acc, Out> Cell<Acc, Out> {
     fn new(acc: Acc, trigger: TriggerState) -> Self {
-        Cell { acc, fresh: false, trigger, panes: 0, non_speculative: 0, on_time_done: false, hold: None }
+        Cell { acc, fresh: false, trigger, panes: 0, non_speculative: 0, on_time_done: false, hold: None, last: None }
     }
 }
 
 /// One window's cells under an explicit trigger. Cells go in and out only through
 /// [`TriggeredWindow::take`] and [`TriggeredWindow::put`], which keep the counts and
 /// holds that summarize them.
-struct TriggeredWindow<K, Acc> {
-    cells: FastMap<K, Cell<Acc>>,
+struct TriggeredWindow<K, Acc, Out> {
+    cells: FastMap<K, Cell<Acc, Out>>,
     /// Whether the firing at the end of the window has been evaluated.
     evaluated: bool,
     /// Cells with elements no pane has held yet, and whose trigger has not finished:
@@ -619,12 +760,12 @@ struct TriggeredWindow<K, Acc> {
     holds: BTreeMap<EventTime, usize>,
 }
 
-impl<K: Key, Acc> TriggeredWindow<K, Acc> {
+impl<K: Key, Acc, Out> TriggeredWindow<K, Acc, Out> {
     fn new() -> Self {
         TriggeredWindow { cells: FastMap::default(), evaluated: false, unfired: 0, holds: BTreeMap::new() }
     }
 
-    fn take(&mut self, k: &K) -> Option<Cell<Acc>> {
+    fn take(&mut self, k: &K) -> Option<Cell<Acc, Out>> {
         let cell = self.cells.remove(k)?;
         if cell.fresh && !cell.trigger.finished {
             self.unfired -= 1;
@@ -640,7 +781,7 @@ impl<K: Key, Acc> TriggeredWindow<K, Acc> {
         Some(cell)
     }
 
-    fn put(&mut self, k: K, cell: Cell<Acc>) {
+    fn put(&mut self, k: K, cell: Cell<Acc, Out>) {
         if cell.fresh && !cell.trigger.finished {
             self.unfired += 1;
         }
@@ -661,6 +802,9 @@ impl<K: Key, Acc> TriggeredWindow<K, Acc> {
 /// Windows by (end, window).
 type WindowKey = (EventTime, Window);
 
+/// A grouping's windows under a trigger, by (end, window).
+type Windows<G> = BTreeMap<WindowKey, TriggeredWindow<<G as Grouping>::K, <G as Grouping>::Acc, <G as Grouping>::Out>>;
+
 /// A merging window function, and each key's live windows.
 type Merging<K> = (Arc<dyn WindowFn>, FastMap<K, Vec<Window>>);
 
@@ -679,9 +823,10 @@ struct TriggeredState<G: Grouping> {
     clock: Arc<dyn Clock>,
     lateness_ms: i64,
     accumulating: bool,
+    retracting: bool,
     combiner: TimestampCombiner,
     dropped: Dropped<G>,
-    windows: BTreeMap<WindowKey, TriggeredWindow<G::K, G::Acc>>,
+    windows: Windows<G>,
     /// Merging windows: the window function and each key's live windows.
     merging: Option<Merging<G::K>>,
     /// Processing-time timers: when, and which cell. Entries go stale when a cell fires or
@@ -697,7 +842,7 @@ impl<G: Grouping> TriggeredState<G> {
     fn pane(
         &mut self,
         k: &G::K,
-        cell: &mut Cell<G::Acc>,
+        cell: &mut Cell<G::Acc, G::Out>,
         w: Window,
         watermark: Watermark,
         expiring: bool,
@@ -726,17 +871,32 @@ impl<G: Grouping> TriggeredState<G> {
         let v = catch_unwind(AssertUnwindSafe(|| g.extract(acc)))
             .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(k, 200))))?;
         let is_last = cell.trigger.finished || expiring;
-        let pane = PaneInfo { timing, index, non_speculative_index, is_first: index == 0, is_last };
+        let pane = PaneInfo { timing, index, non_speculative_index, is_first: index == 0, is_last, retraction: false };
         // Early and on-time panes go out at their timestamp, where the window held the
         // watermark; late ones at the watermark they fired at.
         let ts = cell.hold.take().unwrap_or(end);
         let at = if timing == Timing::Late { watermark.0.max(ts) } else { ts };
-        self.ready.entry(at).or_default().push((k.clone(), v), ts, w, pane);
+        let ready = self.ready.entry(at).or_default();
+        if self.retracting {
+            // The previous pane is taken back first, in the same batch, so a grouping
+            // downstream never holds both.
+            if let Some((old, old_ts, old_pane)) = cell.last.take() {
+                ready.push((k.clone(), old), old_ts, w, PaneInfo { retraction: true, ..old_pane });
+            }
+            cell.last = Some((v.clone(), ts, pane));
+        }
+        ready.push((k.clone(), v), ts, w, pane);
         Ok(())
     }
 
     /// Fires `cell` if its trigger says so now; the cell is out of its window meanwhile.
-    fn maybe_fire(&mut self, k: &G::K, cell: &mut Cell<G::Acc>, w: Window, watermark: Watermark) -> Result<bool> {
+    fn maybe_fire(
+        &mut self,
+        k: &G::K,
+        cell: &mut Cell<G::Acc, G::Out>,
+        w: Window,
+        watermark: Watermark,
+    ) -> Result<bool> {
         let past_end = watermark.is_past(w.max_timestamp());
         let now = self.clock.now();
         if !self.trigger.should_fire(&cell.trigger, past_end, now) {
@@ -748,7 +908,7 @@ impl<G: Grouping> TriggeredState<G> {
     }
 
     /// Registers the cell's processing-time timer, if its trigger has one.
-    fn schedule(&mut self, key: WindowKey, k: &G::K, cell: &Cell<G::Acc>, now: ProcessingTime) {
+    fn schedule(&mut self, key: WindowKey, k: &G::K, cell: &Cell<G::Acc, G::Out>, now: ProcessingTime) {
         if let Some(t) = self.trigger.next_timer(&cell.trigger, now) {
             let due = self.timers.entry(t).or_default();
             if due.last().is_none_or(|(wk, dk)| *wk != key || dk != k) {
@@ -794,7 +954,19 @@ impl<G: Grouping> TriggeredState<G> {
             for f in &from {
                 let fk = (f.max_timestamp(), *f);
                 if let Some(win) = self.windows.get_mut(&fk) {
-                    cells.extend(win.take(k));
+                    if let Some(mut cell) = win.take(k) {
+                        // A merged-away window's last pane no longer stands: take it back.
+                        if let Some((old, old_ts, old_pane)) = cell.last.take() {
+                            let retraction = PaneInfo { retraction: true, ..old_pane };
+                            self.ready.entry(arrival.0.max(old_ts)).or_default().push(
+                                (k.clone(), old),
+                                old_ts,
+                                *f,
+                                retraction,
+                            );
+                        }
+                        cells.push(cell);
+                    }
                     if win.cells.is_empty() {
                         self.windows.remove(&fk);
                     }
@@ -872,8 +1044,11 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
                 continue;
             }
             let step = self.step.clone();
-            catch_unwind(AssertUnwindSafe(|| g.fold(&mut cell.acc, x)))
-                .map_err(|p| Error::from_panic(&step, p, None))?;
+            let retraction = wv.pane.retraction;
+            catch_unwind(AssertUnwindSafe(|| {
+                if retraction { g.retract(&mut cell.acc, x) } else { g.fold(&mut cell.acc, x) }
+            }))
+            .map_err(|p| Error::from_panic(&step, p, None))?;
             cell.fresh = true;
             // Only on-time elements not behind the watermark they came at can hold it, so
             // only they count towards the output timestamp (Beam's element holds).
@@ -1105,18 +1280,11 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     /// assert_eq!(out, [('a', vec![1, 3]), ('b', vec![2])]);
     /// ```
     pub fn group_by_key(&self) -> PCollection<(K, Vec<V>)> {
-        let step = GroupStep {
-            grouping: Arc::new(ListGrouping::<K, V>(PhantomData)),
-            shuffle: Box::new(KeyShuffle::<K, V>(PhantomData)),
-            default_key: None,
-            merging: self.info().windowing.merging,
-            lateness_ms: self.info().windowing.allowed_lateness_ms,
-            accumulating: self.info().windowing.accumulation == crate::graph::AccumulationMode::Accumulating,
-            combiner: self.info().windowing.timestamp_combiner,
-            trigger: self.info().windowing.trigger,
-            late_output: false,
-        };
-        add_group(self, "GroupByKey", step)
+        let w = self.info().windowing;
+        if w.accumulation == AccumulationMode::AccumulatingAndRetracting {
+            return add_group(self, "GroupByKey", GroupStep::keyed(MultisetGrouping::values::<K, V>(), &w));
+        }
+        add_group(self, "GroupByKey", GroupStep::keyed(ListGrouping::<K, V>(PhantomData), &w))
     }
 
     /// Combines the values of each key, per window, with a [`CombineFn`]; inputs are
@@ -1157,18 +1325,10 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     /// ```
     pub fn group_by_key_with_late(&self) -> WithLate<(K, Vec<V>), (K, V)> {
         let w = self.info().windowing;
-        let step = GroupStep {
-            grouping: Arc::new(ListGrouping::<K, V>(PhantomData)),
-            shuffle: Box::new(KeyShuffle::<K, V>(PhantomData)),
-            default_key: None,
-            merging: w.merging,
-            lateness_ms: w.allowed_lateness_ms,
-            accumulating: w.accumulation == crate::graph::AccumulationMode::Accumulating,
-            combiner: w.timestamp_combiner,
-            trigger: w.trigger,
-            late_output: true,
-        };
-        add_group_with_late(self, "GroupByKey", step)
+        if w.accumulation == AccumulationMode::AccumulatingAndRetracting {
+            return add_group_with_late(self, "GroupByKey", GroupStep::keyed(MultisetGrouping::values::<K, V>(), &w));
+        }
+        add_group_with_late(self, "GroupByKey", GroupStep::keyed(ListGrouping::<K, V>(PhantomData), &w))
     }
 
     /// [`combine_per_key`](Self::combine_per_key), with a second collection of the inputs
@@ -1189,23 +1349,21 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     /// ```
     pub fn combine_per_key_with_late<C: CombineFn<Input = V>>(&self, combine: C) -> WithLate<(K, C::Output), (K, V)> {
         let w = self.info().windowing;
-        let step = GroupStep {
-            grouping: Arc::new(AddGrouping { combine: Arc::new(combine), _k: PhantomData }),
-            shuffle: Box::new(KeyShuffle::<K, V>(PhantomData)),
-            default_key: None,
-            merging: w.merging,
-            lateness_ms: w.allowed_lateness_ms,
-            accumulating: w.accumulation == crate::graph::AccumulationMode::Accumulating,
-            combiner: w.timestamp_combiner,
-            trigger: w.trigger,
-            late_output: true,
-        };
-        add_group_with_late(self, "CombinePerKey", step)
+        let combine = Arc::new(combine);
+        if w.accumulation == AccumulationMode::AccumulatingAndRetracting {
+            return add_group_with_late(
+                self,
+                "CombinePerKey",
+                GroupStep::keyed(MultisetGrouping::combined::<K, C>(combine), &w),
+            );
+        }
+        add_group_with_late(self, "CombinePerKey", GroupStep::keyed(AddGrouping { combine, _k: PhantomData }, &w))
     }
 }
 
 /// A combine step: lifted before the shuffle under the default trigger; with a trigger,
-/// raw inputs cross the shuffle so element-count triggers count elements.
+/// raw inputs cross the shuffle so element-count triggers count elements; with
+/// retractions, the inputs are kept as a multiset so that retracted ones can be taken out.
 fn add_combine<K: Key, C: CombineFn>(
     input: &PCollection<(K, C::Input)>,
     transform: &str,
@@ -1215,32 +1373,15 @@ fn add_combine<K: Key, C: CombineFn>(
 ) -> PCollection<(K, C::Output)> {
     let w = input.info().windowing;
     let combine = Arc::new(combine);
-    let accumulating = w.accumulation == crate::graph::AccumulationMode::Accumulating;
-    if w.trigger.is_some() {
-        let step = GroupStep {
-            grouping: Arc::new(AddGrouping { combine, _k: PhantomData }),
-            shuffle: Box::new(KeyShuffle::<K, C::Input>(PhantomData)),
-            default_key: None,
-            merging: w.merging,
-            lateness_ms: w.allowed_lateness_ms,
-            accumulating,
-            combiner: w.timestamp_combiner,
-            trigger: w.trigger,
-            late_output: false,
-        };
-        return add_group(input, transform, step);
+    if w.accumulation == AccumulationMode::AccumulatingAndRetracting {
+        return add_group(input, transform, GroupStep::keyed(MultisetGrouping::combined::<K, C>(combine), &w));
     }
-    let step = GroupStep {
-        grouping: Arc::new(MergeGrouping { combine: combine.clone(), default_on_empty, _k: PhantomData }),
-        shuffle: Box::new(LiftedShuffleFn::<K, C> { combine, combiner: w.timestamp_combiner, _k: PhantomData }),
-        default_key,
-        merging: w.merging,
-        lateness_ms: w.allowed_lateness_ms,
-        accumulating,
-        combiner: w.timestamp_combiner,
-        trigger: None,
-        late_output: false,
-    };
+    if w.trigger.is_some() {
+        return add_group(input, transform, GroupStep::keyed(AddGrouping { combine, _k: PhantomData }, &w));
+    }
+    let grouping = MergeGrouping { combine: combine.clone(), default_on_empty, _k: PhantomData };
+    let shuffle = LiftedShuffleFn::<K, C> { combine, combiner: w.timestamp_combiner, _k: PhantomData };
+    let step = GroupStep { shuffle: Box::new(shuffle), default_key, ..GroupStep::keyed(grouping, &w) };
     add_group(input, transform, step)
 }
 

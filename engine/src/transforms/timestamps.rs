@@ -140,6 +140,40 @@ impl<T: Data> PCollection<T> {
         })
     }
 
+    /// Each pane holds everything the window has received so far, and is preceded by a
+    /// retraction of the previous pane of its window and key (a copy of it with
+    /// [`PaneInfo::retraction`](crate::PaneInfo) set); when session windows merge, the
+    /// merged-away windows' last panes are retracted too. Groupings and combines
+    /// downstream take retractions out, so what they hold is always the latest panes.
+    /// Beam designed this mode and never shipped it.
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let ms = EventTime::from_millis;
+    /// let script = TestStream::new().add_elements(vec![((1u8, 2i64), ms(1)), ((1u8, 3i64), ms(2))]);
+    /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
+    ///     p.test_stream(script)
+    ///         .window_into(FixedWindows::of_millis(10))
+    ///         .triggering(Trigger::after_watermark().with_early_firings(Trigger::after_count(1)))
+    ///         .accumulating_and_retracting_fired_panes()
+    ///         .combine_per_key(Sum::new())
+    /// });
+    /// let mut panes: Vec<_> = out.iter().map(|wv| (wv.pane.index, wv.pane.retraction, wv.value.1)).collect();
+    /// panes.sort();
+    /// // Early 2, then (2 retracted) early 5, then (5 retracted) the on-time 5.
+    /// assert_eq!(panes, [(0, false, 2), (0, true, 2), (1, false, 5), (1, true, 5), (2, false, 5)]);
+    /// ```
+    pub fn accumulating_and_retracting_fired_panes(&self) -> PCollection<T> {
+        let mut info = self.derived_info::<T>();
+        info.windowing.accumulation = crate::graph::AccumulationMode::AccumulatingAndRetracting;
+        crate::transforms::map::closure_step_with_info(
+            self,
+            "AccumulatingAndRetractingFiredPanes",
+            info,
+            |x: &T, ctx| ctx.output(x.clone()),
+        )
+    }
+
     /// Accepts elements up to `ms` milliseconds after their window's end (Beam's
     /// `withAllowedLateness`); later ones are dropped and counted. Applies to the groupings
     /// downstream of this collection. The default is 0: every element that arrives after

@@ -301,6 +301,45 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Retractions undo exactly what they retract: with sessions merging under an
+    /// element-count trigger in accumulating-and-retracting mode, applying every
+    /// retraction to the output leaves the batch's session sums, at any worker count.
+    #[test]
+    fn retracting_sessions_consolidate_to_the_batch_panes(
+        events in prop::collection::vec((0u8..4, -100i64..100, 0i64..1_000), 1..100),
+        cuts in prop::collection::vec(1usize..20, 0..12),
+        seed in any::<u64>(),
+        gap in 1i64..150,
+        count in 1u64..4,
+        workers in prop_oneof![Just(1usize), Just(4usize)],
+    ) {
+        let want = batch(&events, Windows::Sessions(gap), 1);
+        let script = as_stream(&events, &cuts, seed);
+        let out = try_run_windowed(&RunOptions::threads(workers), |p| {
+            p.test_stream(script)
+                .window_into(Sessions::with_gap_millis(gap))
+                .triggering(Trigger::after_watermark().with_early_firings(Trigger::after_count(count)))
+                .accumulating_and_retracting_fired_panes()
+                .combine_per_key(Sum::new())
+        })
+        .unwrap();
+        let mut net: std::collections::BTreeMap<(u8, Window, i64, u64), i64> = Default::default();
+        for wv in &out {
+            *net.entry((wv.value.0, wv.window, wv.value.1, wv.pane.index)).or_default() +=
+                if wv.pane.retraction { -1 } else { 1 };
+        }
+        prop_assert!(net.values().all(|n| *n == 0 || *n == 1), "a retraction without its pane: {:?}", net);
+        let got: Vec<(u8, Window, i64)> =
+            net.into_iter().filter(|(_, n)| *n == 1).map(|((k, w, v, _), _)| (k, w, v)).collect();
+        let mut want: Vec<(u8, Window, i64)> = want.iter().map(|wv| (wv.value.0, wv.window, wv.value.1)).collect();
+        want.sort();
+        prop_assert_eq!(got, want);
+    }
+}
+
 /// The stream of the two-process test: fixed, so the launcher and its processes agree.
 fn fixed_events() -> Vec<(u8, i64, i64)> {
     (0..500i64).map(|i| ((i % 7) as u8, i % 13 - 6, (i * 37) % 3_000)).collect()

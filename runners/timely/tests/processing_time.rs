@@ -176,3 +176,51 @@ fn repeated_processing_time_panes_group_an_unbounded_global_window() {
     got.sort_by_key(|g| g.1);
     assert_eq!(got, [(3, 0, Timing::Early), (5, 1, Timing::Early)]);
 }
+
+/// Live, on the system clock: one element, then nothing for two seconds. A
+/// processing-time trigger of 50 ms must wake the grouping by itself and fire an early
+/// pane long before the source ends (after which the window would only expire, firing an
+/// on-time pane).
+#[test]
+fn live_processing_time_triggers_wake_the_grouping_on_the_system_clock() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use riffle_engine::runtime::{SourceFn, SourcePoll, SourceReader, StepContext};
+    use riffle_engine::{Batch, Elements, NodeKind, OutputInfo, PortRef, Result, Windowing};
+
+    struct OneThenQuiet;
+    struct Reader {
+        sent: bool,
+        until: Instant,
+    }
+    impl SourceFn for OneThenQuiet {
+        fn is_bounded(&self) -> bool {
+            false
+        }
+        fn open(&self, ctx: &StepContext) -> Result<Box<dyn SourceReader>> {
+            Ok(Box::new(Reader { sent: ctx.worker.index != 0, until: Instant::now() + Duration::from_secs(2) }))
+        }
+    }
+    impl SourceReader for Reader {
+        fn poll(&mut self, _max: usize) -> Result<SourcePoll> {
+            if !self.sent {
+                self.sent = true;
+                let mut batch = Elements::new();
+                batch.push(('A', 7i64), ms(1), Window::Global, PaneInfo::NO_FIRING);
+                return Ok(SourcePoll::Batch(Batch::new(batch)));
+            }
+            Ok(if Instant::now() < self.until { SourcePoll::Pending } else { SourcePoll::Done })
+        }
+    }
+
+    let p = Pipeline::new();
+    let info = OutputInfo { type_name: "(char, i64)", bounded: false, windowing: Windowing::default(), tag: None };
+    let node = p.add_step("Quiet", NodeKind::Source(Arc::new(OneThenQuiet)), vec![], vec![info]);
+    let input: PCollection<(char, i64)> = PCollection::from_port(&p, PortRef { node, port: 0 });
+    let sums = input.triggering(Trigger::repeatedly(Trigger::after_processing_time(50))).combine_per_key(Sum::new());
+    let out = riffle_connectors::memory::collect(&sums);
+    riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
+    let got: Vec<(i64, Timing)> = out.lock().unwrap().iter().map(|wv| (wv.value.1, wv.pane.timing)).collect();
+    assert_eq!(got, [(7, Timing::Early)]);
+}

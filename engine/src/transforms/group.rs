@@ -1036,7 +1036,14 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
             let key = (target.max_timestamp(), target);
             let g = self.grouping.clone();
             let window = self.windows.entry(key).or_insert_with(TriggeredWindow::new);
-            let mut cell = window.take(&k).unwrap_or_else(|| Cell::new(g.create(), self.trigger.new_state()));
+            let mut cell = window.take(&k).unwrap_or_else(|| {
+                let mut cell = Cell::new(g.create(), self.trigger.new_state());
+                // A cell whose first element came after the end never held the watermark
+                // there, so it can have no on-time pane: its first pane is late (Beam's
+                // PaneInfoTracker, which sees the output watermark past the window).
+                cell.on_time_done = arrival.is_past(key.0);
+                cell
+            });
             if cell.trigger.finished {
                 // The trigger is done: the window is closed for this key.
                 window.put(k.clone(), cell);

@@ -360,6 +360,17 @@ fn the_dropped_9_comes_out_of_the_late_outputs() {
 /// 12:01:59.999 + 5:00 = 12:06:59.999.
 const FIVE_MINUTES: i64 = 5 * MINUTE;
 
+/// The default trigger's panes under the heuristic watermark, with five minutes of
+/// allowed lateness (derived in `with_allowed_lateness_the_late_9_fires_a_late_pane`).
+const WITH_LATENESS: [Pane; 6] = [
+    (0, 7, Timing::OnTime, 0, 0, true, false),
+    (0, 9, Timing::Late, 1, 1, false, false),
+    (2, 13, Timing::OnTime, 0, 0, true, false),
+    (4, 8, Timing::OnTime, 0, 0, true, false),
+    (6, 8, Timing::OnTime, 0, 0, true, false),
+    (8, 3, Timing::OnTime, 0, 0, true, false),
+];
+
 #[test]
 fn with_allowed_lateness_the_late_9_fires_a_late_pane() {
     // The 9 arrives at watermark 12:06, within [12:00, 12:02)'s lateness: kept. The
@@ -370,15 +381,7 @@ fn with_allowed_lateness_the_late_9_fires_a_late_pane() {
     // fires on time, before its expiry, and the late pane fired when it arrived, before
     // [12:00, 12:02) expired. ([12:08, 12:10) fires at 12:10, the script's last watermark
     // before +infinity, well before its expiry at 12:14:59.999.)
-    let want = [
-        (0, 7, Timing::OnTime, 0, 0, true, false),
-        (0, 9, Timing::Late, 1, 1, false, false),
-        (2, 13, Timing::OnTime, 0, 0, true, false),
-        (4, 8, Timing::OnTime, 0, 0, true, false),
-        (6, 8, Timing::OnTime, 0, 0, true, false),
-        (8, 3, Timing::OnTime, 0, 0, true, false),
-    ];
-    check(|| Some(heuristic_watermark()), &Strategy::default_trigger(FIVE_MINUTES), &want, 0);
+    check(|| Some(heuristic_watermark()), &Strategy::default_trigger(FIVE_MINUTES), &WITH_LATENESS, 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -672,16 +675,8 @@ fn a_watermark_leap_past_expiry_leaves_the_on_time_pane_not_last() {
     // Riffle differs on purpose (docs/semantics.md, deliberate differences): whether the
     // two come "together" is a matter of how the grouping was scheduled, not of the input,
     // so an on-time pane is last only when the allowed lateness is 0 or the trigger has
-    // finished. Here neither: not last, with the default trigger and with explicit ones.
-    let want = [
-        (0, 7, Timing::OnTime, 0, 0, true, false),
-        (0, 9, Timing::Late, 1, 1, false, false),
-        (2, 13, Timing::OnTime, 0, 0, true, false),
-        (4, 8, Timing::OnTime, 0, 0, true, false),
-        (6, 8, Timing::OnTime, 0, 0, true, false),
-        (8, 3, Timing::OnTime, 0, 0, true, false),
-    ];
-    check(|| Some(heuristic_watermark_until_infinity()), &Strategy::default_trigger(FIVE_MINUTES), &want, 0);
+    // finished. Here neither: not last, the same panes as when the script ends at 12:10.
+    check(|| Some(heuristic_watermark_until_infinity()), &Strategy::default_trigger(FIVE_MINUTES), &WITH_LATENESS, 0);
 }
 
 /// The heuristic script without the 5 (#1) and the 2 (#3): [12:00, 12:02) gets only the

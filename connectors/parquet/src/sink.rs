@@ -1,0 +1,327 @@
+//! The sink: typed rows to Parquet files, one per worker per window (and partition),
+//! each made visible atomically when the input is complete.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, FieldRef, TimeUnit};
+use object_store::ObjectStore;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use riffle_engine::runtime::{SinkFn, SinkWriter, StepContext};
+use riffle_engine::{Batch, Data, PCollection, Window};
+use serde_arrow::schema::{SchemaLike, TracingOptions};
+
+use crate::error::{Error, Result};
+use crate::location::{Location, StoreOptions, runtime};
+
+/// Rows buffered per file before they are encoded into the file's current row group.
+const ROWS_PER_ENCODE: usize = 8192;
+
+/// How the column chunks of written files are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd at its default level: small files (the default).
+    Zstd,
+    /// snappy: faster, larger.
+    Snappy,
+    /// none.
+    None,
+}
+
+/// What picks the directory a row's file goes into (a hive-style partition such as
+/// `date=2026-01-01`).
+type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
+
+/// Writes a collection of typed rows as Parquet files under a URL.
+///
+/// Each worker writes one file per window of the rows it holds (and per partition, with
+/// [`WriteParquet::partition_by`]), named
+/// `URL/[PARTITION/]part-[START-END-]wWORKER.parquet` with the window's bounds in
+/// milliseconds. Columns are the fields of `T` as serde_arrow maps them, with types
+/// overridden by [`WriteParquet::column_type`] (e.g. an `i64` field as a UTC timestamp).
+///
+/// # Atomicity
+/// A file is uploaded as it is written, as a multipart upload (or one put when it is
+/// small), and completed only when the input is complete: until then nothing is visible
+/// under its name, on S3 or on local disk (where the parts go to a staging file beside
+/// it that readers of this crate skip, renamed into place at completion). A job that
+/// fails aborts its uploads. What is not covered yet: a job that fails while workers
+/// are completing their files can leave some of them visible (a two-phase commit needs
+/// the checkpoints of DESIGN.md section 5).
+///
+/// ```
+/// use riffle_engine::prelude::*;
+/// use riffle_parquet::{Compression, WriteParquet};
+/// #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// struct Total { user: String, total: i64 }
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = Pipeline::new();
+/// let rows = p.create(vec![Total { user: "ana".into(), total: 3 }]);
+/// WriteParquet::to(&dir.path().display().to_string()).compression(Compression::Snappy).write(&rows);
+/// riffle_timely::run(&p, &riffle_timely::RunOptions::threads(1)).unwrap();
+/// assert!(dir.path().join("part-w00000.parquet").exists());
+/// ```
+///
+/// # Errors
+/// At start: a bad URL, missing or refused credentials, a row type serde_arrow cannot
+/// map. At the end: a failed upload, naming the file.
+pub struct WriteParquet<T> {
+    config: WriteConfig<T>,
+}
+
+struct WriteConfig<T> {
+    url: String,
+    options: StoreOptions,
+    row_group_size: usize,
+    compression: Compression,
+    column_types: Vec<(String, DataType)>,
+    partition: Option<PartitionFn<T>>,
+    part_size: usize,
+}
+
+impl<T: Data> WriteParquet<T> {
+    /// Files go under `url`: a directory path, `file://`, `s3://bucket/prefix`, `hdfs://`.
+    pub fn to(url: &str) -> Self {
+        WriteParquet {
+            config: WriteConfig {
+                url: url.trim_end_matches('/').to_string(),
+                options: StoreOptions::new(),
+                row_group_size: 1 << 20,
+                compression: Compression::Zstd,
+                column_types: Vec::new(),
+                partition: None,
+                part_size: 10 << 20,
+            },
+        }
+    }
+
+    /// Store settings (S3 endpoint, credentials) on top of the environment.
+    pub fn options(mut self, options: StoreOptions) -> Self {
+        self.config.options = options;
+        self
+    }
+
+    /// Rows per row group (default 1,048,576).
+    pub fn row_group_size(mut self, rows: usize) -> Self {
+        self.config.row_group_size = rows.max(1);
+        self
+    }
+
+    /// How column chunks are compressed (default zstd).
+    pub fn compression(mut self, c: Compression) -> Self {
+        self.config.compression = c;
+        self
+    }
+
+    /// Writes column `name` as Arrow type `t` instead of what its field maps to.
+    pub fn column_type(mut self, name: &str, t: DataType) -> Self {
+        self.config.column_types.push((name.to_string(), t));
+        self
+    }
+
+    /// Writes the `i64` field `name` (milliseconds since the epoch) as a UTC timestamp
+    /// in milliseconds.
+    pub fn timestamp_millis(self, name: &str) -> Self {
+        self.column_type(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())))
+    }
+
+    /// Puts each row's file in the directory `f(row)` under the URL, e.g.
+    /// `format!("date={}", row.date)`.
+    pub fn partition_by(mut self, f: impl Fn(&T) -> String + Send + Sync + 'static) -> Self {
+        self.config.partition = Some(Arc::new(f));
+        self
+    }
+
+    /// Bytes buffered before a file's upload turns into a multipart upload, and the
+    /// size of each part (default 10 MiB).
+    pub fn upload_part_size(mut self, bytes: usize) -> Self {
+        self.config.part_size = bytes.max(1);
+        self
+    }
+
+    /// Adds the sink to `input`'s pipeline.
+    pub fn write(self, input: &PCollection<T>) {
+        input.write_to("WriteParquet", Arc::new(ParquetSink { config: Arc::new(self.config) }));
+    }
+}
+
+struct ParquetSink<T> {
+    config: Arc<WriteConfig<T>>,
+}
+
+impl<T: Data> ParquetSink<T> {
+    fn fields(&self) -> Result<Arc<Vec<FieldRef>>> {
+        let mut fields =
+            Vec::<FieldRef>::from_type::<T>(TracingOptions::default().allow_null_fields(true)).map_err(|e| {
+                Error::Config(format!(
+                    "{}: the row type {} cannot be written as Parquet columns: {e}",
+                    self.config.url,
+                    std::any::type_name::<T>()
+                ))
+            })?;
+        for (name, t) in &self.config.column_types {
+            let Some(f) = fields.iter_mut().find(|f| f.name() == name) else {
+                return Err(Error::Config(format!(
+                    "{}: column_type({name:?}, ..) names no field of {}",
+                    self.config.url,
+                    std::any::type_name::<T>()
+                )));
+            };
+            *f = Arc::new(Field::new(name, t.clone(), f.is_nullable()));
+        }
+        Ok(Arc::new(fields))
+    }
+
+    fn properties(&self) -> WriterProperties {
+        let c = match self.config.compression {
+            Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::default()),
+            Compression::Snappy => ParquetCompression::SNAPPY,
+            Compression::None => ParquetCompression::UNCOMPRESSED,
+        };
+        WriterProperties::builder()
+            .set_compression(c)
+            .set_max_row_group_row_count(Some(self.config.row_group_size))
+            .build()
+    }
+}
+
+impl<T: Data> SinkFn for ParquetSink<T> {
+    fn gathers(&self) -> bool {
+        false
+    }
+
+    fn check(&self) -> riffle_engine::Result<()> {
+        self.fields()?;
+        let location = Location::parse(&self.config.url, &self.config.options)?;
+        if location.glob.is_some() {
+            return Err(Error::BadUrl {
+                url: self.config.url.clone(),
+                reason: "an output location has no glob".into(),
+            }
+            .into());
+        }
+        let store = location.store()?;
+        // One cheap request, so refused credentials or a missing bucket stop the job now.
+        let base = location.base.clone();
+        match runtime().block_on(async move { store.list_with_delimiter(Some(&base)).await }) {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(&self.config.url, e).into()),
+        }
+    }
+
+    fn open(&self, ctx: &StepContext) -> riffle_engine::Result<Box<dyn SinkWriter>> {
+        let location = Location::parse(&self.config.url, &self.config.options)?;
+        Ok(Box::new(ParquetWriter::<T> {
+            store: location.store()?,
+            location,
+            fields: self.fields()?,
+            properties: self.properties(),
+            config: self.config.clone(),
+            worker: ctx.worker.index,
+            files: BTreeMap::new(),
+            done: false,
+        }))
+    }
+}
+
+struct OpenFile<T> {
+    path: Path,
+    rows: Vec<T>,
+    writer: AsyncArrowWriter<BufWriter>,
+}
+
+struct ParquetWriter<T: Data> {
+    store: Arc<dyn ObjectStore>,
+    location: Location,
+    fields: Arc<Vec<FieldRef>>,
+    properties: WriterProperties,
+    config: Arc<WriteConfig<T>>,
+    worker: usize,
+    /// Open files by name, so they are completed in a fixed order.
+    files: BTreeMap<String, OpenFile<T>>,
+    done: bool,
+}
+
+impl<T: Data> ParquetWriter<T> {
+    fn file_name(&self, row: &T, window: Window) -> String {
+        let dir = self.config.partition.as_ref().map(|f| format!("{}/", f(row))).unwrap_or_default();
+        match window {
+            Window::Global => format!("{dir}part-w{:05}.parquet", self.worker),
+            Window::Interval { start, end } => {
+                format!("{dir}part-{}-{}-w{:05}.parquet", start.millis(), end.millis(), self.worker)
+            }
+        }
+    }
+
+    fn open_file(&self, name: &str) -> Result<OpenFile<T>> {
+        let path = Path::parse(format!("{}/{name}", self.location.base))
+            .map_err(|e| Error::BadUrl { url: self.config.url.clone(), reason: e.to_string() })?;
+        let upload = BufWriter::with_capacity(self.store.clone(), path.clone(), self.config.part_size);
+        let schema = Arc::new(arrow_schema::Schema::new(self.fields.as_ref().clone()));
+        let writer = AsyncArrowWriter::try_new(upload, schema, Some(self.properties.clone()))
+            .map_err(|e| Error::Convert { url: self.location.url_of(&path), message: e.to_string() })?;
+        Ok(OpenFile { path, rows: Vec::new(), writer })
+    }
+
+    fn encode(&self, file: &mut OpenFile<T>) -> Result<()> {
+        if file.rows.is_empty() {
+            return Ok(());
+        }
+        let url = self.location.url_of(&file.path);
+        let rb = serde_arrow::to_record_batch(&self.fields, &file.rows)
+            .map_err(|e| Error::Convert { url: url.clone(), message: format!("writing rows: {e}") })?;
+        file.rows.clear();
+        runtime().block_on(file.writer.write(&rb)).map_err(|e| Error::parquet(&url, e))
+    }
+}
+
+impl<T: Data> SinkWriter for ParquetWriter<T> {
+    fn write(&mut self, input: Batch) -> riffle_engine::Result<()> {
+        for wv in input.into_elements::<T>().into_iter_windowed() {
+            let name = self.file_name(&wv.value, wv.window);
+            let mut file = match self.files.remove(&name) {
+                Some(f) => f,
+                None => self.open_file(&name)?,
+            };
+            file.rows.push(wv.value);
+            if file.rows.len() >= ROWS_PER_ENCODE {
+                self.encode(&mut file)?;
+            }
+            self.files.insert(name, file);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> riffle_engine::Result<()> {
+        let files = std::mem::take(&mut self.files);
+        for (_, mut file) in files {
+            self.encode(&mut file)?;
+            let url = self.location.url_of(&file.path);
+            runtime().block_on(file.writer.close()).map_err(|e| Error::parquet(&url, e))?;
+            tracing::debug!("wrote {url}");
+        }
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl<T: Data> Drop for ParquetWriter<T> {
+    /// A writer dropped before `finish` (a failed job) aborts its uploads, so no part of
+    /// its files becomes visible.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for (_, file) in std::mem::take(&mut self.files) {
+            let mut upload = file.writer.into_inner();
+            if let Err(e) = runtime().block_on(upload.abort()) {
+                tracing::warn!("could not abort the upload of {}: {e}", self.location.url_of(&file.path));
+            }
+        }
+    }
+}

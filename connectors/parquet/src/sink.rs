@@ -325,3 +325,59 @@ impl<T: Data> Drop for ParquetWriter<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riffle_engine::runtime::WorkerInfo;
+    use riffle_engine::{Elements, EventTime, PaneInfo};
+
+    fn writer(dir: &std::path::Path) -> Box<dyn SinkWriter> {
+        let sink = ParquetSink::<(String, i64)> {
+            config: Arc::new(
+                WriteParquet::to(&dir.display().to_string()).row_group_size(100).upload_part_size(256).config,
+            ),
+        };
+        sink.check().unwrap();
+        let ctx = StepContext { name: "W".into(), worker: WorkerInfo { index: 3, peers: 4 } };
+        sink.open(&ctx).unwrap()
+    }
+
+    fn batch(n: i64) -> Batch {
+        let rows = (0..n).map(|i| (format!("k{i}"), i)).collect();
+        Batch::new(Elements::uniform(rows, EventTime::from_millis(0), Window::Global, PaneInfo::NO_FIRING))
+    }
+
+    fn visible(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_file_appears_whole_at_finish_and_never_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        for _ in 0..5 {
+            w.write(batch(10_000)).unwrap();
+        }
+        // Parts are uploading (to a staging file), but nothing has the final name.
+        assert!(!visible(dir.path()).contains(&"part-w00003.parquet".to_string()), "{:?}", visible(dir.path()));
+        w.finish().unwrap();
+        assert_eq!(visible(dir.path()), ["part-w00003.parquet"]);
+    }
+
+    #[test]
+    fn a_writer_dropped_before_finish_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        for _ in 0..5 {
+            w.write(batch(10_000)).unwrap();
+        }
+        assert!(!visible(dir.path()).is_empty(), "the upload was under way: {:?}", visible(dir.path()));
+        drop(w);
+        assert_eq!(visible(dir.path()), Vec::<String>::new());
+    }
+}

@@ -8,7 +8,15 @@ use serde_arrow::schema::{SchemaLike, TracingOptions};
 /// The fields of the row type `T` as serde_arrow maps them, or `None` when the type
 /// cannot be traced (then every column is read and nothing is checked up front).
 pub(crate) fn row_fields<T: DeserializeOwned>() -> Option<Vec<FieldRef>> {
-    Vec::<FieldRef>::from_type::<T>(TracingOptions::default().allow_null_fields(true)).ok()
+    trace::<T>().ok()
+}
+
+/// Traces `T`'s fields: strings as Utf8 and lists as List (the common Parquet types,
+/// and what other engines read most readily).
+pub(crate) fn trace<T: DeserializeOwned>() -> Result<Vec<FieldRef>, serde_arrow::Error> {
+    let options =
+        TracingOptions::default().allow_null_fields(true).strings_as_large_utf8(false).sequence_as_large_list(false);
+    Vec::<FieldRef>::from_type::<T>(options)
 }
 
 fn family(t: &DataType) -> u8 {
@@ -60,6 +68,7 @@ mod tests {
         let f = row_fields::<Row>().unwrap();
         let names: Vec<&str> = f.iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["user_id", "ts", "amount"]);
+        assert_eq!(f[0].data_type(), &DataType::Utf8);
         assert!(compatible(&DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), f[1].data_type()));
         assert!(compatible(&DataType::LargeUtf8, &DataType::Utf8));
         assert!(!compatible(&DataType::Int64, &DataType::Utf8));

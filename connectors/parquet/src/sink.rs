@@ -13,7 +13,6 @@ use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use riffle_engine::runtime::{SinkFn, SinkWriter, StepContext};
 use riffle_engine::{Batch, Data, PCollection, Window};
-use serde_arrow::schema::{SchemaLike, TracingOptions};
 
 use crate::error::{Error, Result};
 use crate::location::{Location, StoreOptions, runtime};
@@ -156,14 +155,13 @@ struct ParquetSink<T> {
 
 impl<T: Data> ParquetSink<T> {
     fn fields(&self) -> Result<Arc<Vec<FieldRef>>> {
-        let mut fields =
-            Vec::<FieldRef>::from_type::<T>(TracingOptions::default().allow_null_fields(true)).map_err(|e| {
-                Error::Config(format!(
-                    "{}: the row type {} cannot be written as Parquet columns: {e}",
-                    self.config.url,
-                    std::any::type_name::<T>()
-                ))
-            })?;
+        let mut fields = crate::schema::trace::<T>().map_err(|e| {
+            Error::Config(format!(
+                "{}: the row type {} cannot be written as Parquet columns: {e}",
+                self.config.url,
+                std::any::type_name::<T>()
+            ))
+        })?;
         for (name, t) in &self.config.column_types {
             let Some(f) = fields.iter_mut().find(|f| f.name() == name) else {
                 return Err(Error::Config(format!(

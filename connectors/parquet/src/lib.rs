@@ -15,12 +15,14 @@
 //! ```
 //!
 //! - [`ReadParquet`]: the source; `.backfill(true)` reads in event-time order and moves
-//!   the watermark as it goes (DESIGN.md section 3).
+//!   the watermark as it goes (DESIGN.md section 3). `ReadParquet::<ArrowRecords>` gives
+//!   Arrow record batches instead of rows, for code that wants columns.
 //! - [`WriteParquet`]: the sink.
 //! - [`inspect`]: schema and row-group statistics of files, for the `riffle parquet` command.
 //!
 //! Locations and credentials: see [`StoreOptions`] and `docs/connectors.md`.
 
+mod columns;
 mod dataset;
 mod error;
 pub mod inspect;
@@ -30,6 +32,7 @@ mod schema;
 mod sink;
 mod source;
 
+pub use columns::ArrowRecords;
 pub use error::{Error, Result};
 pub use location::StoreOptions;
 pub use predicate::{Op, Predicate, Scalar};

@@ -22,6 +22,7 @@ use riffle_engine::runtime::{SourceFn, SourcePoll, SourceReader, StepContext};
 use riffle_engine::{Batch, Data, Elements, EventTime, PCollection, PaneInfo, Pipeline, Watermark, Window};
 use tokio::sync::mpsc;
 
+use crate::columns::ArrowRecords;
 use crate::dataset::{DataFile, Dataset, ObjectReader, Split, arrow_type, deal, leaf_index, millis_scale, stats};
 use crate::error::{Error, Result};
 use crate::location::{Location, StoreOptions, runtime};
@@ -450,6 +451,12 @@ impl<T: Data> ReadTask<T> {
     fn to_elements(&self, file: &DataFile, rb: RecordBatch) -> Result<Batch> {
         let times = self.timestamps(file, &rb)?;
         let rb = self.with_partitions(file, rb)?;
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<ArrowRecords>() {
+            // Columns wanted: the batch is one element, at its earliest event time (no
+            // earlier than the watermark, which is at most the split's minimum).
+            let t = times.iter().min().copied().unwrap_or(EventTime::MIN);
+            return Ok(Batch::new(Elements::uniform(vec![ArrowRecords(rb)], t, Window::Global, PaneInfo::NO_FIRING)));
+        }
         let rows: Vec<T> = serde_arrow::from_record_batch(&rb)
             .map_err(|e| Error::Convert { url: file.url.clone(), message: format!("reading rows: {e}") })?;
         let mut e = Elements::with_capacity(rows.len());

@@ -1,6 +1,7 @@
 //! Sums amount per user per fixed window over Parquet events, writing Parquet totals.
 //!
 //! ```text
+//! cargo run --release --example backfill -- --mode backfill     # embedded sample, to stdout
 //! cargo run --release --example make_events -- --output /tmp/events --events 1000000 --days 30
 //! cargo run --release --example backfill -- --input /tmp/events --output /tmp/totals --window 1h --mode backfill
 //! ```
@@ -51,11 +52,14 @@ enum Mode {
 #[command(about = "Sums amount per user per fixed window over Parquet events, writing Parquet.")]
 struct Args {
     /// Input: a path, file://, s3:// or hdfs:// URL; a file, a directory/prefix or a glob.
+    /// Without it, a small embedded sample is written as Parquet to a temporary directory
+    /// and read from there.
     #[arg(long, value_name = "URL")]
-    input: String,
-    /// Output directory or prefix (file://, s3://, hdfs://).
+    input: Option<String>,
+    /// Output directory or prefix (file://, s3://, hdfs://). Without it, the totals are
+    /// printed, sorted.
     #[arg(long, value_name = "URL")]
-    output: String,
+    output: Option<String>,
     /// Window length: a number with a unit, s, m, h or d (e.g. 15m, 1h, 1d).
     #[arg(long, default_value = "1h", value_parser = parse_duration_ms)]
     window: i64,
@@ -108,10 +112,43 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// `timestamp_ms,user,amount`: the quickstart's sales, as events.
+const SAMPLE: &str = "\
+1767225600000,ana,1250
+1767225900000,bo,399
+1767226500000,ana,800
+1767229200000,bo,1500
+1767229500000,ana,200
+1767230000000,cy,2500
+1767232800000,bo,50
+";
+
+/// Writes the embedded sample as Parquet under `dir` (with Riffle's own sink) and
+/// returns its location.
+fn write_sample(dir: &std::path::Path) -> anyhow::Result<String> {
+    let events: Vec<Event> = SAMPLE
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Event { user_id: f[1].to_string(), ts: f[0].parse().unwrap(), amount: f[2].parse().unwrap() }
+        })
+        .collect();
+    let url = dir.join("events").display().to_string();
+    let p = Pipeline::new();
+    WriteParquet::to(&url).timestamp_millis("ts").write(&p.create(events));
+    riffle_timely::run(&p, &riffle_timely::RunOptions::threads(1))?;
+    Ok(url)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let scratch = tempfile::tempdir()?;
+    let input = match &args.input {
+        Some(url) => url.clone(),
+        None => write_sample(scratch.path())?,
+    };
     let p = Pipeline::new();
-    let events = ReadParquet::<Event>::from(&args.input)
+    let events = ReadParquet::<Event>::from(&input)
         .timestamp_column("ts")
         .backfill(args.mode == Mode::Backfill)
         .read(&p)
@@ -122,7 +159,14 @@ fn main() -> anyhow::Result<()> {
         .combine_per_key(Sum::new())
         .named("SumPerUserPerWindow")
         .par_do(ToTotal);
-    WriteParquet::to(&args.output).timestamp_millis("window_start").timestamp_millis("window_end").write(&totals);
+    match &args.output {
+        Some(url) => {
+            WriteParquet::to(url).timestamp_millis("window_start").timestamp_millis("window_end").write(&totals)
+        }
+        None => riffle_connectors::stdout::print_lines(&totals, |t| {
+            format!("{}\t{}\t{}\t{}", t.user_id, t.window_start, t.window_end, t.total)
+        }),
+    }
     let report = riffle_timely::run(&p, &args.run)?;
     if let Some(mib) = peak_rss_mib() {
         eprintln!(

@@ -160,6 +160,14 @@ pub trait SinkFn: Send + Sync {
 pub trait SinkWriter {
     /// Writes (or buffers) elements.
     fn write(&mut self, input: Batch) -> Result<()>;
+    /// The sink's input watermark moved to `watermark`: on-time panes of windows that end
+    /// at or before it have all arrived, so a writer can seal what it buffers for them
+    /// (and free the memory) before the input is complete. Elements of those windows may
+    /// still come later as late panes.
+    fn advance(&mut self, watermark: Watermark) -> Result<()> {
+        let _ = watermark;
+        Ok(())
+    }
     /// The input is complete: make the output visible.
     fn finish(&mut self) -> Result<()>;
 }

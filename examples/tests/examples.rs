@@ -146,6 +146,23 @@ fn backfill_example_gives_the_same_rows_in_both_modes_at_any_scale() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("peak RSS"));
         assert_eq!(read_totals(&out), want, "{mode} {scale:?}");
     }
+    // On the embedded sample, to stdout: hourly totals (the quickstart's sales), the same
+    // in both modes.
+    let mut want = vec![
+        "ana\t1767225600000\t1767229200000\t2050",
+        "bo\t1767225600000\t1767229200000\t399",
+        "ana\t1767229200000\t1767232800000\t200",
+        "bo\t1767229200000\t1767232800000\t1500",
+        "cy\t1767229200000\t1767232800000\t2500",
+        "bo\t1767232800000\t1767236400000\t50",
+    ];
+    want.sort();
+    for mode in ["batch", "backfill"] {
+        let o = run(example("backfill").args(["--mode", mode, "--workers", "2"]));
+        let got = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(got.lines().collect::<Vec<_>>(), want, "{mode}");
+    }
+
     let bad =
         example("backfill").args(["--input", "/nonexistent/x", "--output"]).arg(dir.path().join("o")).output().unwrap();
     let err = String::from_utf8_lossy(&bad.stderr);

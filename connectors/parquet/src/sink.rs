@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, FieldRef, TimeUnit};
-use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use riffle_engine::runtime::{SinkFn, SinkWriter, StepContext};
-use riffle_engine::{Batch, Data, PCollection, Window};
+use riffle_engine::{Batch, Data, EventTime, PCollection, Watermark, Window};
 
 use crate::error::{Error, Result};
 use crate::location::{Location, StoreOptions, runtime};
@@ -44,13 +44,21 @@ type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 /// overridden by [`WriteParquet::column_type`] (e.g. an `i64` field as a UTC timestamp).
 ///
 /// # Atomicity
-/// A file is uploaded as it is written, as a multipart upload (or one put when it is
-/// small), and completed only when the input is complete: until then nothing is visible
-/// under its name, on S3 or on local disk (where the parts go to a staging file beside
-/// it that readers of this crate skip, renamed into place at completion). A job that
-/// fails aborts its uploads. What is not covered yet: a job that fails while workers
-/// are completing their files can leave some of them visible (a two-phase commit needs
-/// the checkpoints of DESIGN.md section 5).
+/// Files are written under `URL/_temporary/` (readers of this crate skip names starting
+/// with `_`), each completed there once its window is sealed (the sink's watermark passed
+/// its end, which frees its memory) or at the end, and all moved to their names only
+/// when the input is complete: a rename on local disk, a server-side copy on S3, each
+/// atomic, so a reader never sees half a file. A job that fails aborts its uploads and
+/// deletes what it staged: no file of it becomes visible. What is not covered yet: a job
+/// that fails while its workers are moving files into place can leave some of them
+/// visible (a two-phase commit needs the checkpoints of DESIGN.md section 5), and a
+/// process killed outright leaves its staging files under `_temporary/`.
+///
+/// # Watermarks
+/// A window's file is sealed (encoded and uploaded to staging) once the sink's input
+/// watermark reaches the window's end, so in backfill mode the memory held is that of
+/// the windows in flight. Rows of a window that come after that (late panes) go to a
+/// new file, `...-wWORKER-1.parquet`.
 ///
 /// ```
 /// use riffle_engine::prelude::*;
@@ -214,21 +222,39 @@ impl<T: Data> SinkFn for ParquetSink<T> {
 
     fn open(&self, ctx: &StepContext) -> riffle_engine::Result<Box<dyn SinkWriter>> {
         let location = Location::parse(&self.config.url, &self.config.options)?;
+        let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let staging = Path::parse(format!(
+            "{}/_temporary/w{:05}-{}-{unique:x}",
+            location.base,
+            ctx.worker.index,
+            std::process::id()
+        ))
+        .map_err(|e| Error::BadUrl { url: self.config.url.clone(), reason: e.to_string() })?;
         Ok(Box::new(ParquetWriter::<T> {
             store: location.store()?,
+            staging,
             location,
             fields: self.fields()?,
             properties: self.properties(),
             config: self.config.clone(),
             worker: ctx.worker.index,
             files: BTreeMap::new(),
+            sealed: Vec::new(),
+            generations: BTreeMap::new(),
             done: false,
         }))
     }
 }
 
 struct OpenFile<T> {
+    /// Where the file is written: under the writer's staging directory.
+    staging: Path,
+    /// Where it goes at the end.
     path: Path,
+    /// The name without generation and extension, e.g. `part-0-3600000-w00001`.
+    base: String,
+    /// The end of the file's window; the file is sealed once the watermark reaches it.
+    window_end: Option<EventTime>,
     rows: Vec<T>,
     writer: AsyncArrowWriter<BufWriter>,
 }
@@ -240,30 +266,54 @@ struct ParquetWriter<T: Data> {
     properties: WriterProperties,
     config: Arc<WriteConfig<T>>,
     worker: usize,
-    /// Open files by name, so they are completed in a fixed order.
+    /// `URL/_temporary/<worker>-<unique>`: hidden from readers (names starting with `_`
+    /// are skipped), and this writer's alone.
+    staging: Path,
+    /// Files still taking rows, by name, so they are sealed in a fixed order.
     files: BTreeMap<String, OpenFile<T>>,
+    /// Files completed under the staging directory, moved to their names at `finish`:
+    /// (staging path, final path).
+    sealed: Vec<(Path, Path)>,
+    /// How many files of each name were sealed, so rows of a window that come after its
+    /// file was sealed (late panes) go to a new file rather than overwrite it.
+    generations: BTreeMap<String, u32>,
     done: bool,
 }
 
 impl<T: Data> ParquetWriter<T> {
-    fn file_name(&self, row: &T, window: Window) -> String {
+    /// The base name (see [`OpenFile::base`]) and the file name for a row.
+    fn file_name(&self, row: &T, window: Window) -> (String, String) {
         let dir = self.config.partition.as_ref().map(|f| format!("{}/", f(row))).unwrap_or_default();
-        match window {
-            Window::Global => format!("{dir}part-w{:05}.parquet", self.worker),
+        let base = match window {
+            Window::Global => format!("{dir}part-w{:05}", self.worker),
             Window::Interval { start, end } => {
-                format!("{dir}part-{}-{}-w{:05}.parquet", start.millis(), end.millis(), self.worker)
+                format!("{dir}part-{}-{}-w{:05}", start.millis(), end.millis(), self.worker)
             }
-        }
+        };
+        let name = match self.generations.get(&base) {
+            None | Some(0) => format!("{base}.parquet"),
+            Some(g) => format!("{base}-{g}.parquet"),
+        };
+        (base, name)
     }
 
-    fn open_file(&self, name: &str) -> Result<OpenFile<T>> {
-        let path = Path::parse(format!("{}/{name}", self.location.base))
-            .map_err(|e| Error::BadUrl { url: self.config.url.clone(), reason: e.to_string() })?;
-        let upload = BufWriter::with_capacity(self.store.clone(), path.clone(), self.config.part_size);
+    fn path(&self, under: &Path, name: &str) -> Result<Path> {
+        Path::parse(format!("{under}/{name}"))
+            .map_err(|e| Error::BadUrl { url: self.config.url.clone(), reason: e.to_string() })
+    }
+
+    fn open_file(&self, base: String, name: &str, window: Window) -> Result<OpenFile<T>> {
+        let path = self.path(&self.location.base, name)?;
+        let staging = self.path(&self.staging, name)?;
+        let upload = BufWriter::with_capacity(self.store.clone(), staging.clone(), self.config.part_size);
         let schema = Arc::new(arrow_schema::Schema::new(self.fields.as_ref().clone()));
         let writer = AsyncArrowWriter::try_new(upload, schema, Some(self.properties.clone()))
             .map_err(|e| Error::Convert { url: self.location.url_of(&path), message: e.to_string() })?;
-        Ok(OpenFile { path, rows: Vec::new(), writer })
+        let window_end = match window {
+            Window::Interval { end, .. } => Some(end),
+            Window::Global => None,
+        };
+        Ok(OpenFile { staging, path, base, window_end, rows: Vec::new(), writer })
     }
 
     fn encode(&self, file: &mut OpenFile<T>) -> Result<()> {
@@ -276,15 +326,39 @@ impl<T: Data> ParquetWriter<T> {
         file.rows.clear();
         runtime().block_on(file.writer.write(&rb)).map_err(|e| Error::parquet(&url, e))
     }
+
+    /// Encodes the rest of a file and its footer and completes its upload to the staging
+    /// directory, freeing its memory; it moves to its name at [`SinkWriter::finish`].
+    fn seal(&mut self, name: &str) -> Result<()> {
+        let Some(mut file) = self.files.remove(name) else { return Ok(()) };
+        self.encode(&mut file)?;
+        let url = self.location.url_of(&file.path);
+        runtime().block_on(file.writer.close()).map_err(|e| Error::parquet(&url, e))?;
+        *self.generations.entry(file.base).or_insert(0) += 1;
+        self.sealed.push((file.staging, file.path));
+        Ok(())
+    }
+
+    /// Removes the staging directory's empty folders on local disk (object stores have
+    /// no folders to remove).
+    fn remove_local_staging(&self) {
+        if self.location.is_local() {
+            let dir = std::path::Path::new("/").join(self.staging.as_ref());
+            let _ = std::fs::remove_dir(&dir);
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent); // only if no other writer uses it
+            }
+        }
+    }
 }
 
 impl<T: Data> SinkWriter for ParquetWriter<T> {
     fn write(&mut self, input: Batch) -> riffle_engine::Result<()> {
         for wv in input.into_elements::<T>().into_iter_windowed() {
-            let name = self.file_name(&wv.value, wv.window);
+            let (base, name) = self.file_name(&wv.value, wv.window);
             let mut file = match self.files.remove(&name) {
                 Some(f) => f,
-                None => self.open_file(&name)?,
+                None => self.open_file(base, &name, wv.window)?,
             };
             file.rows.push(wv.value);
             if file.rows.len() >= ROWS_PER_ENCODE {
@@ -295,22 +369,43 @@ impl<T: Data> SinkWriter for ParquetWriter<T> {
         Ok(())
     }
 
+    fn advance(&mut self, watermark: Watermark) -> riffle_engine::Result<()> {
+        let done: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.window_end.is_some_and(|end| watermark.0 >= end))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in done {
+            self.seal(&name)?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> riffle_engine::Result<()> {
-        let files = std::mem::take(&mut self.files);
-        for (_, mut file) in files {
-            self.encode(&mut file)?;
-            let url = self.location.url_of(&file.path);
-            runtime().block_on(file.writer.close()).map_err(|e| Error::parquet(&url, e))?;
+        let names: Vec<String> = self.files.keys().cloned().collect();
+        for name in names {
+            self.seal(&name)?;
+        }
+        // Each move is atomic (a rename on local disk; a server-side copy, then a delete
+        // of the staged object, on S3), so every file appears whole.
+        for (staging, path) in std::mem::take(&mut self.sealed) {
+            let url = self.location.url_of(&path);
+            let store = self.store.clone();
+            runtime()
+                .block_on(async move { store.rename(&staging, &path).await })
+                .map_err(|e| Error::store(&url, e))?;
             tracing::debug!("wrote {url}");
         }
+        self.remove_local_staging();
         self.done = true;
         Ok(())
     }
 }
 
 impl<T: Data> Drop for ParquetWriter<T> {
-    /// A writer dropped before `finish` (a failed job) aborts its uploads, so no part of
-    /// its files becomes visible.
+    /// A writer dropped before `finish` (a failed job) aborts its uploads and deletes
+    /// what it staged, so no part of its files becomes visible.
     fn drop(&mut self) {
         if self.done {
             return;
@@ -318,9 +413,17 @@ impl<T: Data> Drop for ParquetWriter<T> {
         for (_, file) in std::mem::take(&mut self.files) {
             let mut upload = file.writer.into_inner();
             if let Err(e) = runtime().block_on(upload.abort()) {
-                tracing::warn!("could not abort the upload of {}: {e}", self.location.url_of(&file.path));
+                tracing::warn!("could not abort the upload of {}: {e}", self.location.url_of(&file.staging));
             }
         }
+        for (staging, _) in std::mem::take(&mut self.sealed) {
+            let store = self.store.clone();
+            let url = self.location.url_of(&staging);
+            if let Err(e) = runtime().block_on(async move { store.delete(&staging).await }) {
+                tracing::warn!("could not delete the staged {url}: {e}");
+            }
+        }
+        self.remove_local_staging();
     }
 }
 
@@ -361,10 +464,48 @@ mod tests {
         for _ in 0..5 {
             w.write(batch(10_000)).unwrap();
         }
-        // Parts are uploading (to a staging file), but nothing has the final name.
-        assert!(!visible(dir.path()).contains(&"part-w00003.parquet".to_string()), "{:?}", visible(dir.path()));
+        // Parts are uploading (to the staging directory), but nothing has the final name.
+        assert_eq!(visible(dir.path()), ["_temporary"]);
         w.finish().unwrap();
         assert_eq!(visible(dir.path()), ["part-w00003.parquet"]);
+    }
+
+    #[test]
+    fn windows_sealed_by_the_watermark_appear_only_at_finish_and_late_rows_get_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let t = EventTime::from_millis;
+        let window = |s: i64| Window::Interval { start: t(s), end: t(s + 10) };
+        let rows = |s: i64, n: i64| {
+            Batch::new(Elements::uniform(
+                (0..n).map(|i| (format!("k{i}"), i)).collect(),
+                t(s + 9),
+                window(s),
+                PaneInfo::NO_FIRING,
+            ))
+        };
+        w.write(rows(0, 5)).unwrap();
+        w.write(rows(10, 3)).unwrap();
+        w.advance(Watermark(t(10))).unwrap(); // seals [0, 10)
+        w.write(rows(0, 2)).unwrap(); // a late pane of [0, 10)
+        let named: Vec<String> = visible(dir.path()).into_iter().filter(|n| n.starts_with("part-")).collect();
+        assert_eq!(named, Vec::<String>::new(), "nothing under a final name before finish");
+        w.finish().unwrap();
+        assert_eq!(
+            visible(dir.path()),
+            ["part-0-10-w00003-1.parquet", "part-0-10-w00003.parquet", "part-10-20-w00003.parquet"]
+        );
+        let rows_in = |name: &str| {
+            let f = std::fs::File::open(dir.path().join(name)).unwrap();
+            parquet::file::reader::FileReader::metadata(
+                &parquet::file::serialized_reader::SerializedFileReader::new(f).unwrap(),
+            )
+            .file_metadata()
+            .num_rows()
+        };
+        assert_eq!(rows_in("part-0-10-w00003.parquet"), 5);
+        assert_eq!(rows_in("part-0-10-w00003-1.parquet"), 2);
+        assert_eq!(rows_in("part-10-20-w00003.parquet"), 3);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, FieldRef, Schema, TimeUnit};
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
 use riffle_engine::graph::{NodeKind, OutputInfo, PortRef, Windowing};
 use riffle_engine::runtime::{SourceFn, SourcePoll, SourceReader, StepContext};
 use riffle_engine::{Batch, Data, Elements, EventTime, PCollection, PaneInfo, Pipeline, Watermark, Window};
@@ -31,8 +31,10 @@ use crate::schema::{compatible, row_fields};
 
 /// Rows per record batch decoded, and so per Riffle batch emitted.
 const ROWS_PER_BATCH: usize = 1024;
-/// How long a reader with nothing decoded yet waits for its I/O task before telling the
-/// runner to come back later.
+/// Decoded batches waiting between a worker's I/O task and its reader.
+const CHANNEL_BATCHES: usize = 4;
+/// How long a reader waits for its I/O task (which runs only while it waits) before
+/// telling the runner to come back later.
 const WAIT_FOR_DATA: Duration = Duration::from_millis(2);
 
 /// Reads Parquet files as a bounded collection of typed rows.
@@ -301,7 +303,7 @@ impl<T: Data> SourceFn for ParquetSource<T> {
             mine.iter().map(|s| Watermark(s.time.map_or(EventTime::MIN, |t| EventTime::from_millis(t.0)))).collect();
         let location = Location::parse(&self.config.url, &self.config.options)?;
         let store = location.store()?;
-        let (tx, rx) = mpsc::channel(self.config.prefetch.max(2) * 2);
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let task = ReadTask::<T> {
             dataset,
             store,
@@ -310,8 +312,15 @@ impl<T: Data> SourceFn for ParquetSource<T> {
             step: ctx.name.to_string(),
             _row: PhantomData,
         };
-        runtime().spawn(task.run(mine, tx));
-        Ok(Box::new(ParquetReader { rx, starts, next: 0, backfill: self.config.backfill, ended: false }))
+        // The reader's own single-threaded runtime, driven only inside `poll`: decoding
+        // then happens on the worker's thread, which allocates and frees every batch.
+        // (On the shared I/O threads, glibc's per-thread arenas made the peak memory of
+        // a long backfill grow with its length, though the live memory did not.)
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+            riffle_engine::Error::Internal(format!("cannot start a runtime for the Parquet reader: {e}"))
+        })?;
+        rt.spawn(task.run(mine, tx));
+        Ok(Box::new(ParquetReader { rt, rx, starts, next: 0, backfill: self.config.backfill, ended: false }))
     }
 }
 
@@ -320,6 +329,13 @@ enum Msg {
     SplitDone,
     Failed(Error),
     End,
+}
+
+/// A row group being read: its stream and the batch decoded next.
+struct OpenSplit {
+    file: usize,
+    stream: ParquetRecordBatchStream<ObjectReader>,
+    next: Option<RecordBatch>,
 }
 
 /// Reads one worker's splits in order, `prefetch` row groups at a time, and sends their
@@ -336,26 +352,43 @@ struct ReadTask<T> {
 impl<T: Data> ReadTask<T> {
     async fn run(self, splits: Vec<Split>, tx: mpsc::Sender<Msg>) {
         let this = Arc::new(self);
-        let mut decoded =
-            futures::stream::iter(splits).map(|s| this.clone().read_split(s)).buffered(this.config.prefetch);
-        while let Some(result) = decoded.next().await {
-            let msgs = match result {
-                Ok(batches) => batches.into_iter().map(Msg::Rows).chain([Msg::SplitDone]).collect(),
-                Err(e) => vec![Msg::Failed(e)],
-            };
-            for m in msgs {
-                let failed = matches!(m, Msg::Failed(_));
-                if tx.send(m).await.is_err() || failed {
-                    return; // the reader is gone (the job failed), or this one did
+        // Up to `prefetch` splits are opened ahead, each in a task of its own so its I/O
+        // goes on while the current split is decoded; a split is decoded 1024 rows at a
+        // time as the reader takes them, so what is held is the compressed row groups
+        // in flight and a few decoded batches, not whole decoded row groups.
+        let mut opened = futures::stream::iter(splits)
+            .map(|s| tokio::spawn(this.clone().open_split(s)))
+            .buffered(this.config.prefetch);
+        while let Some(joined) = opened.next().await {
+            let result = joined.unwrap_or_else(|e| Err(Error::Config(format!("a Parquet read task failed: {e}"))));
+            if let Err(e) = this.drain(result, &tx).await {
+                if let Some(e) = e {
+                    let _ = tx.send(Msg::Failed(e)).await;
                 }
+                return; // the reader is gone (the job failed), or this split failed
             }
         }
         let _ = tx.send(Msg::End).await;
         tracing::debug!("{}: read task done", this.step);
     }
 
-    /// Decodes one row group into batches of typed rows.
-    async fn read_split(self: Arc<Self>, split: Split) -> Result<Vec<Batch>> {
+    /// Sends the rows of one opened split, then `SplitDone`. `Err(None)`: the reader is gone.
+    async fn drain(&self, opened: Result<OpenSplit>, tx: &mpsc::Sender<Msg>) -> Result<(), Option<Error>> {
+        let OpenSplit { file, mut stream, mut next } = opened.map_err(Some)?;
+        let file = &self.dataset.files[file];
+        while let Some(rb) = next {
+            let rb = self.filter(file, rb).map_err(Some)?;
+            if rb.num_rows() > 0 {
+                let batch = self.to_elements(file, rb).map_err(Some)?;
+                tx.send(Msg::Rows(batch)).await.map_err(|_| None)?;
+            }
+            next = stream.next().await.transpose().map_err(|e| Some(Error::parquet(&file.url, e)))?;
+        }
+        tx.send(Msg::SplitDone).await.map_err(|_| None)
+    }
+
+    /// Starts reading one row group: fetches its column chunks and decodes the first batch.
+    async fn open_split(self: Arc<Self>, split: Split) -> Result<OpenSplit> {
         let file = &self.dataset.files[split.file];
         let schema = file.meta.schema();
         let mut wanted: BTreeSet<&str> = BTreeSet::new();
@@ -380,15 +413,8 @@ impl<T: Data> ReadTask<T> {
             .with_batch_size(ROWS_PER_BATCH)
             .build()
             .map_err(|e| Error::parquet(&file.url, e))?;
-        let mut out = Vec::new();
-        while let Some(rb) = stream.next().await {
-            let rb = rb.map_err(|e| Error::parquet(&file.url, e))?;
-            let rb = self.filter(file, rb)?;
-            if rb.num_rows() > 0 {
-                out.push(self.to_elements(file, rb)?);
-            }
-        }
-        Ok(out)
+        let next = stream.next().await.transpose().map_err(|e| Error::parquet(&file.url, e))?;
+        Ok(OpenSplit { file: split.file, stream, next })
     }
 
     /// Drops rows outside the time range or failing a predicate.
@@ -510,6 +536,7 @@ fn arrow_and(a: &arrow_array::BooleanArray, b: &arrow_array::BooleanArray) -> ar
 
 /// One worker's reader: takes what its I/O task decoded.
 struct ParquetReader {
+    rt: tokio::runtime::Runtime,
     rx: mpsc::Receiver<Msg>,
     /// The earliest event time of each of this worker's splits, in reading order.
     starts: Vec<Watermark>,
@@ -527,7 +554,7 @@ impl SourceReader for ParquetReader {
         let msg = match self.rx.try_recv() {
             Ok(m) => m,
             Err(mpsc::error::TryRecvError::Empty) => {
-                match runtime().block_on(async { tokio::time::timeout(WAIT_FOR_DATA, self.rx.recv()).await }) {
+                match self.rt.block_on(async { tokio::time::timeout(WAIT_FOR_DATA, self.rx.recv()).await }) {
                     Ok(Some(m)) => m,
                     Ok(None) => return Err(task_lost()),
                     Err(_) => return Ok(SourcePoll::Pending),

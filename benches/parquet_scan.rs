@@ -9,7 +9,7 @@
 //! The dataset: 8 snappy files of `user_id` (utf8), `ts` (timestamp ms), `amount`
 //! (int64) and a `note` column the row type does not read, in row groups of 128k rows,
 //! written to a temporary directory. Riffle reads them with `ReadParquet::<Event>` (event
-//! time from `ts`) and sums `amount` with `combine_globally`; the baseline opens each
+//! time from `ts`) into a sink that sums `amount` per batch; the baseline opens each
 //! file with `ParquetRecordBatchReader` (same projection, batches of 1024 rows),
 //! converts every batch to `Vec<Event>` with serde_arrow and sums `amount`, on as many
 //! threads as Riffle has workers, each taking every n-th file. Both sums must agree.
@@ -17,13 +17,16 @@
 //! throughput over the baseline's (goal: 0.8 or better).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use riffle_engine::Batch;
 use riffle_engine::prelude::*;
+use riffle_engine::runtime::{SinkFn, SinkWriter, StepContext};
 use riffle_parquet::ReadParquet;
 use riffle_timely::RunOptions;
 use serde::{Deserialize, Serialize};
@@ -82,13 +85,37 @@ fn write_dataset(dir: &std::path::Path, rows_per_file: usize) -> i64 {
     total
 }
 
+/// Sums `amount` as rows arrive, per worker: the least a pipeline can do with them.
+struct SumSink(Arc<AtomicI64>);
+
+struct SumWriter(Arc<AtomicI64>);
+
+impl SinkFn for SumSink {
+    fn gathers(&self) -> bool {
+        false
+    }
+    fn open(&self, _ctx: &StepContext) -> riffle_engine::Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(SumWriter(self.0.clone())))
+    }
+}
+
+impl SinkWriter for SumWriter {
+    fn write(&mut self, input: Batch) -> riffle_engine::Result<()> {
+        let sum: i64 = input.into_elements::<Event>().values().iter().map(|e| e.amount).sum();
+        self.0.fetch_add(sum, Ordering::Relaxed);
+        Ok(())
+    }
+    fn finish(&mut self) -> riffle_engine::Result<()> {
+        Ok(())
+    }
+}
+
 fn riffle(dir: &str, workers: usize) -> i64 {
     let p = Pipeline::new();
-    let sum =
-        ReadParquet::<Event>::from(dir).timestamp_column("ts").read(&p).map(|e| e.amount).combine_globally(Sum::new());
-    let out = riffle_connectors::memory::collect(&sum);
+    let total = Arc::new(AtomicI64::new(0));
+    ReadParquet::<Event>::from(dir).timestamp_column("ts").read(&p).write_to("Sum", Arc::new(SumSink(total.clone())));
     riffle_timely::run(&p, &RunOptions::threads(workers)).expect("riffle job");
-    out.lock().unwrap().iter().map(|wv| wv.value).sum()
+    total.load(Ordering::Relaxed)
 }
 
 fn arrow_rs(dir: &std::path::Path, threads: usize) -> i64 {

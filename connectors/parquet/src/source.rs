@@ -485,11 +485,7 @@ impl<T: Data> ReadTask<T> {
         }
         let rows: Vec<T> = serde_arrow::from_record_batch(&rb)
             .map_err(|e| Error::Convert { url: file.url.clone(), message: format!("reading rows: {e}") })?;
-        let mut e = Elements::with_capacity(rows.len());
-        for (row, t) in rows.into_iter().zip(times) {
-            e.push(row, t, Window::Global, PaneInfo::NO_FIRING);
-        }
-        Ok(Batch::new(e))
+        Ok(Batch::new(Elements::with_timestamps(rows, times, Window::Global, PaneInfo::NO_FIRING)))
     }
 
     /// Adds the partition values the row type asks for as constant columns.

@@ -274,10 +274,10 @@ impl<T: Data> ParquetSource<T> {
 
     /// Whether statistics leave any chance that split `s` holds a wanted row.
     fn keep(&self, d: &Dataset, s: &Split) -> bool {
-        if let (Some((start, end)), Some((lo, hi))) = (self.config.range, s.time) {
-            if hi < start.millis() || lo >= end.millis() {
-                return false;
-            }
+        if let (Some((start, end)), Some((lo, hi))) = (self.config.range, s.time)
+            && (hi < start.millis() || lo >= end.millis())
+        {
+            return false;
         }
         let file = &d.files[s.file];
         let rg = file.meta.metadata().row_group(s.row_group);

@@ -2,7 +2,7 @@
 
 use crate::dataset::Dataset;
 use crate::error::Result;
-use crate::location::{Location, StoreOptions, runtime};
+use crate::location::{Location, StoreOptions, at_start};
 use crate::predicate::{Scalar, stat_range};
 
 /// The Arrow schema of the first file at `url` (all files of a dataset are expected to
@@ -76,5 +76,7 @@ fn show(s: &Scalar) -> String {
 fn load(url: &str, options: &StoreOptions) -> Result<Dataset> {
     let location = Location::parse(url, options)?;
     let store = location.store()?;
-    runtime().block_on(Dataset::load(&location, store))
+    let d = at_start(url, options, Dataset::load(&location, store.clone()));
+    drop(store); // outside the runtime: an HDFS client owns a runtime of its own
+    d
 }

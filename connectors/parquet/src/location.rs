@@ -43,6 +43,7 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
 pub struct StoreOptions {
     s3: Vec<(String, String)>,
     instance_credentials: bool,
+    start_timeout: Option<std::time::Duration>,
 }
 
 impl StoreOptions {
@@ -63,6 +64,14 @@ impl StoreOptions {
         &self.s3
     }
 
+    /// How long the checks at start (listing, reading footers) may take before the job
+    /// stops with an error naming the location: an unreachable store otherwise retries
+    /// for minutes. Default: 120 s.
+    pub fn start_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.start_timeout = Some(timeout);
+        self
+    }
+
     /// Allows S3 credentials from the EC2 instance metadata service when no key is set.
     /// Off by default, so that a missing `AWS_ACCESS_KEY_ID` is a clear error at start
     /// rather than a minute of retries against a metadata endpoint that is not there.
@@ -70,6 +79,21 @@ impl StoreOptions {
         self.instance_credentials = true;
         self
     }
+}
+
+/// Runs a start-up check against `url`'s store, bounded by the start timeout.
+pub(crate) fn at_start<T>(
+    url: &str,
+    options: &StoreOptions,
+    check: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let limit = options.start_timeout.unwrap_or(std::time::Duration::from_secs(120));
+    runtime().block_on(async { tokio::time::timeout(limit, check).await }).unwrap_or_else(|_| {
+        Err(Error::Store {
+            url: url.to_string(),
+            message: format!("no answer within {} s; is the store reachable?", limit.as_secs_f64()),
+        })
+    })
 }
 
 /// Which store a location is in.

@@ -15,7 +15,7 @@ use riffle_engine::runtime::{SinkFn, SinkWriter, StepContext};
 use riffle_engine::{Batch, Data, EventTime, PCollection, Watermark, Window};
 
 use crate::error::{Error, Result};
-use crate::location::{Location, StoreOptions, runtime};
+use crate::location::{Location, StoreOptions, at_start, runtime};
 
 /// Rows buffered per file before they are encoded into the file's current row group.
 const ROWS_PER_ENCODE: usize = 8192;
@@ -214,10 +214,16 @@ impl<T: Data> SinkFn for ParquetSink<T> {
         let store = location.store()?;
         // One cheap request, so refused credentials or a missing bucket stop the job now.
         let base = location.base.clone();
-        match runtime().block_on(async move { store.list_with_delimiter(Some(&base)).await }) {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::store(&self.config.url, e).into()),
-        }
+        let url = self.config.url.clone();
+        let client = store.clone();
+        let checked = at_start(&self.config.url, &self.config.options, async move {
+            match client.list_with_delimiter(Some(&base)).await {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(Error::store(&url, e)),
+            }
+        });
+        drop(store); // outside the runtime: an HDFS client owns a runtime of its own
+        checked.map_err(Into::into)
     }
 
     fn open(&self, ctx: &StepContext) -> riffle_engine::Result<Box<dyn SinkWriter>> {

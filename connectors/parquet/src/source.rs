@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::columns::ArrowRecords;
 use crate::dataset::{DataFile, Dataset, ObjectReader, Split, arrow_type, deal, leaf_index, millis_scale, stats};
 use crate::error::{Error, Result};
-use crate::location::{Location, StoreOptions, runtime};
+use crate::location::{Location, StoreOptions, at_start};
 use crate::predicate::Predicate;
 use crate::schema::{compatible, row_fields};
 
@@ -197,7 +197,9 @@ impl<T: Data> ParquetSource<T> {
         }
         let location = Location::parse(&self.config.url, &self.config.options)?;
         let store = location.store()?;
-        let dataset = runtime().block_on(Dataset::load(&location, store))?;
+        let dataset = at_start(&self.config.url, &self.config.options, Dataset::load(&location, store.clone()))?;
+        // Dropped here, outside the runtime: an HDFS client owns a runtime of its own.
+        drop(store);
         for file in &dataset.files {
             self.validate(file)?;
         }

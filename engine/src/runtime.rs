@@ -66,6 +66,14 @@ pub trait SourceReader {
     fn watermark(&self) -> Watermark {
         Watermark::MIN
     }
+    /// How far past the sinks' watermark (the least event time any sink may still
+    /// receive) this reader's own watermark may be before the runner stops polling it,
+    /// in milliseconds of event time; `None`: no limit. A backfill reader sets it so that
+    /// a worker that runs ahead in event time waits for the others instead of filling
+    /// downstream state with windows that cannot fire yet (DESIGN.md section 3).
+    fn read_ahead_millis(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// A step that transforms each bundle of elements: every ParDo-like transform.

@@ -303,6 +303,13 @@ impl<T: Data> SourceFn for ParquetSource<T> {
         let mine = deal(splits, ctx.worker.peers, ctx.worker.index, self.config.backfill);
         let starts: Vec<Watermark> =
             mine.iter().map(|s| Watermark(s.time.map_or(EventTime::MIN, |t| EventTime::from_millis(t.0)))).collect();
+        // Backfill: a worker may start a split up to two split-widths (of event time)
+        // past the sinks' watermark, enough for workers dealt neighbouring splits to
+        // read at once, and no further: state then holds a few splits' windows.
+        let read_ahead = self
+            .config
+            .backfill
+            .then(|| 2 * mine.iter().filter_map(|s| s.time).map(|(lo, hi)| hi - lo).max().unwrap_or(0));
         let location = Location::parse(&self.config.url, &self.config.options)?;
         let store = location.store()?;
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -322,7 +329,15 @@ impl<T: Data> SourceFn for ParquetSource<T> {
             riffle_engine::Error::Internal(format!("cannot start a runtime for the Parquet reader: {e}"))
         })?;
         rt.spawn(task.run(mine, tx));
-        Ok(Box::new(ParquetReader { rt, rx, starts, next: 0, backfill: self.config.backfill, ended: false }))
+        Ok(Box::new(ParquetReader {
+            read_ahead,
+            rt,
+            rx,
+            starts,
+            next: 0,
+            backfill: self.config.backfill,
+            ended: false,
+        }))
     }
 }
 
@@ -534,6 +549,8 @@ fn arrow_and(a: &arrow_array::BooleanArray, b: &arrow_array::BooleanArray) -> ar
 
 /// One worker's reader: takes what its I/O task decoded.
 struct ParquetReader {
+    /// In backfill mode, how far (ms) this reader may run ahead of the sinks' watermark.
+    read_ahead: Option<i64>,
     rt: tokio::runtime::Runtime,
     rx: mpsc::Receiver<Msg>,
     /// The earliest event time of each of this worker's splits, in reading order.
@@ -572,6 +589,10 @@ impl SourceReader for ParquetReader {
                 SourcePoll::Done
             }
         })
+    }
+
+    fn read_ahead_millis(&self) -> Option<i64> {
+        self.read_ahead
     }
 
     fn watermark(&self) -> Watermark {

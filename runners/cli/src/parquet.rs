@@ -1,5 +1,8 @@
 //! `riffle parquet schema|stats`: what is in Parquet files, without writing a pipeline.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
+
 use anyhow::Context;
 use clap::Subcommand;
 use riffle_parquet::StoreOptions;
@@ -22,16 +25,32 @@ pub enum ParquetCommand {
     },
 }
 
-/// Runs one subcommand, printing to stdout.
+/// Runs one subcommand, printing to stdout (a closed pipe, as with `| head`, ends it
+/// quietly).
 pub fn run(cmd: &ParquetCommand) -> anyhow::Result<()> {
+    let mut out = String::new();
+    report(cmd, &mut out)?;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn report(cmd: &ParquetCommand, out: &mut String) -> anyhow::Result<()> {
     let opts = StoreOptions::new();
     match cmd {
         ParquetCommand::Schema { url } => {
             let (schema, files) =
                 riffle_parquet::inspect::schema(url, &opts).with_context(|| format!("reading {url}"))?;
-            println!("{files} file(s) at {url}");
+            let _ = writeln!(out, "{files} file(s) at {url}");
             for f in schema.fields() {
-                println!("  {}: {}{}", f.name(), f.data_type(), if f.is_nullable() { " (nullable)" } else { "" });
+                let _ = writeln!(
+                    out,
+                    "  {}: {}{}",
+                    f.name(),
+                    f.data_type(),
+                    if f.is_nullable() { " (nullable)" } else { "" }
+                );
             }
         }
         ParquetCommand::Stats { url, column } => {
@@ -43,11 +62,11 @@ pub fn run(cmd: &ParquetCommand) -> anyhow::Result<()> {
                 }
             }
             let (rows, bytes): (i64, i64) = groups.iter().fold((0, 0), |(r, b), g| (r + g.rows, b + g.bytes));
-            println!("{} row group(s), {rows} rows, {bytes} compressed bytes", groups.len());
+            let _ = writeln!(out, "{} row group(s), {rows} rows, {bytes} compressed bytes", groups.len());
             for g in &groups {
-                println!("{} row group {}: {} rows, {} bytes", g.file, g.row_group, g.rows, g.bytes);
+                let _ = writeln!(out, "{} row group {}: {} rows, {} bytes", g.file, g.row_group, g.rows, g.bytes);
                 for (name, min, max) in &g.columns {
-                    println!("  {name}: min {min} max {max}");
+                    let _ = writeln!(out, "  {name}: min {min} max {max}");
                 }
             }
         }

@@ -4,10 +4,11 @@ use std::cmp::Ordering;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
+    Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type,
 };
 use arrow_array::{Array, BooleanArray};
-use arrow_schema::DataType;
+use arrow_schema::{DataType, TimeUnit};
 use parquet::file::statistics::Statistics;
 
 /// A comparison.
@@ -88,7 +89,8 @@ impl Scalar {
 }
 
 /// `column op value`: row groups whose statistics rule it out are skipped, and rows that
-/// fail it are dropped. Integer, float and string columns are supported.
+/// fail it are dropped. Integer, float, string, timestamp and date columns are supported
+/// (timestamps and dates compare as the integers stored, in the column's unit).
 ///
 /// ```
 /// use riffle_parquet::{Op, Predicate};
@@ -111,6 +113,26 @@ impl Predicate {
     /// The column it reads.
     pub fn column(&self) -> &str {
         &self.column
+    }
+
+    /// Whether the predicate can be applied to a column of type `t`.
+    pub(crate) fn supports(t: &DataType) -> bool {
+        use DataType::*;
+        matches!(
+            t,
+            Int8 | Int16
+                | Int32
+                | Int64
+                | UInt8
+                | UInt16
+                | UInt32
+                | Float32
+                | Float64
+                | Utf8
+                | LargeUtf8
+                | Timestamp(..)
+                | Date32
+        )
     }
 
     /// Whether a row group with these statistics may hold a matching row.
@@ -142,6 +164,12 @@ impl Predicate {
             DataType::UInt32 => prim!(UInt32Type, |v: u32| Scalar::Int(v.into())),
             DataType::Float32 => prim!(Float32Type, |v: f32| Scalar::Float(v.into())),
             DataType::Float64 => prim!(Float64Type, Scalar::Float),
+            // Timestamps and dates compare as their stored integers (in the column's unit).
+            DataType::Timestamp(TimeUnit::Second, _) => prim!(TimestampSecondType, Scalar::Int),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => prim!(TimestampMillisecondType, Scalar::Int),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => prim!(TimestampMicrosecondType, Scalar::Int),
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => prim!(TimestampNanosecondType, Scalar::Int),
+            DataType::Date32 => prim!(Date32Type, |v: i32| Scalar::Int(v.into())),
             DataType::Utf8 => array.as_string::<i32>().iter().map(|v| v.map(|s| self.test_str(s))).collect(),
             DataType::LargeUtf8 => array.as_string::<i64>().iter().map(|v| v.map(|s| self.test_str(s))).collect(),
             other => return Err(format!("a predicate on column {:?} of type {other} is not supported", self.column)),

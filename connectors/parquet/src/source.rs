@@ -262,13 +262,25 @@ impl<T: Data> ParquetSource<T> {
             }
         }
         for pred in &self.config.predicates {
-            if schema.field_with_name(pred.column()).is_err() {
-                return Err(Error::MissingColumn {
-                    url: file.url.clone(),
-                    column: pred.column().to_string(),
-                    row_type: "(a filter)".into(),
-                    available: available(),
-                });
+            match schema.field_with_name(pred.column()) {
+                Err(_) => {
+                    return Err(Error::MissingColumn {
+                        url: file.url.clone(),
+                        column: pred.column().to_string(),
+                        row_type: "(a filter)".into(),
+                        available: available(),
+                    });
+                }
+                Ok(f) if !Predicate::supports(f.data_type()) => {
+                    return Err(Error::SchemaMismatch {
+                        url: file.url.clone(),
+                        column: pred.column().to_string(),
+                        file_type: f.data_type().to_string(),
+                        field_type: "an integer, float, string, timestamp or date".into(),
+                        row_type: "(a filter)".into(),
+                    });
+                }
+                Ok(_) => {}
             }
         }
         Ok(())

@@ -340,3 +340,44 @@ fn sink_options_set_partitions_row_groups_and_compression() {
         assert_eq!(back, want);
     }
 }
+
+/// Pruning is observable: a row group whose pages are garbage is never read when its
+/// statistics put it outside the time range or fail a predicate, and is read (and
+/// fails, naming the file) otherwise.
+#[test]
+fn pruned_row_groups_are_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = events(2000, 2); // two row groups of 1000: the first hour, the second hour
+    let mut bytes = parquet_bytes(&ev, 1000);
+    let meta = parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
+    let rg = parquet::file::reader::FileReader::metadata(&meta).row_group(1).clone();
+    for c in rg.columns() {
+        let (start, len) = c.byte_range();
+        for b in &mut bytes[start as usize..(start + len) as usize] {
+            *b = 0xA5;
+        }
+    }
+    let path = dir.path().join("half-corrupt.parquet");
+    std::fs::write(&path, bytes).unwrap();
+    let url = path.display().to_string();
+    let second_hour = ev[1000].ts;
+
+    let mut got = riffle_timely::testing::run_bounded(|p| {
+        read_events(&url).time_range(EventTime::from_millis(T0), EventTime::from_millis(second_hour)).read(p)
+    });
+    got.sort();
+    let mut want = ev[..1000].to_vec();
+    want.sort();
+    assert_eq!(got, want, "the time range skips the corrupt row group");
+
+    let max_first = ev[..1000].iter().map(|e| e.ts).max().unwrap();
+    let got = riffle_timely::testing::run_bounded(|p| {
+        read_events(&url).filter(Predicate::new("ts", Op::Le, max_first)).read(p)
+    });
+    assert_eq!(got.len(), 1000, "a predicate on statistics skips it too");
+
+    let p = Pipeline::new();
+    riffle_connectors::memory::collect(&read_events(&url).read(&p));
+    let e = riffle_timely::run(&p, &RunOptions::threads(1)).unwrap_err().to_string();
+    assert!(e.contains("half-corrupt.parquet"), "{e}");
+}

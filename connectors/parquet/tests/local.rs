@@ -381,3 +381,36 @@ fn pruned_row_groups_are_never_read() {
     let e = riffle_timely::run(&p, &RunOptions::threads(1)).unwrap_err().to_string();
     assert!(e.contains("half-corrupt.parquet"), "{e}");
 }
+
+/// Projection is observable the same way: garbage in the `amount` column chunks does not
+/// matter to a row type without `amount`, and does to one with it.
+#[test]
+fn columns_the_row_type_does_not_name_are_never_read() {
+    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+    struct NoAmount {
+        user_id: String,
+        ts: i64,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ev = events(1500, 1);
+    let mut bytes = parquet_bytes(&ev, 500);
+    let meta = parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
+    for rg in parquet::file::reader::FileReader::metadata(&meta).row_groups() {
+        let (start, len) = rg.column(2).byte_range(); // amount
+        bytes[start as usize..(start + len) as usize].fill(0x5A);
+    }
+    let path = dir.path().join("bad-amount.parquet");
+    std::fs::write(&path, bytes).unwrap();
+    let url = path.display().to_string();
+
+    let mut got = riffle_timely::testing::run_bounded(|p| ReadParquet::<NoAmount>::from(&url).read(p));
+    got.sort();
+    let mut want: Vec<NoAmount> = ev.iter().map(|e| NoAmount { user_id: e.user_id.clone(), ts: e.ts }).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    let p = Pipeline::new();
+    riffle_connectors::memory::collect(&read_events(&url).read(&p));
+    let e = riffle_timely::run(&p, &RunOptions::threads(1)).unwrap_err().to_string();
+    assert!(e.contains("bad-amount.parquet"), "{e}");
+}

@@ -5,7 +5,8 @@
 //!
 //! It shows the shape of every Riffle pipeline: a source, a ParDo that parses records and
 //! sends the malformed ones to a dead-letter output with the reason, event timestamps,
-//! fixed windows, a combine per key, and sinks.
+//! fixed windows, a combine per key, and sinks. `cargo run --example backfill` runs the
+//! same sales through Parquet (written, then read back in backfill mode).
 
 use clap::Parser;
 use riffle_connectors::stdout::print_lines;

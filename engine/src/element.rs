@@ -120,6 +120,23 @@ impl<T> Elements<T> {
         }
     }
 
+    /// A batch of `values`, each at its own timestamp, sharing one window and pane: how
+    /// a source that reads event times builds batches, without per-element bookkeeping.
+    ///
+    /// # Panics
+    /// If `values` and `timestamps` differ in length.
+    pub fn with_timestamps(values: Vec<T>, timestamps: Vec<EventTime>, window: Window, pane: PaneInfo) -> Self {
+        assert_eq!(values.len(), timestamps.len(), "one timestamp per value");
+        let Some(&first) = timestamps.first() else { return Elements::new() };
+        let uniform = timestamps.iter().all(|t| *t == first);
+        Elements {
+            timestamps: Column { first: Some(first), each: if uniform { Vec::new() } else { timestamps } },
+            windows: Column::uniform(Some(window)),
+            panes: Column::uniform(Some(pane)),
+            values,
+        }
+    }
+
     /// Makes room for `n` more elements.
     pub fn reserve(&mut self, n: usize) {
         self.values.reserve(n);
@@ -267,6 +284,19 @@ mod tests {
         assert_eq!(all[2].window, w);
         assert_eq!(all[2].pane, late);
         assert_eq!(all[2].timestamp, t(3));
+    }
+
+    #[test]
+    fn with_timestamps_keeps_each_timestamp_and_stores_equal_ones_once() {
+        let t = EventTime::from_millis;
+        let e =
+            Elements::with_timestamps(vec!['a', 'b', 'c'], vec![t(3), t(1), t(2)], Window::Global, PaneInfo::NO_FIRING);
+        let got: Vec<_> = e.into_iter_windowed().map(|wv| (wv.value, wv.timestamp)).collect();
+        assert_eq!(got, [('a', t(3)), ('b', t(1)), ('c', t(2))]);
+        let same = Elements::with_timestamps(vec![1, 2], vec![t(5), t(5)], Window::Global, PaneInfo::NO_FIRING);
+        assert!(same.timestamps.each.is_empty());
+        assert_eq!(same.timestamp(1), t(5));
+        assert!(Elements::<u8>::with_timestamps(vec![], vec![], Window::Global, PaneInfo::NO_FIRING).is_empty());
     }
 
     #[test]

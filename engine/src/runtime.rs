@@ -85,6 +85,14 @@ pub trait SourceReader {
     fn watermark(&self) -> Watermark {
         Watermark::MIN
     }
+    /// How far past the sinks' watermark (the least event time any sink may still
+    /// receive) this reader's own watermark may be before the runner stops polling it,
+    /// in milliseconds of event time; `None`: no limit. A backfill reader sets it so that
+    /// a worker that runs ahead in event time waits for the others instead of filling
+    /// downstream state with windows that cannot fire yet (DESIGN.md section 3).
+    fn read_ahead_millis(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// A step that transforms each bundle of elements: every ParDo-like transform.
@@ -184,6 +192,14 @@ pub trait SinkFn: Send + Sync {
 pub trait SinkWriter {
     /// Writes (or buffers) elements.
     fn write(&mut self, input: Batch) -> Result<()>;
+    /// The sink's input watermark moved to `watermark`: on-time panes of windows that end
+    /// at or before it have all arrived, so a writer can seal what it buffers for them
+    /// (and free the memory) before the input is complete. Elements of those windows may
+    /// still come later as late panes.
+    fn advance(&mut self, watermark: Watermark) -> Result<()> {
+        let _ = watermark;
+        Ok(())
+    }
     /// The input is complete: make the output visible.
     fn finish(&mut self) -> Result<()>;
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod parquet;
 
 /// mimalloc rather than the system allocator: every batch is a fresh buffer of tens of
 /// kilobytes, and glibc's malloc hands such buffers back to the kernel and faults them in
@@ -31,6 +32,12 @@ enum Command {
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+    /// Inspects Parquet files at a path or URL (file://, s3://, hdfs://; globs and
+    /// prefixes). S3 credentials and endpoint come from the AWS_* environment variables.
+    Parquet {
+        #[command(subcommand)]
+        command: parquet::ParquetCommand,
     },
 }
 
@@ -68,5 +75,6 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { bench: Bench::TcpSink { port } } => bench::shuffle::tcp_sink(port),
+        Command::Parquet { command } => parquet::run(&command),
     }
 }

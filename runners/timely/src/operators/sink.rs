@@ -24,6 +24,7 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
     };
     // Sources pace themselves on how far the sinks have got.
     let input = input.probe_with(&env.sinks_progress);
+    let mut last_watermark = riffle_engine::Watermark::MIN;
     input.sink(Pipeline, name, move |(input, frontier)| {
         input.for_each_stamp(|_cap, containers| {
             for container in containers {
@@ -38,6 +39,17 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
                 }
             }
         });
+        // Tell the writer how far its input is complete, so it can seal finished windows.
+        let watermark = crate::time::watermark(frontier);
+        if watermark > last_watermark && watermark < riffle_engine::Watermark::MAX && !job.has_failed() {
+            last_watermark = watermark;
+            if let Some(w) = writer.as_mut() {
+                if let Err(e) = w.advance(watermark) {
+                    job.fail(e);
+                    writer = None;
+                }
+            }
+        }
         if frontier.is_empty() && !job.has_failed() {
             if let Some(mut w) = writer.take() {
                 if let Err(e) = w.finish() {

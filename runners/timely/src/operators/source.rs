@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use riffle_engine::runtime::{SourceFn, SourcePoll};
+use riffle_engine::runtime::{SourceFn, SourcePoll, SourceReader};
 use riffle_engine::{Batch, ProcessingTime};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Scope;
@@ -108,7 +108,7 @@ pub fn source<'scope>(
                 while in_flight.front().is_some_and(|t| !sinks.less_equal(t)) {
                     in_flight.pop_front();
                 }
-                if in_flight.len() >= TIMES_IN_FLIGHT {
+                if in_flight.len() >= TIMES_IN_FLIGHT || too_far_ahead(r.as_ref(), &sinks) {
                     paced = true;
                     break;
                 }
@@ -168,6 +168,13 @@ pub fn source<'scope>(
 fn next_epoch(cap: &mut Capability<Time>) {
     let t = *cap.time();
     cap.downgrade(&Time { epoch: t.epoch + 1, event: t.event });
+}
+
+/// Whether the reader's watermark is further past the sinks' than it allows.
+fn too_far_ahead(r: &dyn SourceReader, sinks: &timely::dataflow::ProbeHandle<Time>) -> bool {
+    let Some(limit) = r.read_ahead_millis() else { return false };
+    let sinks_at = sinks.with_frontier(|f| f.iter().map(|t| t.event).min());
+    sinks_at.is_some_and(|at| r.watermark().0.millis() > at.saturating_add(limit))
 }
 
 /// Moves the source's capability, and so the watermark, forward to `event`.

@@ -1,0 +1,532 @@
+//! The sink: typed rows to Parquet files, one per worker per window (and partition),
+//! each made visible atomically when the input is complete.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, FieldRef, TimeUnit};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use riffle_engine::runtime::{SinkFn, SinkWriter, StepContext};
+use riffle_engine::{Batch, Data, EventTime, PCollection, Watermark, Window};
+
+use crate::error::{Error, Result};
+use crate::location::{Location, StoreOptions, at_start, runtime};
+
+/// Rows buffered per file before they are encoded into the file's current row group.
+const ROWS_PER_ENCODE: usize = 8192;
+
+/// How the column chunks of written files are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd at its default level: small files (the default).
+    Zstd,
+    /// snappy: faster, larger.
+    Snappy,
+    /// none.
+    None,
+}
+
+/// What picks the directory a row's file goes into (a hive-style partition such as
+/// `date=2026-01-01`).
+type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
+
+/// Writes a collection of typed rows as Parquet files under a URL.
+///
+/// Each worker writes one file per window of the rows it holds (and per partition, with
+/// [`WriteParquet::partition_by`]), named
+/// `URL/[PARTITION/]part-[START-END-]wWORKER.parquet` with the window's bounds in
+/// milliseconds. Columns are the fields of `T` as serde_arrow maps them, with types
+/// overridden by [`WriteParquet::column_type`] (e.g. an `i64` field as a UTC timestamp).
+///
+/// # Atomicity
+/// Files are written under `URL/_temporary/` (readers of this crate skip names starting
+/// with `_`), each completed there once its window is sealed (the sink's watermark passed
+/// its end, which frees its memory) or at the end, and all moved to their names only
+/// when the input is complete: a rename on local disk, a server-side copy on S3, each
+/// atomic, so a reader never sees half a file. A job that fails aborts its uploads and
+/// deletes what it staged: no file of it becomes visible. What is not covered yet: a job
+/// that fails while its workers are moving files into place can leave some of them
+/// visible (a two-phase commit needs the checkpoints of DESIGN.md section 5), and a
+/// process killed outright leaves its staging files under `_temporary/`.
+///
+/// # Watermarks
+/// A window's file is sealed (encoded and uploaded to staging) once the sink's input
+/// watermark reaches the window's end, so in backfill mode the memory held is that of
+/// the windows in flight. Rows of a window that come after that (late panes) go to a
+/// new file, `...-wWORKER-1.parquet`.
+///
+/// ```
+/// use riffle_engine::prelude::*;
+/// use riffle_parquet::{Compression, WriteParquet};
+/// #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// struct Total { user: String, total: i64 }
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = Pipeline::new();
+/// let rows = p.create(vec![Total { user: "ana".into(), total: 3 }]);
+/// WriteParquet::to(&dir.path().display().to_string()).compression(Compression::Snappy).write(&rows);
+/// riffle_timely::run(&p, &riffle_timely::RunOptions::threads(1)).unwrap();
+/// assert!(dir.path().join("part-w00000.parquet").exists());
+/// ```
+///
+/// # Errors
+/// At start: a bad URL, missing or refused credentials, a row type serde_arrow cannot
+/// map. At the end: a failed upload, naming the file.
+pub struct WriteParquet<T> {
+    config: WriteConfig<T>,
+}
+
+struct WriteConfig<T> {
+    url: String,
+    options: StoreOptions,
+    row_group_size: usize,
+    compression: Compression,
+    column_types: Vec<(String, DataType)>,
+    partition: Option<PartitionFn<T>>,
+    part_size: usize,
+}
+
+impl<T: Data> WriteParquet<T> {
+    /// Files go under `url`: a directory path, `file://`, `s3://bucket/prefix`, `hdfs://`.
+    pub fn to(url: &str) -> Self {
+        WriteParquet {
+            config: WriteConfig {
+                url: url.trim_end_matches('/').to_string(),
+                options: StoreOptions::new(),
+                row_group_size: 1 << 20,
+                compression: Compression::Zstd,
+                column_types: Vec::new(),
+                partition: None,
+                part_size: 10 << 20,
+            },
+        }
+    }
+
+    /// Store settings (S3 endpoint, credentials) on top of the environment.
+    pub fn options(mut self, options: StoreOptions) -> Self {
+        self.config.options = options;
+        self
+    }
+
+    /// Rows per row group (default 1,048,576).
+    pub fn row_group_size(mut self, rows: usize) -> Self {
+        self.config.row_group_size = rows.max(1);
+        self
+    }
+
+    /// How column chunks are compressed (default zstd).
+    pub fn compression(mut self, c: Compression) -> Self {
+        self.config.compression = c;
+        self
+    }
+
+    /// Writes column `name` as Arrow type `t` instead of what its field maps to.
+    pub fn column_type(mut self, name: &str, t: DataType) -> Self {
+        self.config.column_types.push((name.to_string(), t));
+        self
+    }
+
+    /// Writes the `i64` field `name` (milliseconds since the epoch) as a UTC timestamp
+    /// in milliseconds.
+    pub fn timestamp_millis(self, name: &str) -> Self {
+        self.column_type(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())))
+    }
+
+    /// Puts each row's file in the directory `f(row)` under the URL, e.g.
+    /// `format!("date={}", row.date)`.
+    pub fn partition_by(mut self, f: impl Fn(&T) -> String + Send + Sync + 'static) -> Self {
+        self.config.partition = Some(Arc::new(f));
+        self
+    }
+
+    /// Bytes buffered before a file's upload turns into a multipart upload, and the
+    /// size of each part (default 10 MiB).
+    pub fn upload_part_size(mut self, bytes: usize) -> Self {
+        self.config.part_size = bytes.max(1);
+        self
+    }
+
+    /// Adds the sink to `input`'s pipeline.
+    pub fn write(self, input: &PCollection<T>) {
+        input.write_to("WriteParquet", Arc::new(ParquetSink { config: Arc::new(self.config) }));
+    }
+}
+
+struct ParquetSink<T> {
+    config: Arc<WriteConfig<T>>,
+}
+
+impl<T: Data> ParquetSink<T> {
+    fn fields(&self) -> Result<Arc<Vec<FieldRef>>> {
+        let mut fields = crate::schema::trace::<T>().map_err(|e| {
+            Error::Config(format!(
+                "{}: the row type {} cannot be written as Parquet columns: {e}",
+                self.config.url,
+                std::any::type_name::<T>()
+            ))
+        })?;
+        for (name, t) in &self.config.column_types {
+            let Some(f) = fields.iter_mut().find(|f| f.name() == name) else {
+                return Err(Error::Config(format!(
+                    "{}: column_type({name:?}, ..) names no field of {}",
+                    self.config.url,
+                    std::any::type_name::<T>()
+                )));
+            };
+            *f = Arc::new(Field::new(name, t.clone(), f.is_nullable()));
+        }
+        Ok(Arc::new(fields))
+    }
+
+    fn properties(&self) -> WriterProperties {
+        let c = match self.config.compression {
+            Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::default()),
+            Compression::Snappy => ParquetCompression::SNAPPY,
+            Compression::None => ParquetCompression::UNCOMPRESSED,
+        };
+        WriterProperties::builder()
+            .set_compression(c)
+            .set_max_row_group_row_count(Some(self.config.row_group_size))
+            .build()
+    }
+}
+
+impl<T: Data> SinkFn for ParquetSink<T> {
+    fn gathers(&self) -> bool {
+        false
+    }
+
+    fn check(&self) -> riffle_engine::Result<()> {
+        self.fields()?;
+        let location = Location::parse(&self.config.url, &self.config.options)?;
+        if location.glob.is_some() {
+            return Err(Error::BadUrl {
+                url: self.config.url.clone(),
+                reason: "an output location has no glob".into(),
+            }
+            .into());
+        }
+        let store = location.store()?;
+        // One cheap request, so refused credentials or a missing bucket stop the job now.
+        let base = location.base.clone();
+        let url = self.config.url.clone();
+        let client = store.clone();
+        let checked = at_start(&self.config.url, &self.config.options, async move {
+            match client.list_with_delimiter(Some(&base)).await {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(Error::store(&url, e)),
+            }
+        });
+        drop(store); // outside the runtime: an HDFS client owns a runtime of its own
+        checked.map_err(Into::into)
+    }
+
+    fn open(&self, ctx: &StepContext) -> riffle_engine::Result<Box<dyn SinkWriter>> {
+        let location = Location::parse(&self.config.url, &self.config.options)?;
+        let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let staging = Path::parse(format!(
+            "{}/_temporary/w{:05}-{}-{unique:x}",
+            location.base,
+            ctx.worker.index,
+            std::process::id()
+        ))
+        .map_err(|e| Error::BadUrl { url: self.config.url.clone(), reason: e.to_string() })?;
+        Ok(Box::new(ParquetWriter::<T> {
+            store: location.store()?,
+            staging,
+            location,
+            fields: self.fields()?,
+            properties: self.properties(),
+            config: self.config.clone(),
+            worker: ctx.worker.index,
+            files: BTreeMap::new(),
+            sealed: Vec::new(),
+            generations: BTreeMap::new(),
+            done: false,
+        }))
+    }
+}
+
+struct OpenFile<T> {
+    /// Where the file is written: under the writer's staging directory.
+    staging: Path,
+    /// Where it goes at the end.
+    path: Path,
+    /// The name without generation and extension, e.g. `part-0-3600000-w00001`.
+    base: String,
+    /// The end of the file's window; the file is sealed once the watermark reaches it.
+    window_end: Option<EventTime>,
+    rows: Vec<T>,
+    writer: AsyncArrowWriter<BufWriter>,
+}
+
+struct ParquetWriter<T: Data> {
+    store: Arc<dyn ObjectStore>,
+    location: Location,
+    fields: Arc<Vec<FieldRef>>,
+    properties: WriterProperties,
+    config: Arc<WriteConfig<T>>,
+    worker: usize,
+    /// `URL/_temporary/<worker>-<unique>`: hidden from readers (names starting with `_`
+    /// are skipped), and this writer's alone.
+    staging: Path,
+    /// Files still taking rows, by name, so they are sealed in a fixed order.
+    files: BTreeMap<String, OpenFile<T>>,
+    /// Files completed under the staging directory, moved to their names at `finish`:
+    /// (staging path, final path).
+    sealed: Vec<(Path, Path)>,
+    /// How many files of each name were sealed, so rows of a window that come after its
+    /// file was sealed (late panes) go to a new file rather than overwrite it.
+    generations: BTreeMap<String, u32>,
+    done: bool,
+}
+
+impl<T: Data> ParquetWriter<T> {
+    /// The base name (see [`OpenFile::base`]) and the file name for a row.
+    fn file_name(&self, row: &T, window: Window) -> (String, String) {
+        let dir = self.config.partition.as_ref().map(|f| format!("{}/", f(row))).unwrap_or_default();
+        let base = match window {
+            Window::Global => format!("{dir}part-w{:05}", self.worker),
+            Window::Interval { start, end } => {
+                format!("{dir}part-{}-{}-w{:05}", start.millis(), end.millis(), self.worker)
+            }
+        };
+        let name = match self.generations.get(&base) {
+            None | Some(0) => format!("{base}.parquet"),
+            Some(g) => format!("{base}-{g}.parquet"),
+        };
+        (base, name)
+    }
+
+    fn path(&self, under: &Path, name: &str) -> Result<Path> {
+        Path::parse(format!("{under}/{name}"))
+            .map_err(|e| Error::BadUrl { url: self.config.url.clone(), reason: e.to_string() })
+    }
+
+    fn open_file(&self, base: String, name: &str, window: Window) -> Result<OpenFile<T>> {
+        let path = self.path(&self.location.base, name)?;
+        let staging = self.path(&self.staging, name)?;
+        let upload = BufWriter::with_capacity(self.store.clone(), staging.clone(), self.config.part_size);
+        let schema = Arc::new(arrow_schema::Schema::new(self.fields.as_ref().clone()));
+        let writer = AsyncArrowWriter::try_new(upload, schema, Some(self.properties.clone()))
+            .map_err(|e| Error::Convert { url: self.location.url_of(&path), message: e.to_string() })?;
+        let window_end = match window {
+            Window::Interval { end, .. } => Some(end),
+            Window::Global => None,
+        };
+        Ok(OpenFile { staging, path, base, window_end, rows: Vec::new(), writer })
+    }
+
+    fn encode(&self, file: &mut OpenFile<T>) -> Result<()> {
+        if file.rows.is_empty() {
+            return Ok(());
+        }
+        let url = self.location.url_of(&file.path);
+        let rb = serde_arrow::to_record_batch(&self.fields, &file.rows)
+            .map_err(|e| Error::Convert { url: url.clone(), message: format!("writing rows: {e}") })?;
+        file.rows.clear();
+        runtime().block_on(file.writer.write(&rb)).map_err(|e| Error::parquet(&url, e))
+    }
+
+    /// Encodes the rest of a file and its footer and completes its upload to the staging
+    /// directory, freeing its memory; it moves to its name at [`SinkWriter::finish`].
+    fn seal(&mut self, name: &str) -> Result<()> {
+        let Some(mut file) = self.files.remove(name) else { return Ok(()) };
+        self.encode(&mut file)?;
+        let url = self.location.url_of(&file.path);
+        runtime().block_on(file.writer.close()).map_err(|e| Error::parquet(&url, e))?;
+        *self.generations.entry(file.base).or_insert(0) += 1;
+        self.sealed.push((file.staging, file.path));
+        Ok(())
+    }
+
+    /// Removes the staging directory's empty folders on local disk (object stores have
+    /// no folders to remove).
+    fn remove_local_staging(&self) {
+        if self.location.is_local() {
+            let dir = std::path::Path::new("/").join(self.staging.as_ref());
+            let _ = std::fs::remove_dir(&dir);
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent); // only if no other writer uses it
+            }
+        }
+    }
+}
+
+impl<T: Data> SinkWriter for ParquetWriter<T> {
+    fn write(&mut self, input: Batch) -> riffle_engine::Result<()> {
+        for wv in input.into_elements::<T>().into_iter_windowed() {
+            let (base, name) = self.file_name(&wv.value, wv.window);
+            let mut file = match self.files.remove(&name) {
+                Some(f) => f,
+                None => self.open_file(base, &name, wv.window)?,
+            };
+            file.rows.push(wv.value);
+            if file.rows.len() >= ROWS_PER_ENCODE {
+                self.encode(&mut file)?;
+            }
+            self.files.insert(name, file);
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, watermark: Watermark) -> riffle_engine::Result<()> {
+        let done: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.window_end.is_some_and(|end| watermark.0 >= end))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in done {
+            self.seal(&name)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> riffle_engine::Result<()> {
+        let names: Vec<String> = self.files.keys().cloned().collect();
+        for name in names {
+            self.seal(&name)?;
+        }
+        // Each move is atomic (a rename on local disk; a server-side copy, then a delete
+        // of the staged object, on S3), so every file appears whole.
+        for (staging, path) in std::mem::take(&mut self.sealed) {
+            let url = self.location.url_of(&path);
+            let store = self.store.clone();
+            runtime()
+                .block_on(async move { store.rename(&staging, &path).await })
+                .map_err(|e| Error::store(&url, e))?;
+            tracing::debug!("wrote {url}");
+        }
+        self.remove_local_staging();
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl<T: Data> Drop for ParquetWriter<T> {
+    /// A writer dropped before `finish` (a failed job) aborts its uploads and deletes
+    /// what it staged, so no part of its files becomes visible.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for (_, file) in std::mem::take(&mut self.files) {
+            let mut upload = file.writer.into_inner();
+            if let Err(e) = runtime().block_on(upload.abort()) {
+                tracing::warn!("could not abort the upload of {}: {e}", self.location.url_of(&file.staging));
+            }
+        }
+        for (staging, _) in std::mem::take(&mut self.sealed) {
+            let store = self.store.clone();
+            let url = self.location.url_of(&staging);
+            if let Err(e) = runtime().block_on(async move { store.delete(&staging).await }) {
+                tracing::warn!("could not delete the staged {url}: {e}");
+            }
+        }
+        self.remove_local_staging();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riffle_engine::runtime::WorkerInfo;
+    use riffle_engine::{Elements, EventTime, PaneInfo};
+
+    fn writer(dir: &std::path::Path) -> Box<dyn SinkWriter> {
+        let sink = ParquetSink::<(String, i64)> {
+            config: Arc::new(
+                WriteParquet::to(&dir.display().to_string()).row_group_size(100).upload_part_size(256).config,
+            ),
+        };
+        sink.check().unwrap();
+        let ctx = StepContext {
+            name: "W".into(),
+            worker: WorkerInfo { index: 3, peers: 4 },
+            clock: std::sync::Arc::new(riffle_engine::SystemClock),
+        };
+        sink.open(&ctx).unwrap()
+    }
+
+    fn batch(n: i64) -> Batch {
+        let rows = (0..n).map(|i| (format!("k{i}"), i)).collect();
+        Batch::new(Elements::uniform(rows, EventTime::from_millis(0), Window::Global, PaneInfo::NO_FIRING))
+    }
+
+    fn visible(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_file_appears_whole_at_finish_and_never_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        for _ in 0..5 {
+            w.write(batch(10_000)).unwrap();
+        }
+        // Parts are uploading (to the staging directory), but nothing has the final name.
+        assert_eq!(visible(dir.path()), ["_temporary"]);
+        w.finish().unwrap();
+        assert_eq!(visible(dir.path()), ["part-w00003.parquet"]);
+    }
+
+    #[test]
+    fn windows_sealed_by_the_watermark_appear_only_at_finish_and_late_rows_get_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let t = EventTime::from_millis;
+        let window = |s: i64| Window::Interval { start: t(s), end: t(s + 10) };
+        let rows = |s: i64, n: i64| {
+            Batch::new(Elements::uniform(
+                (0..n).map(|i| (format!("k{i}"), i)).collect(),
+                t(s + 9),
+                window(s),
+                PaneInfo::NO_FIRING,
+            ))
+        };
+        w.write(rows(0, 5)).unwrap();
+        w.write(rows(10, 3)).unwrap();
+        w.advance(Watermark(t(10))).unwrap(); // seals [0, 10)
+        w.write(rows(0, 2)).unwrap(); // a late pane of [0, 10)
+        let named: Vec<String> = visible(dir.path()).into_iter().filter(|n| n.starts_with("part-")).collect();
+        assert_eq!(named, Vec::<String>::new(), "nothing under a final name before finish");
+        w.finish().unwrap();
+        assert_eq!(
+            visible(dir.path()),
+            ["part-0-10-w00003-1.parquet", "part-0-10-w00003.parquet", "part-10-20-w00003.parquet"]
+        );
+        let rows_in = |name: &str| {
+            let f = std::fs::File::open(dir.path().join(name)).unwrap();
+            parquet::file::reader::FileReader::metadata(
+                &parquet::file::serialized_reader::SerializedFileReader::new(f).unwrap(),
+            )
+            .file_metadata()
+            .num_rows()
+        };
+        assert_eq!(rows_in("part-0-10-w00003.parquet"), 5);
+        assert_eq!(rows_in("part-0-10-w00003-1.parquet"), 2);
+        assert_eq!(rows_in("part-10-20-w00003.parquet"), 3);
+    }
+
+    #[test]
+    fn a_writer_dropped_before_finish_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        for _ in 0..5 {
+            w.write(batch(10_000)).unwrap();
+        }
+        assert!(!visible(dir.path()).is_empty(), "the upload was under way: {:?}", visible(dir.path()));
+        drop(w);
+        assert_eq!(visible(dir.path()), Vec::<String>::new());
+    }
+}

@@ -142,10 +142,13 @@ fn write_sample(dir: &std::path::Path) -> anyhow::Result<String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let scratch = tempfile::tempdir()?;
+    // Without --input, the launcher writes the sample where every process of a local
+    // cluster finds it.
+    let scratch = riffle_timely::shared_scratch_dir("backfill-sample");
     let input = match &args.input {
         Some(url) => url.clone(),
-        None => write_sample(scratch.path())?,
+        None if riffle_timely::is_cluster_member() => scratch.join("events").display().to_string(),
+        None => write_sample(&scratch)?,
     };
     let p = Pipeline::new();
     let events = ReadParquet::<Event>::from(&input)
@@ -167,7 +170,11 @@ fn main() -> anyhow::Result<()> {
             format!("{}\t{}\t{}\t{}", t.user_id, t.window_start, t.window_end, t.total)
         }),
     }
-    let report = riffle_timely::run(&p, &args.run)?;
+    let ran = riffle_timely::run(&p, &args.run);
+    if args.input.is_none() {
+        std::fs::remove_dir_all(&scratch).ok();
+    }
+    let report = ran?;
     if let Some(mib) = peak_rss_mib() {
         eprintln!(
             "backfill example: mode {:?}, {:.2} s, peak RSS {mib:.1} MiB (this process)",

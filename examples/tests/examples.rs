@@ -22,12 +22,18 @@ fn run(cmd: &mut Command) -> Output {
 const QUICKSTART_EXPECTED: &str = "\
 dead letter: \"1767227000000,cy,oops\": bad amount \"oops\": invalid digit found in string
 dead letter: \"not-a-timestamp,ana,100\": bad timestamp \"not-a-timestamp\": invalid digit found in string
-hour starting 2026-01-01 00:00  ana    20.50
-hour starting 2026-01-01 00:00  bo      3.99
-hour starting 2026-01-01 01:00  ana     2.00
-hour starting 2026-01-01 01:00  bo     15.00
-hour starting 2026-01-01 01:00  cy     25.00
-hour starting 2026-01-01 02:00  bo      0.50
+log     hour starting 2026-01-01 00:00  ana    20.50
+log     hour starting 2026-01-01 00:00  bo      3.99
+log     hour starting 2026-01-01 01:00  ana     2.00
+log     hour starting 2026-01-01 01:00  bo     15.00
+log     hour starting 2026-01-01 01:00  cy     25.00
+log     hour starting 2026-01-01 02:00  bo      0.50
+parquet hour starting 2026-01-01 00:00  ana    20.50
+parquet hour starting 2026-01-01 00:00  bo      3.99
+parquet hour starting 2026-01-01 01:00  ana     2.00
+parquet hour starting 2026-01-01 01:00  bo     15.00
+parquet hour starting 2026-01-01 01:00  cy     25.00
+parquet hour starting 2026-01-01 02:00  bo      0.50
 ";
 
 #[test]
@@ -157,10 +163,10 @@ fn backfill_example_gives_the_same_rows_in_both_modes_at_any_scale() {
         "bo\t1767232800000\t1767236400000\t50",
     ];
     want.sort();
-    for mode in ["batch", "backfill"] {
-        let o = run(example("backfill").args(["--mode", mode, "--workers", "2"]));
+    for (mode, processes) in [("batch", "1"), ("backfill", "1"), ("backfill", "2")] {
+        let o = run(example("backfill").args(["--mode", mode, "--workers", "2", "--processes", processes]));
         let got = String::from_utf8_lossy(&o.stdout);
-        assert_eq!(got.lines().collect::<Vec<_>>(), want, "{mode}");
+        assert_eq!(got.lines().collect::<Vec<_>>(), want, "{mode} on {processes} process(es)");
     }
 
     let bad =

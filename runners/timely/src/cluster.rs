@@ -316,3 +316,19 @@ fn supervise(children: &mut [Child]) -> Result<()> {
         .collect();
     if failed.is_empty() { Ok(()) } else { Err(Error::Cluster(format!("the job failed: {}", failed.join("; ")))) }
 }
+
+/// Whether this process was started by a local cluster's launcher (`--processes N`
+/// without `--process`). A pipeline binary's `main` runs in every process up to
+/// [`crate::run`]; one-time setup before it (writing sample input, say) belongs where
+/// this is false, in the launcher.
+pub fn is_cluster_member() -> bool {
+    std::env::var_os(ENV_PROCESS).is_some()
+}
+
+/// A path under the temporary directory that the launcher of a local cluster and the
+/// processes it starts agree on (it is named after the launcher's process id): where the
+/// launcher can put files every process reads. Not created here.
+pub fn shared_scratch_dir(name: &str) -> std::path::PathBuf {
+    let launcher = if is_cluster_member() { std::os::unix::process::parent_id() } else { std::process::id() };
+    std::env::temp_dir().join(format!("riffle-{name}-{launcher}"))
+}

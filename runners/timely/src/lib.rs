@@ -43,6 +43,7 @@ use riffle_engine::{Clock, Error, Graph, ManualClock, NodeKind, Pipeline, Result
 use timely::CommunicationConfig;
 use timely::WorkerConfig;
 
+pub use cluster::{is_cluster_member, shared_scratch_dir};
 pub use metrics::StepReport;
 pub use options::{Cli, RunOptions};
 

@@ -82,16 +82,12 @@ pub fn local_cluster(processes: usize, workers: usize, test: &str) -> RunOptions
     }
 }
 
-/// Whether this process was started by a local cluster's launcher.
-pub fn is_cluster_member() -> bool {
-    std::env::var_os(crate::cluster::ENV_PROCESS).is_some()
-}
+pub use crate::cluster::is_cluster_member;
 
 /// A scratch directory that a test and the processes of the local cluster it starts
 /// agree on (named after the launcher's process id), for output files.
 pub fn cluster_scratch_dir(test: &str) -> std::path::PathBuf {
-    let launcher = if is_cluster_member() { std::os::unix::process::parent_id() } else { std::process::id() };
-    let dir = std::env::temp_dir().join(format!("riffle-test-{}-{launcher}", test.replace("::", "-")));
+    let dir = crate::cluster::shared_scratch_dir(&format!("test-{}", test.replace("::", "-")));
     std::fs::create_dir_all(&dir).expect("create the scratch directory");
     dir
 }

@@ -1,8 +1,9 @@
 //! A real S3 API server on loopback for the tests: moto in server mode, started on a
 //! free port and killed when the handle drops.
 //!
-//! Install it with `pip install 'moto[server]'` (CI's `.ci/run` does). A test that needs
-//! it and cannot find it fails, saying so: it never passes silently.
+//! `.ci/run` installs it (`pip install 'moto[server]'`); when it is missing, the harness
+//! installs it the same way, once per test binary. A test that needs it and still cannot
+//! start it fails, saying so: it never passes silently.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,6 +21,29 @@ pub struct Moto {
 const ACCESS_KEY: &str = "riffle-test-key";
 const SECRET_KEY: &str = "riffle-test-secret";
 
+/// Installs moto's server with pip if Python cannot import it; once per test binary.
+fn ensure_installed() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let importable = |py: &str| {
+            Command::new(py)
+                .args(["-c", "import moto.server"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if importable("python3") {
+            return;
+        }
+        eprintln!("moto is not installed: pip install 'moto[server]'");
+        let installed = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "moto[server]"])
+            .status();
+        eprintln!("pip install 'moto[server]': {installed:?}");
+    });
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -28,6 +52,7 @@ impl Moto {
     /// Starts moto; with `enforce_auth`, it checks credentials (and knows none), so every
     /// request is refused as S3 refuses bad keys.
     pub fn start(enforce_auth: bool) -> Moto {
+        ensure_installed();
         let port = free_port();
         let args = ["-H", "127.0.0.1", "-p", &port.to_string()];
         let mut cmds = vec![Command::new("moto_server")];

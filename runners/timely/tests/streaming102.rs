@@ -704,9 +704,8 @@ fn a_late_score_in_a_window_without_panes_fires_a_late_pane() {
     // timestamp could make it on time downstream): index 0, non-speculative 0, first, not
     // last. The other windows' panes are those of DISCARDING.
     //
-    // Riffle's default trigger agrees (the first check passes). Under an explicit trigger
-    // Riffle calls it ON_TIME, because it is the first pane fired after the end
-    // (TriggeredState::pane), which a downstream consumer would take for the on-time result.
+    // Under both the default trigger and an explicit one: a key whose first element in a
+    // window came after its end never held the watermark there, so it has no on-time pane.
     let default_want = [
         (0, 9, Timing::Late, 0, 0, true, false),
         (2, 13, Timing::OnTime, 0, 0, true, false),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::runtime::{GroupFn, ParDoFn, ShuffleFn, SinkFn, SourceFn};
+use crate::time::{EventTime, Watermark};
 
 /// Identifies a step in its graph; steps are numbered in the order they were added, so
 /// every step's inputs have smaller ids (the graph is built in topological order).
@@ -86,6 +87,24 @@ pub enum TimestampCombiner {
     Earliest,
     /// The latest timestamp of the pane's elements.
     Latest,
+}
+
+impl TimestampCombiner {
+    /// Folds the timestamp `ts` of an element of a window whose last instant is `end`, sent
+    /// at watermark `arrival`, into a pane's combined timestamp, if it counts: only elements
+    /// that can hold the watermark do, those not behind it in a window it has not passed
+    /// (Beam's element holds). Returns whether it counted; never under end-of-window.
+    pub fn fold(self, combined: &mut Option<EventTime>, ts: EventTime, end: EventTime, arrival: Watermark) -> bool {
+        if self == TimestampCombiner::EndOfWindow || arrival.is_past(ts) || arrival.is_past(end) || ts > end {
+            return false;
+        }
+        *combined = Some(match (*combined, self) {
+            (Some(c), TimestampCombiner::Earliest) => c.min(ts),
+            (Some(c), _) => c.max(ts),
+            (None, _) => ts,
+        });
+        true
+    }
 }
 
 /// What a window's later panes hold (Beam's accumulation mode).

@@ -256,9 +256,6 @@ impl<K: Key, V: Data> Shuffle for KeyShuffle<K, V> {
         out.extend(Batch::per_worker(parts));
         Ok(())
     }
-    fn flush(&mut self, _peers: usize, _out: &mut Vec<Batch>) -> Result<()> {
-        Ok(())
-    }
 }
 
 /// Accumulators per key, each with the combined timestamp of the elements that count
@@ -321,17 +318,7 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
                     None => map.entry(k.clone()).or_insert_with(|| (combine.create_accumulator(), None)),
                 };
                 combine.add_input(acc, v);
-                let ts = input.timestamp(i);
-                if combiner != TimestampCombiner::EndOfWindow
-                    && !arrival.is_past(ts)
-                    && !arrival.is_past(w.max_timestamp())
-                {
-                    *combined = Some(match (*combined, combiner) {
-                        (Some(c), TimestampCombiner::Earliest) => c.min(ts),
-                        (Some(c), _) => c.max(ts),
-                        (None, _) => ts,
-                    });
-                }
+                combiner.fold(combined, input.timestamp(i), w.max_timestamp(), arrival);
             }
         }))
         .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(input.value(current), 200))))
@@ -574,18 +561,7 @@ impl<G: Grouping> KeyedState<G> {
         let state = self.pending.entry(pane).or_insert_with(|| PaneState::new(pane.fire_at));
         let (acc, combined) = state.keys.entry(k).or_insert_with(|| (g.create(), None));
         g.fold(acc, x);
-        // Only on-time elements not behind the watermark they came at can hold it, so only
-        // they count towards the output timestamp (Beam's element holds).
-        if self.combiner != TimestampCombiner::EndOfWindow
-            && !pane.late
-            && !arrival.is_past(ts)
-            && ts <= w.max_timestamp()
-        {
-            *combined = Some(match (*combined, self.combiner) {
-                (Some(c), TimestampCombiner::Earliest) => c.min(ts),
-                (Some(c), _) => c.max(ts),
-                (None, _) => ts,
-            });
+        if self.combiner.fold(combined, ts, w.max_timestamp(), arrival) {
             state.hold = state.hold.min(ts);
         }
     }
@@ -977,8 +953,8 @@ impl<G: Grouping> TriggeredState<G> {
             cells.extend(existing);
             let g = &self.grouping;
             let states: Vec<&TriggerState> = cells.iter().map(|c| &c.trigger).collect();
-            let trigger = self.trigger.merge_states(&states, arrival.is_past(to.max_timestamp()));
             let past_end = arrival.is_past(to.max_timestamp());
+            let trigger = self.trigger.merge_states(&states, past_end);
             let mut merged = Cell::new(g.create(), trigger);
             // The merged window has had its on-time pane only if every part had, and the
             // watermark has passed the merged window's end too.
@@ -1024,6 +1000,7 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
         for key in passed {
             self.end_of_window(key, arrival)?;
         }
+        let (g, step) = (self.grouping.clone(), self.step.clone());
         for wv in input.into_iter_windowed() {
             let (w, ts) = (wv.window, wv.timestamp);
             // Lateness is judged on the element's own window, before any merging, as Beam does.
@@ -1034,7 +1011,6 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
             let (k, x) = wv.value;
             let target = self.merge_windows(&k, w, arrival);
             let key = (target.max_timestamp(), target);
-            let g = self.grouping.clone();
             let window = self.windows.entry(key).or_insert_with(TriggeredWindow::new);
             let mut cell = window.take(&k).unwrap_or_else(|| {
                 let mut cell = Cell::new(g.create(), self.trigger.new_state());
@@ -1050,22 +1026,13 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
                 self.dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane: wv.pane });
                 continue;
             }
-            let step = self.step.clone();
             let retraction = wv.pane.retraction;
             catch_unwind(AssertUnwindSafe(|| {
                 if retraction { g.retract(&mut cell.acc, x) } else { g.fold(&mut cell.acc, x) }
             }))
             .map_err(|p| Error::from_panic(&step, p, None))?;
             cell.fresh = true;
-            // Only on-time elements not behind the watermark they came at can hold it, so
-            // only they count towards the output timestamp (Beam's element holds).
-            if self.combiner != TimestampCombiner::EndOfWindow && !arrival.is_past(ts) && !arrival.is_past(key.0) {
-                cell.hold = Some(match (cell.hold, self.combiner) {
-                    (Some(c), TimestampCombiner::Earliest) => c.min(ts),
-                    (Some(c), _) => c.max(ts),
-                    (None, _) => ts,
-                });
-            }
+            self.combiner.fold(&mut cell.hold, ts, key.0, arrival);
             self.trigger.on_element(&mut cell.trigger, 1, now);
             self.maybe_fire(&k, &mut cell, target, arrival)?;
             self.schedule(key, &k, &cell, now);

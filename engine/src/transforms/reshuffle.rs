@@ -38,9 +38,6 @@ impl<T: Data> Shuffle for RoundRobin<T> {
         self.next = self.next.wrapping_add(1);
         Ok(())
     }
-    fn flush(&mut self, _peers: usize, _out: &mut Vec<Batch>) -> Result<()> {
-        Ok(())
-    }
 }
 
 /// Routes each element to the worker owning its key's key group.
@@ -76,9 +73,6 @@ impl<T: Data, K: Key, F: Fn(&T) -> K + Send + Sync + 'static> Shuffle for ByKey<
         let key = &self.key;
         let parts = input.into_elements::<T>().split_by(peers, |x| KeyGroup::of(&key(x)).worker(peers));
         out.extend(Batch::per_worker(parts));
-        Ok(())
-    }
-    fn flush(&mut self, _peers: usize, _out: &mut Vec<Batch>) -> Result<()> {
         Ok(())
     }
 }

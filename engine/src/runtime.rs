@@ -59,8 +59,14 @@ pub trait SourceFn: Send + Sync {
 
 /// What a source reader did when asked for more.
 pub enum SourcePoll {
-    /// Some elements.
+    /// Some elements, stamped with the reader's watermark.
     Batch(Batch),
+    /// Some elements of one split (a row group, a partition), stamped with that split's
+    /// own watermark as it was before they were read, which is never behind the reader's
+    /// (the least over its splits). Judged against their own split's watermark, an
+    /// element is on time or late whichever worker reads its split and whatever else that
+    /// worker reads: how splits are dealt cannot change the panes (`docs/semantics.md`).
+    SplitBatch(Batch, Watermark),
     /// Nothing now; ask again later.
     Pending,
     /// No elements, but the watermark moved: ask again now. The elements a reader returns

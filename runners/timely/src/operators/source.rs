@@ -105,9 +105,8 @@ pub fn source<'scope>(
                 if finished {
                     break;
                 }
-                while in_flight.front().is_some_and(|t| !sinks.less_equal(t)) {
-                    in_flight.pop_front();
-                }
+                // Split stamps need not come in order: forget every time the sinks passed.
+                in_flight.retain(|t| sinks.less_equal(t));
                 if in_flight.len() >= TIMES_IN_FLIGHT || too_far_ahead(r.as_ref(), &sinks) {
                     paced = true;
                     break;
@@ -115,20 +114,10 @@ pub fn source<'scope>(
                 // A batch is stamped with the reader's watermark from before the poll that
                 // produced it: its elements are judged against what came before them.
                 advance(c, r.watermark().0.millis());
-                match r.poll(BATCH_SIZE) {
-                    Ok(SourcePoll::Batch(b)) => {
-                        if batches_in_epoch == BATCHES_PER_EPOCH {
-                            next_epoch(c);
-                            batches_in_epoch = 0;
-                        }
-                        batches_in_epoch += 1;
-                        if in_flight.back() != Some(c.time()) {
-                            in_flight.push_back(*c.time());
-                        }
-                        counter.add_out(b.len());
-                        output.session(&*c).give(b)
-                    }
-                    Ok(SourcePoll::Advanced) => {}
+                let (batch, split_watermark) = match r.poll(BATCH_SIZE) {
+                    Ok(SourcePoll::Batch(b)) => (b, None),
+                    Ok(SourcePoll::SplitBatch(b, w)) => (b, Some(w)),
+                    Ok(SourcePoll::Advanced) => continue,
                     Ok(SourcePoll::AdvanceProcessingTime(to)) => {
                         barrier = Some(Barrier::Drain { epoch: c.time().epoch, to });
                         next_epoch(c);
@@ -139,12 +128,32 @@ pub fn source<'scope>(
                         pending = true;
                         break;
                     }
-                    Ok(SourcePoll::Done) => finished = true,
+                    Ok(SourcePoll::Done) => {
+                        finished = true;
+                        continue;
+                    }
                     Err(e) => {
                         job.fail(e);
                         finished = true;
+                        continue;
                     }
+                };
+                if batches_in_epoch == BATCHES_PER_EPOCH {
+                    next_epoch(c);
+                    batches_in_epoch = 0;
                 }
+                batches_in_epoch += 1;
+                // A split's batch goes out at its split's watermark, which is never behind
+                // the capability (the least over the reader's splits).
+                let at = match split_watermark {
+                    Some(w) => Time { epoch: c.time().epoch, event: w.0.millis().max(c.time().event) },
+                    None => *c.time(),
+                };
+                if !in_flight.contains(&at) {
+                    in_flight.push_back(at);
+                }
+                counter.add_out(batch.len());
+                output.session(&c.delayed(&at)).give(batch);
             }
             if finished {
                 // Dropping the capability is the end of input: the watermark jumps to +inf.

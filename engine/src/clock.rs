@@ -46,6 +46,11 @@ pub trait Clock: Send + Sync {
     /// Moves a manual clock forward to `t` (never back). The system clock cannot be moved:
     /// it returns false.
     fn advance_to(&self, t: ProcessingTime) -> bool;
+    /// Whether a script moves this clock ([`crate::TestStream`]), between epochs, rather
+    /// than the wall.
+    fn is_scripted(&self) -> bool {
+        false
+    }
 }
 
 /// The wall clock.
@@ -83,6 +88,9 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
+    fn is_scripted(&self) -> bool {
+        true
+    }
     fn now(&self) -> ProcessingTime {
         ProcessingTime(self.0.load(Ordering::Acquire))
     }

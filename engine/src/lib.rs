@@ -18,6 +18,7 @@
 //!
 //! This crate does not depend on timely: the runner does.
 
+pub mod arrival;
 pub mod batch;
 pub mod clock;
 pub mod codec;

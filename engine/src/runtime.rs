@@ -158,12 +158,40 @@ pub trait GroupFn: Send + Sync {
     }
 }
 
+/// How a grouping takes elements sent at the same watermark, which come from many senders
+/// in any order ([`crate::arrival`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SameWatermark {
+    /// As they come, even while more can still be sent at that watermark: the panes do
+    /// not depend on their order (sums under the default trigger).
+    AsTheyCome,
+    /// All at once, when nothing more can be sent at that watermark, to be put in a
+    /// canonical order: the panes depend on the order (count triggers, a late pane per
+    /// element).
+    Whole,
+    /// As `Whole`, and also what was sent in each epoch once that epoch is complete: a
+    /// processing-time trigger must see what arrived before the clock moved, and a
+    /// scripted clock moves between epochs.
+    WholePerEpoch,
+}
+
 /// One worker's keyed, windowed state of a grouping step.
 pub trait GroupState {
     /// Adds shuffled elements that arrived at watermark `arrival` (the event-time part of
     /// the timely time they were sent at). Elements later than their window's end plus the
     /// allowed lateness are dropped and counted.
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()>;
+    /// Adds every batch sent at watermark `arrival` that the runner hands over at once
+    /// (after [`GroupState::fire`] at that watermark), as [`GroupState::same_watermark`]
+    /// asks.
+    fn insert_all(&mut self, input: Vec<Batch>, arrival: Watermark) -> Result<()> {
+        input.into_iter().try_for_each(|b| self.insert(b, arrival))
+    }
+    /// How the runner must hand over elements sent at the same watermark
+    /// ([`crate::arrival`]).
+    fn same_watermark(&self) -> SameWatermark {
+        SameWatermark::AsTheyCome
+    }
     /// How many elements were dropped as too late, since the start.
     fn late_dropped(&self) -> u64 {
         0

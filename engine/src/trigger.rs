@@ -302,6 +302,22 @@ impl Trigger {
         merged
     }
 
+    /// Whether the trigger, or any trigger inside it, waits on processing time.
+    pub fn uses_processing_time(&self) -> bool {
+        match self {
+            Trigger::AfterProcessingTime { .. } => true,
+            Trigger::AfterWatermark { early, late } => {
+                early.iter().chain(late.iter()).any(|t| t.uses_processing_time())
+            }
+            Trigger::Repeatedly(t) => t.uses_processing_time(),
+            Trigger::OrFinally(a, b) => a.uses_processing_time() || b.uses_processing_time(),
+            Trigger::AfterEach(ts) | Trigger::AfterFirst(ts) | Trigger::AfterAll(ts) => {
+                ts.iter().any(Trigger::uses_processing_time)
+            }
+            Trigger::AfterCount(_) | Trigger::Never => false,
+        }
+    }
+
     /// A short description for `explain`.
     pub fn describe(&self) -> String {
         format!("{self:?}")

@@ -19,7 +19,7 @@ use crate::graph::{AccumulationMode, NodeKind, OutputInfo, PortRef, TimestampCom
 use crate::keys::KeyGroup;
 use crate::pane::{PaneInfo, Timing};
 use crate::pipeline::PCollection;
-use crate::runtime::{GroupFn, GroupState, Shuffle, ShuffleFn, StepContext};
+use crate::runtime::{GroupFn, GroupState, SameWatermark, Shuffle, ShuffleFn, StepContext};
 use crate::time::{EventTime, Watermark};
 use crate::transforms::combine_fns::{CombineFn, Count};
 use crate::trigger::{Trigger, TriggerState};
@@ -1039,6 +1039,34 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
             self.windows.get_mut(&key).expect("the window just used").put(k, cell);
         }
         Ok(())
+    }
+
+    /// Triggers count elements and late panes come one per element, so which pane an
+    /// element lands in depends on the order of the elements sent at one watermark.
+    ///
+    /// On the wall clock a processing-time trigger fires on what has arrived by then,
+    /// which no order of application can make deterministic: such a state takes elements
+    /// as they come, like Beam's runners. A scripted clock moves between epochs, so the
+    /// state takes each complete epoch in turn and its panes are deterministic.
+    fn same_watermark(&self) -> SameWatermark {
+        match (self.trigger.uses_processing_time(), self.clock.is_scripted()) {
+            (false, _) => SameWatermark::Whole,
+            (true, true) => SameWatermark::WholePerEpoch,
+            (true, false) => SameWatermark::AsTheyCome,
+        }
+    }
+
+    /// Adds the elements sent at `arrival` in a canonical order (timestamp, window,
+    /// retraction first, then the value's encoding), so that the panes do not depend on
+    /// which sender's batch came first, nor on how many workers the senders were.
+    fn insert_all(&mut self, input: Vec<Batch>, arrival: Watermark) -> Result<()> {
+        let mut all: Vec<WindowedValue<(G::K, G::Shuffled)>> =
+            input.into_iter().flat_map(|b| b.into_elements::<(G::K, G::Shuffled)>().into_iter_windowed()).collect();
+        all.sort_by_cached_key(|wv| {
+            let bytes = bitcode::serialize(&wv.value).expect("internal error: encoding a value to order it failed");
+            (wv.timestamp, wv.window, !wv.pane.retraction, bytes)
+        });
+        self.insert(Batch::new(all.into_iter().collect::<Elements<_>>()), arrival)
     }
 
     fn late_dropped(&self) -> u64 {

@@ -84,10 +84,12 @@ fn a_downstream_sum_of_retracting_panes_counts_only_the_latest() {
 
 #[test]
 fn merged_sessions_retract_the_panes_of_the_sessions_they_replace() {
-    // Gap 10: 1 @ 1 and 2 @ 15 make [1, 11) and [15, 25), each with an early pane; 3 @ 8
-    // bridges them into [1, 25), whose panes replace theirs.
+    // Gap 10: 1 @ 1 and 2 @ 15 make [1, 11) and [15, 25), each with an early pane; 3 @ 8,
+    // sent after the watermark moved (elements sent at one watermark are applied in a
+    // canonical order, not the script's), bridges them into [1, 25), whose panes replace theirs.
     let script = TestStream::new()
         .add_elements(vec![(('A', 1), ms(1)), (('A', 2), ms(15))])
+        .advance_watermark_to(ms(5))
         .add_elements(vec![(('A', 3), ms(8))]);
     let p = Pipeline::new();
     let sessions = p

@@ -10,5 +10,6 @@ pub mod map;
 pub mod par_do;
 pub mod partition;
 pub mod reshuffle;
+pub mod split_stream;
 pub mod test_stream;
 pub mod timestamps;

@@ -318,6 +318,21 @@ impl Trigger {
         }
     }
 
+    /// Whether the trigger, or any trigger inside it, counts elements: only then can the
+    /// order of elements that arrive together change which pane each lands in.
+    pub fn counts_elements(&self) -> bool {
+        match self {
+            Trigger::AfterCount(_) => true,
+            Trigger::AfterWatermark { early, late } => early.iter().chain(late.iter()).any(|t| t.counts_elements()),
+            Trigger::Repeatedly(t) => t.counts_elements(),
+            Trigger::OrFinally(a, b) => a.counts_elements() || b.counts_elements(),
+            Trigger::AfterEach(ts) | Trigger::AfterFirst(ts) | Trigger::AfterAll(ts) => {
+                ts.iter().any(Trigger::counts_elements)
+            }
+            Trigger::AfterProcessingTime { .. } | Trigger::Never => false,
+        }
+    }
+
     /// A short description for `explain`.
     pub fn describe(&self) -> String {
         format!("{self:?}")

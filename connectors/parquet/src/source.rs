@@ -590,7 +590,10 @@ impl SourceReader for ParquetReader {
             Err(mpsc::error::TryRecvError::Disconnected) => return Err(task_lost()),
         };
         Ok(match msg {
-            Msg::Rows(b) => SourcePoll::Batch(b),
+            // A reader reads one split at a time, and in backfill mode its watermark is
+            // that split's earliest event time: the rows go out at their own split's
+            // watermark, whichever worker was dealt it (docs/semantics.md).
+            Msg::Rows(b) => SourcePoll::SplitBatch(b, self.watermark()),
             Msg::SplitDone => {
                 self.next += 1;
                 SourcePoll::Advanced

@@ -1041,18 +1041,25 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
         Ok(())
     }
 
-    /// Triggers count elements and late panes come one per element, so which pane an
-    /// element lands in depends on the order of the elements sent at one watermark.
+    /// A trigger that counts elements (early panes every n, a late pane per late
+    /// element) makes which pane an element lands in depend on the order of the elements
+    /// sent at one watermark; one that waits only on the watermark and the clock does not,
+    /// over fixed and sliding windows.
     ///
     /// On the wall clock a processing-time trigger fires on what has arrived by then,
     /// which no order of application can make deterministic: such a state takes elements
     /// as they come, like Beam's runners. A scripted clock moves between epochs, so the
     /// state takes each complete epoch in turn and its panes are deterministic.
+    ///
+    /// Merging windows depend on the order too: an element can merge into a session whose
+    /// trigger has finished (and be dropped with it) or, if another element came first,
+    /// start a session of its own.
     fn same_watermark(&self) -> SameWatermark {
-        match (self.trigger.uses_processing_time(), self.clock.is_scripted()) {
-            (false, _) => SameWatermark::Whole,
-            (true, true) => SameWatermark::WholePerEpoch,
-            (true, false) => SameWatermark::AsTheyCome,
+        let ordered = self.trigger.counts_elements() || self.merging.is_some();
+        match (ordered, self.trigger.uses_processing_time(), self.clock.is_scripted()) {
+            (false, _, _) | (true, true, false) => SameWatermark::AsTheyCome,
+            (true, false, _) => SameWatermark::Whole,
+            (true, true, true) => SameWatermark::WholePerEpoch,
         }
     }
 

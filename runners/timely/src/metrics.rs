@@ -12,6 +12,7 @@ pub struct StepCounter {
     elements_in: AtomicU64,
     elements_out: AtomicU64,
     late_dropped: AtomicU64,
+    waiting: AtomicU64,
 }
 
 impl StepCounter {
@@ -30,6 +31,12 @@ impl StepCounter {
     pub fn set_late_dropped(&self, n: u64) {
         self.late_dropped.store(n, Ordering::Relaxed);
     }
+    /// Records how many elements a grouping holds until nothing sent before them can
+    /// still arrive (input from faster senders: `riffle_engine::arrival`).
+    #[inline]
+    pub fn set_waiting(&self, n: usize) {
+        self.waiting.store(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// What one step did on one worker.
@@ -45,6 +52,8 @@ pub struct StepReport {
     pub elements_out: u64,
     /// Elements a grouping dropped on this worker as later than its allowed lateness.
     pub late_dropped: u64,
+    /// Elements a grouping holds on this worker, now, waiting for slower senders.
+    pub waiting: u64,
 }
 
 /// Every counter of the workers of one process.
@@ -76,6 +85,7 @@ impl Metrics {
                 elements_in: counter.elements_in.load(Ordering::Relaxed),
                 elements_out: counter.elements_out.load(Ordering::Relaxed),
                 late_dropped: counter.late_dropped.load(Ordering::Relaxed),
+                waiting: counter.waiting.load(Ordering::Relaxed),
             })
             .collect();
         out.sort_by(|a, b| (&a.step, a.worker).cmp(&(&b.step, b.worker)));

@@ -33,14 +33,25 @@ impl Drop for MetricsServer {
 pub fn render(metrics: &Metrics, process: usize) -> String {
     let mut out = String::new();
     let report = metrics.report();
-    for (name, help, value) in [
-        ("riffle_step_elements_in_total", "Elements a step read, per worker.", 0),
-        ("riffle_step_elements_out_total", "Elements a step emitted, per worker.", 1),
-        ("riffle_step_late_dropped_total", "Elements a grouping dropped as later than its allowed lateness.", 2),
+    for (name, help, kind, value) in [
+        ("riffle_step_elements_in_total", "Elements a step read, per worker.", "counter", 0),
+        ("riffle_step_elements_out_total", "Elements a step emitted, per worker.", "counter", 1),
+        (
+            "riffle_step_late_dropped_total",
+            "Elements a grouping dropped as later than its allowed lateness.",
+            "counter",
+            2,
+        ),
+        (
+            "riffle_step_waiting_elements",
+            "Elements a grouping holds until slower senders catch up (applied in watermark order).",
+            "gauge",
+            3,
+        ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in &report {
-            let v = [s.elements_in, s.elements_out, s.late_dropped][value];
+            let v = [s.elements_in, s.elements_out, s.late_dropped, s.waiting][value];
             let step = s.step.replace('\\', "\\\\").replace('"', "\\\"");
             let _ = writeln!(out, "{name}{{step=\"{step}\",worker=\"{}\",process=\"{process}\"}} {v}", s.worker);
         }
@@ -87,4 +98,22 @@ pub fn serve(addr: &str, metrics: Arc<Metrics>, process: usize) -> Result<Metric
         })
         .map_err(|e| Error::Internal(format!("cannot start the metrics thread: {e}")))?;
     Ok(MetricsServer { stop, thread: Some(thread) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_counters_and_the_waiting_gauge() {
+        let metrics = Metrics::default();
+        let c = metrics.counter("Sums", 1);
+        c.add_in(5);
+        c.set_waiting(7);
+        let text = render(&metrics, 0);
+        assert!(text.contains("# TYPE riffle_step_elements_in_total counter"), "{text}");
+        assert!(text.contains("riffle_step_elements_in_total{step=\"Sums\",worker=\"1\",process=\"0\"} 5"), "{text}");
+        assert!(text.contains("# TYPE riffle_step_waiting_elements gauge"), "{text}");
+        assert!(text.contains("riffle_step_waiting_elements{step=\"Sums\",worker=\"1\",process=\"0\"} 7"), "{text}");
+    }
 }

@@ -181,6 +181,8 @@ fn run(
     let sums = windowed(input(&p), case.0, case.1);
     let out = riffle_connectors::memory::collect(&sums);
     let report = riffle_timely::run(&p, opts).unwrap();
+    let waiting: u64 = report.steps.iter().filter(|s| s.step == "Sums").map(|s| s.waiting).sum();
+    assert_eq!(waiting, 0, "nothing is left waiting at the end");
     let mut got = std::mem::take(&mut *out.lock().unwrap());
     got.sort();
     (got, report.late_dropped("Sums"))

@@ -121,6 +121,7 @@ pub fn group<'scope>(
                 return;
             }
             emit(&mut fired, &holds, &mut handles[0], &counter);
+            counter.set_waiting(order.waiting_elements());
             // Processing-time triggers wait on the clock: look again when the next is due
             // (a manual clock moves only between epochs, which wakes the operator anyway).
             if let Some(t) = state.next_timer() {

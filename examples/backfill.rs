@@ -17,27 +17,13 @@
 //! rows written are the same. The peak memory of this process (VmHWM) is printed to
 //! stderr at the end.
 
+#[path = "shared/user_totals.rs"]
+mod user_totals;
+
 use clap::{Parser, ValueEnum};
 use riffle_engine::prelude::*;
 use riffle_parquet::{ReadParquet, WriteParquet};
-use serde::{Deserialize, Serialize};
-
-/// One input event.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Event {
-    user_id: String,
-    ts: i64,
-    amount: i64,
-}
-
-/// One output row: a user's total in one window.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Total {
-    user_id: String,
-    window_start: i64,
-    window_end: i64,
-    total: i64,
-}
+use user_totals::{Event, parse_duration_ms, user_totals};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -68,41 +54,6 @@ struct Args {
     mode: Mode,
     #[command(flatten)]
     run: riffle_timely::RunOptions,
-}
-
-fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = n.parse().map_err(|_| format!("{s:?}: expected a number then s, m, h or d"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{s:?}: the unit must be ms, s, m, h or d")),
-    };
-    if n <= 0 {
-        return Err(format!("{s:?}: a window is longer than zero"));
-    }
-    Ok(n * ms)
-}
-
-/// Attaches the window to each total.
-#[derive(Clone)]
-struct ToTotal;
-
-impl DoFn for ToTotal {
-    type In = (String, i64);
-    type Out = Total;
-    fn process(&mut self, (user_id, total): &(String, i64), ctx: &mut ProcessContext<'_, Total>) {
-        let Window::Interval { start, end } = ctx.window() else { unreachable!("fixed windows") };
-        ctx.output(Total {
-            user_id: user_id.clone(),
-            window_start: start.millis(),
-            window_end: end.millis(),
-            total: *total,
-        });
-    }
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -156,12 +107,7 @@ fn main() -> anyhow::Result<()> {
         .backfill(args.mode == Mode::Backfill)
         .read(&p)
         .named("ReadEvents");
-    let totals = events
-        .window_into(FixedWindows::of_millis(args.window))
-        .map(|e| (e.user_id.clone(), e.amount))
-        .combine_per_key(Sum::new())
-        .named("SumPerUserPerWindow")
-        .par_do(ToTotal);
+    let totals = user_totals(&events, args.window, None);
     match &args.output {
         Some(url) => {
             WriteParquet::to(url).timestamp_millis("window_start").timestamp_millis("window_end").write(&totals)

@@ -1370,9 +1370,9 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
     }
 }
 
-/// A combine step: lifted before the shuffle under the default trigger; with a trigger,
-/// raw inputs cross the shuffle so element-count triggers count elements; with
-/// retractions, the inputs are kept as a multiset so that retracted ones can be taken out.
+/// A combine step: lifted before the shuffle unless something counts elements; then raw
+/// inputs cross the shuffle so element-count triggers count elements; with retractions,
+/// the inputs are kept as a multiset so that retracted ones can be taken out.
 fn add_combine<K: Key, C: CombineFn>(
     input: &PCollection<(K, C::Input)>,
     transform: &str,
@@ -1385,7 +1385,16 @@ fn add_combine<K: Key, C: CombineFn>(
     if w.accumulation == AccumulationMode::AccumulatingAndRetracting {
         return add_group(input, transform, GroupStep::keyed(MultisetGrouping::combined::<K, C>(combine), &w));
     }
-    if w.trigger.is_some() {
+    // A lifted combine folds what a worker has of one bundle into one partial per key and
+    // window, so a trigger that counts elements would count partials, whose makeup depends
+    // on bundling. So does the default trigger on sessions with allowed lateness, which
+    // fires a late pane per late element. Triggers that wait only on the watermark and
+    // the clock see the same panes either way, and are lifted.
+    let counts = match &w.trigger {
+        Some(t) => t.counts_elements(),
+        None => w.merging.is_some() && w.allowed_lateness_ms > 0,
+    };
+    if counts {
         return add_group(input, transform, GroupStep::keyed(AddGrouping { combine, _k: PhantomData }, &w));
     }
     let grouping = MergeGrouping { combine: combine.clone(), default_on_empty, _k: PhantomData };

@@ -107,6 +107,12 @@ pub trait ParDoFn: Send + Sync {
     fn outputs(&self) -> usize;
     /// A fresh instance for one worker (Beam deserializes a DoFn per worker).
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn ParDoInstance>;
+    /// Whether the step hands every element on unchanged and only says something new
+    /// about its collection's windowing (`triggering`, `accumulating_fired_panes`): a
+    /// runner may then run nothing for it.
+    fn is_passthrough(&self) -> bool {
+        false
+    }
 }
 
 /// Outputs of one call into a ParDo, one slot per output port; `None` where empty.

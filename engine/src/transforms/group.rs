@@ -767,6 +767,36 @@ impl<K: Key, Acc, Out> TriggeredWindow<K, Acc, Out> {
         self.cells.insert(k, cell);
     }
 
+    /// Runs `f` on key `k`'s cell where it lies (None: the key has no cell here), and
+    /// brings the counts and holds that summarize the cells up to date with what `f` did:
+    /// the same bookkeeping as a [`TriggeredWindow::take`] and a
+    /// [`TriggeredWindow::put`], without moving the cell out and back.
+    fn update<R>(&mut self, k: &K, f: impl FnOnce(&mut Cell<Acc, Out>) -> R) -> Option<R> {
+        let cell = self.cells.get_mut(k)?;
+        let (was_unfired, old_hold) = (cell.fresh && !cell.trigger.finished, cell.hold);
+        let r = f(cell);
+        let (unfired, hold) = (cell.fresh && !cell.trigger.finished, cell.hold);
+        match (was_unfired, unfired) {
+            (false, true) => self.unfired += 1,
+            (true, false) => self.unfired -= 1,
+            _ => {}
+        }
+        if old_hold != hold {
+            if let Some(h) = old_hold {
+                match self.holds.get_mut(&h) {
+                    Some(n) if *n > 1 => *n -= 1,
+                    _ => {
+                        self.holds.remove(&h);
+                    }
+                }
+            }
+            if let Some(h) = hold {
+                *self.holds.entry(h).or_default() += 1;
+            }
+        }
+        Some(r)
+    }
+
     /// Where this window (of end `end`, expiring at `expiry`) holds the watermark.
     fn hold(&self, end: EventTime, expiry: EventTime) -> Option<EventTime> {
         let at_end = (!self.evaluated).then_some(end);
@@ -865,16 +895,18 @@ impl<G: Grouping> TriggeredState<G> {
         Ok(())
     }
 
-    /// Fires `cell` if its trigger says so now; the cell is out of its window meanwhile.
+    /// Fires `cell` if its trigger says so at processing time `now` (read once per batch:
+    /// a clock read per element costs more than the rest of the trigger); the cell is out
+    /// of its window meanwhile.
     fn maybe_fire(
         &mut self,
         k: &G::K,
         cell: &mut Cell<G::Acc, G::Out>,
         w: Window,
         watermark: Watermark,
+        now: ProcessingTime,
     ) -> Result<bool> {
         let past_end = watermark.is_past(w.max_timestamp());
-        let now = self.clock.now();
         if !self.trigger.should_fire(&cell.trigger, past_end, now) {
             return Ok(false);
         }
@@ -902,9 +934,10 @@ impl<G: Grouping> TriggeredState<G> {
         }
         window.evaluated = true;
         let keys: Vec<G::K> = window.cells.keys().cloned().collect();
+        let now = self.clock.now();
         for k in keys {
             let mut cell = self.windows.get_mut(&key).and_then(|win| win.take(&k)).expect("a listed cell");
-            self.maybe_fire(&k, &mut cell, key.1, watermark)?;
+            self.maybe_fire(&k, &mut cell, key.1, watermark, now)?;
             self.windows.get_mut(&key).expect("a live window").put(k, cell);
         }
         Ok(())
@@ -1001,6 +1034,7 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
             self.end_of_window(key, arrival)?;
         }
         let (g, step) = (self.grouping.clone(), self.step.clone());
+        let timed = self.trigger.uses_processing_time();
         for wv in input.into_iter_windowed() {
             let (w, ts) = (wv.window, wv.timestamp);
             // Lateness is judged on the element's own window, before any merging, as Beam does.
@@ -1009,6 +1043,59 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
                 continue;
             }
             let (k, x) = wv.value;
+            let retraction = wv.pane.retraction;
+            // The common case, without merging: the key's cell exists and this element does
+            // not make it fire, so it is updated where it lies.
+            let mut x = Some(x);
+            let key = (w.max_timestamp(), w);
+            if let (None, Some(window)) = (&self.merging, self.windows.get_mut(&key)) {
+                let (trigger, combiner) = (&*self.trigger, self.combiner);
+                let applied = window.update(&k, |cell| {
+                    if cell.trigger.finished {
+                        return Ok(false);
+                    }
+                    let x = x.take().expect("the element");
+                    catch_unwind(AssertUnwindSafe(|| {
+                        if retraction { g.retract(&mut cell.acc, x) } else { g.fold(&mut cell.acc, x) }
+                    }))
+                    .map_err(|p| Error::from_panic(&step, p, None))?;
+                    cell.fresh = true;
+                    combiner.fold(&mut cell.hold, ts, key.0, arrival);
+                    trigger.on_element(&mut cell.trigger, 1, now);
+                    Ok(trigger.should_fire(&cell.trigger, arrival.is_past(key.0), now))
+                });
+                match applied {
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(false)) if x.is_some() => {
+                        // The trigger is done: the window is closed for this key.
+                        let x = x.take().expect("the element");
+                        self.dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane: wv.pane });
+                        continue;
+                    }
+                    Some(Ok(false)) => {
+                        if timed {
+                            let cell = &window.cells[&k];
+                            if let Some(t) = trigger.next_timer(&cell.trigger, now) {
+                                let due = self.timers.entry(t).or_default();
+                                if due.last().is_none_or(|(wk, dk)| *wk != key || *dk != k) {
+                                    due.push((key, k));
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Ok(true)) => {
+                        // It fires: out of the window, as below, for the pane.
+                        let mut cell = window.take(&k).expect("the cell just updated");
+                        self.maybe_fire(&k, &mut cell, w, arrival, now)?;
+                        self.schedule(key, &k, &cell, now);
+                        self.windows.get_mut(&key).expect("the window just used").put(k, cell);
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            let x = x.take().expect("an element not yet applied");
             let target = self.merge_windows(&k, w, arrival);
             let key = (target.max_timestamp(), target);
             let window = self.windows.entry(key).or_insert_with(TriggeredWindow::new);
@@ -1026,7 +1113,6 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
                 self.dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane: wv.pane });
                 continue;
             }
-            let retraction = wv.pane.retraction;
             catch_unwind(AssertUnwindSafe(|| {
                 if retraction { g.retract(&mut cell.acc, x) } else { g.fold(&mut cell.acc, x) }
             }))
@@ -1034,7 +1120,7 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
             cell.fresh = true;
             self.combiner.fold(&mut cell.hold, ts, key.0, arrival);
             self.trigger.on_element(&mut cell.trigger, 1, now);
-            self.maybe_fire(&k, &mut cell, target, arrival)?;
+            self.maybe_fire(&k, &mut cell, target, arrival, now)?;
             self.schedule(key, &k, &cell, now);
             self.windows.get_mut(&key).expect("the window just used").put(k, cell);
         }
@@ -1067,6 +1153,9 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
     /// retraction first, then the value's encoding), so that the panes do not depend on
     /// which sender's batch came first, nor on how many workers the senders were.
     fn insert_all(&mut self, input: Vec<Batch>, arrival: Watermark) -> Result<()> {
+        if self.same_watermark() == SameWatermark::AsTheyCome {
+            return input.into_iter().try_for_each(|b| self.insert(b, arrival));
+        }
         let mut all: Vec<WindowedValue<(G::K, G::Shuffled)>> =
             input.into_iter().flat_map(|b| b.into_elements::<(G::K, G::Shuffled)>().into_iter_windowed()).collect();
         all.sort_by_cached_key(|wv| {
@@ -1104,7 +1193,7 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
             }
             for (key, k) in entry.remove() {
                 let Some(mut cell) = self.windows.get_mut(&key).and_then(|win| win.take(&k)) else { continue };
-                self.maybe_fire(&k, &mut cell, key.1, watermark)?;
+                self.maybe_fire(&k, &mut cell, key.1, watermark, now)?;
                 self.schedule(key, &k, &cell, now);
                 self.windows.get_mut(&key).expect("a live window").put(k, cell);
             }

@@ -32,16 +32,6 @@ where
 }
 
 /// Like [`closure_step`], with the output's info given (windowing changes).
-pub(crate) fn closure_step_with_info<I: Data, O: Data>(
-    input: &PCollection<I>,
-    transform: &str,
-    info: crate::graph::OutputInfo,
-    f: impl Fn(&I, &mut ProcessContext<'_, O>) + Send + Sync + 'static,
-) -> PCollection<O> {
-    let dofn = ClosureFn { f: Arc::new(f), _types: PhantomData };
-    crate::transforms::par_do::add_dofn(input, transform, dofn, Vec::new(), info).0
-}
-
 pub(crate) fn closure_step<I: Data, O: Data>(
     input: &PCollection<I>,
     transform: &str,

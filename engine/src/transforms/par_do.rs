@@ -332,6 +332,48 @@ pub(crate) fn add_dofn<D: DoFn>(
     (main, TaggedOutputs { pipeline: p.clone(), node, names })
 }
 
+/// Hands each element on as it is (a copy, for a runner that runs the step).
+struct Identity<T>(PhantomData<fn() -> T>);
+
+impl<T> Clone for Identity<T> {
+    fn clone(&self) -> Self {
+        Identity(PhantomData)
+    }
+}
+
+impl<T: Data> DoFn for Identity<T> {
+    type In = T;
+    type Out = T;
+    fn process(&mut self, element: &T, ctx: &mut ProcessContext<'_, T>) {
+        ctx.output(element.clone());
+    }
+}
+
+/// The step of [`add_windowing_step`]: an identity DoFn that says runners may skip it.
+struct Passthrough<T>(DoFnStep<Identity<T>>);
+
+impl<T: Data> ParDoFn for Passthrough<T> {
+    fn outputs(&self) -> usize {
+        1
+    }
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn ParDoInstance> {
+        self.0.instantiate(ctx)
+    }
+    fn is_passthrough(&self) -> bool {
+        true
+    }
+}
+
+/// Adds a step that changes nothing but its collection's windowing metadata (`info`:
+/// its trigger, accumulation mode, allowed lateness, timestamp combiner). Its elements
+/// pass through unchanged, and runners run nothing for it ([`ParDoFn::is_passthrough`]).
+pub(crate) fn add_windowing_step<T: Data>(input: &PCollection<T>, transform: &str, info: OutputInfo) -> PCollection<T> {
+    let p = input.pipeline();
+    let step = Passthrough(DoFnStep { dofn: Identity::<T>(PhantomData), tags: Vec::new() });
+    let node = p.add_step(transform, NodeKind::ParDo(Arc::new(step)), vec![input.port()], vec![info]);
+    PCollection::from_port(p, PortRef { node, port: 0 })
+}
+
 /// Adds a single-output DoFn step whose output keeps the input's windowing.
 pub(crate) fn add_simple<D: DoFn>(input: &PCollection<D::In>, transform: &str, dofn: D) -> PCollection<D::Out> {
     let info = input.derived_info::<D::Out>();

@@ -77,9 +77,7 @@ impl<T: Data> PCollection<T> {
     pub fn with_timestamp_combiner(&self, combiner: crate::graph::TimestampCombiner) -> PCollection<T> {
         let mut info = self.derived_info::<T>();
         info.windowing.timestamp_combiner = combiner;
-        crate::transforms::map::closure_step_with_info(self, "TimestampCombiner", info, |x: &T, ctx| {
-            ctx.output(x.clone())
-        })
+        crate::transforms::par_do::add_windowing_step(self, "TimestampCombiner", info)
     }
 
     /// Sets when the groupings downstream fire panes (Beam's `Window.triggering`),
@@ -106,7 +104,7 @@ impl<T: Data> PCollection<T> {
         let mut info = self.derived_info::<T>();
         info.windowing.trigger = Some(Arc::new(trigger));
         info.windowing.default_trigger = false;
-        crate::transforms::map::closure_step_with_info(self, "Triggering", info, |x: &T, ctx| ctx.output(x.clone()))
+        crate::transforms::par_do::add_windowing_step(self, "Triggering", info)
     }
 
     /// Makes each later pane of a window hold everything the window has received so far
@@ -135,9 +133,7 @@ impl<T: Data> PCollection<T> {
     pub fn accumulating_fired_panes(&self) -> PCollection<T> {
         let mut info = self.derived_info::<T>();
         info.windowing.accumulation = crate::graph::AccumulationMode::Accumulating;
-        crate::transforms::map::closure_step_with_info(self, "AccumulatingFiredPanes", info, |x: &T, ctx| {
-            ctx.output(x.clone())
-        })
+        crate::transforms::par_do::add_windowing_step(self, "AccumulatingFiredPanes", info)
     }
 
     /// Each pane holds everything the window has received so far, and is preceded by a
@@ -166,12 +162,7 @@ impl<T: Data> PCollection<T> {
     pub fn accumulating_and_retracting_fired_panes(&self) -> PCollection<T> {
         let mut info = self.derived_info::<T>();
         info.windowing.accumulation = crate::graph::AccumulationMode::AccumulatingAndRetracting;
-        crate::transforms::map::closure_step_with_info(
-            self,
-            "AccumulatingAndRetractingFiredPanes",
-            info,
-            |x: &T, ctx| ctx.output(x.clone()),
-        )
+        crate::transforms::par_do::add_windowing_step(self, "AccumulatingAndRetractingFiredPanes", info)
     }
 
     /// Accepts elements up to `ms` milliseconds after their window's end (Beam's
@@ -206,9 +197,7 @@ impl<T: Data> PCollection<T> {
     pub fn with_allowed_lateness(&self, ms: i64) -> PCollection<T> {
         let mut info = self.derived_info::<T>();
         info.windowing.allowed_lateness_ms = ms.max(0);
-        crate::transforms::map::closure_step_with_info(self, "AllowedLateness", info, |x: &T, ctx| {
-            ctx.output(x.clone())
-        })
+        crate::transforms::par_do::add_windowing_step(self, "AllowedLateness", info)
     }
 }
 

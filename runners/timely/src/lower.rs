@@ -44,6 +44,8 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
             let name = node.name.as_str();
             let outs: Vec<BatchStream<'_>> = match &node.kind {
                 NodeKind::Source(s) => vec![source::source(scope, name, s, env)],
+                // A step that only says something new about windowing moves no data.
+                NodeKind::ParDo(f) if f.is_passthrough() => vec![edges.take(&node.inputs[0])],
                 NodeKind::ParDo(f) => par_do::par_do(edges.take(&node.inputs[0]), name, f, env),
                 NodeKind::Exchange(s) => {
                     let input = edges.take(&node.inputs[0]);

@@ -1,15 +1,19 @@
 //! Stable key routing: key -> hash -> key group -> worker.
 //!
 //! The hash must be identical on every process and in every run (a shuffle that hashes a
-//! key differently on two processes silently splits its group), so it is Riffle's own
-//! [`StableHasher`], never `std`'s randomly seeded `RandomState`: an algorithm we own
-//! cannot change under us with a dependency's version, which checkpoints (keyed by key
-//! group) rely on. It is a multiply-fold hash over 64-bit words with a final avalanche,
-//! cheap to start per key (xxh3's streaming state is 600 bytes). Keys map to one of
-//! [`KEY_GROUPS`] groups first and groups to workers by contiguous ranges (Flink's
-//! max-parallelism): state snapshotted per key group restores at any worker count.
+//! key differently on two processes silently splits its group), and across builds:
+//! checkpoints keep state per key group, so a toolchain upgrade must not reroute keys.
+//! `std`'s `Hash` impls are documented as not stable across compiler versions or
+//! platforms (how a `str`, a tuple or a `usize` feeds the hasher may change), so Riffle
+//! does not hash through them. A key is hashed as **XXH3-64 (seed 0) of its bincode
+//! encoding**: bincode 1's `serialize` format, little-endian fixed-width integers and u64
+//! length prefixes, which serde derives make a function of the key's value alone (a
+//! `String` and a `&str` of the same text encode, and route, the same). Both are
+//! specified formats, pinned by the test vectors below. Keys map to one of [`KEY_GROUPS`]
+//! groups first and groups to workers by contiguous ranges (Flink's max-parallelism):
+//! state snapshotted per key group restores at any worker count.
 
-use std::hash::{Hash, Hasher};
+use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,86 +24,35 @@ pub const KEY_GROUPS: u32 = 4096;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct KeyGroup(pub u32);
 
-/// A hasher whose output depends only on the bytes and words written: the same on every
-/// machine, process and run of the same binary.
-#[derive(Clone, Copy, Debug)]
-pub struct StableHasher {
-    state: u64,
+thread_local! {
+    /// The encoding buffer, reused: no allocation per key on the shuffle's hot path.
+    static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-const SEED: u64 = 0x243f_6a88_85a3_08d3;
-const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl Default for StableHasher {
-    fn default() -> Self {
-        StableHasher { state: SEED }
-    }
-}
-
-impl StableHasher {
-    #[inline]
-    fn mix(&mut self, word: u64) {
-        // Folded multiply: the high and low halves of a 128-bit product, xored.
-        let m = u128::from(self.state ^ word) * u128::from(MUL);
-        self.state = (m as u64) ^ ((m >> 64) as u64);
-    }
-}
-
-impl Hasher for StableHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.mix(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        // The length keeps "ab" + "" apart from "a" + "b".
-        self.mix(u64::from_le_bytes(last) ^ ((bytes.len() as u64) << 56));
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.mix(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.mix(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.mix(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.mix(i);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.mix(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        // splitmix64's finalizer: every input bit reaches every output bit.
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-/// The stable 64-bit hash of a key.
+/// The stable 64-bit hash of a key: XXH3-64 of its bincode encoding (see the module doc).
+///
+/// # Panics
+/// If the key cannot be encoded (a `Serialize` impl that fails): keys must encode to
+/// cross processes anyway.
 #[inline]
-pub fn stable_hash<K: Hash + ?Sized>(key: &K) -> u64 {
-    let mut h = StableHasher::default();
-    key.hash(&mut h);
-    h.finish()
+pub fn stable_hash<K: Serialize + ?Sized>(key: &K) -> u64 {
+    let hash = |buf: &mut Vec<u8>| {
+        buf.clear();
+        bincode::serialize_into(&mut *buf, key)
+            .unwrap_or_else(|e| panic!("a key of type {} cannot be encoded: {e}", std::any::type_name::<K>()));
+        xxhash_rust::xxh3::xxh3_64(buf)
+    };
+    // A key whose encoding hashes another key (re-entrance) gets a buffer of its own.
+    ENCODED.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => hash(&mut buf),
+        Err(_) => hash(&mut Vec::new()),
+    })
 }
 
 impl KeyGroup {
     /// The key group of `key`.
     #[inline]
-    pub fn of<K: Hash + ?Sized>(key: &K) -> KeyGroup {
+    pub fn of<K: Serialize + ?Sized>(key: &K) -> KeyGroup {
         KeyGroup(((stable_hash(key) >> 32) % KEY_GROUPS as u64) as u32)
     }
 
@@ -115,16 +68,59 @@ impl KeyGroup {
 mod tests {
     use super::*;
 
-    const PINNED_U64: u64 = 6810052534467633580;
-    const PINNED_STR: u64 = 9065427007788630108;
+    const PINNED_U64: u64 = 15395265915043915720;
+    const PINNED_STR: u64 = 13669649145851414495;
+    const PINNED_GROUP: u32 = 2425;
+    use xxhash_rust::xxh3::xxh3_64;
+
+    #[derive(Serialize)]
+    enum Shape {
+        Dot,
+        Square(u16),
+    }
+
+    #[derive(Serialize)]
+    struct Account {
+        region: u8,
+        id: String,
+    }
 
     #[test]
-    fn hash_is_pinned() {
+    fn the_hash_is_xxh3_of_the_documented_encoding() {
+        // The encoding, written out by hand: little-endian fixed-width integers, u64
+        // length prefixes, u32 enum variant indexes, fields in order.
+        // XXH3-64 itself: the reference implementation's value for no input (seed 0).
+        assert_eq!(xxh3_64(b""), 0x2D06_8005_38D3_94C2);
+        let mut riffle = 6u64.to_le_bytes().to_vec();
+        riffle.extend_from_slice(b"riffle");
+        assert_eq!(stable_hash(&42u64), xxh3_64(&42u64.to_le_bytes()));
+        assert_eq!(stable_hash(&-7i32), xxh3_64(&(-7i32).to_le_bytes()));
+        assert_eq!(stable_hash("riffle"), xxh3_64(&riffle));
+        assert_eq!(stable_hash(&"riffle".to_string()), xxh3_64(&riffle));
+        let tuple = [riffle.clone(), 9u64.to_le_bytes().to_vec()].concat();
+        assert_eq!(stable_hash(&("riffle".to_string(), 9u64)), xxh3_64(&tuple));
+        assert_eq!(stable_hash(&Shape::Dot), xxh3_64(&0u32.to_le_bytes()));
+        assert_eq!(stable_hash(&Shape::Square(3)), xxh3_64(&[1, 0, 0, 0, 3, 0]));
+        let account = [vec![2u8], riffle].concat();
+        assert_eq!(stable_hash(&Account { region: 2, id: "riffle".into() }), xxh3_64(&account));
+    }
+
+    #[test]
+    fn the_hash_is_pinned() {
         // Fixed values: if these change, state routed by key group (checkpoints, and a
-        // cluster running two builds) is routed differently. Change them only on purpose.
+        // cluster running two builds) is routed differently. Change them only on purpose,
+        // with a migration for existing checkpoints.
         assert_eq!(stable_hash(&42u64), PINNED_U64);
         assert_eq!(stable_hash("riffle"), PINNED_STR);
+        assert_eq!(KeyGroup::of("riffle"), KeyGroup(PINNED_GROUP));
         assert_ne!(stable_hash(&("a", "b")), stable_hash(&("ab", "")));
+    }
+
+    #[test]
+    fn a_string_and_a_str_route_alike() {
+        for text in ["", "a", "the cat", "ünïcödé"] {
+            assert_eq!(KeyGroup::of(text), KeyGroup::of(&text.to_string()));
+        }
     }
 
     #[test]

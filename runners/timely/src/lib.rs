@@ -159,6 +159,7 @@ fn execute(
             job: job.clone(),
             metrics: worker_metrics.clone(),
             sinks_progress: timely::dataflow::ProbeHandle::new(),
+            pacing: Vec::new(),
             clock: clock.clone(),
         };
         let ran = catch_unwind(AssertUnwindSafe(|| {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use riffle_engine::{Graph, NodeKind, PortRef};
+use riffle_engine::{Graph, NodeId, NodeKind, PortRef};
 use timely::worker::Worker;
 
 use crate::operators::{BatchStream, Env, flatten, group, par_do, shuffle, sink, source};
@@ -34,6 +34,7 @@ impl<'scope> Edges<'scope> {
 pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
     worker.dataflow::<Time, _, _>(|scope| {
         let env = &Env { sinks_progress: timely::dataflow::ProbeHandle::new(), ..env.clone() };
+        let pacing = pacing_probes(graph);
         let mut edges = Edges { streams: HashMap::new(), readers: HashMap::new() };
         for node in graph.nodes() {
             for p in &node.inputs {
@@ -43,7 +44,10 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
         for node in graph.nodes() {
             let name = node.name.as_str();
             let outs: Vec<BatchStream<'_>> = match &node.kind {
-                NodeKind::Source(s) => vec![source::source(scope, name, s, env)],
+                NodeKind::Source(s) => {
+                    let env = &Env { pacing: pacing[&node.id].clone(), ..env.clone() };
+                    vec![source::source(scope, name, s, env)]
+                }
                 // A step that only says something new about windowing moves no data.
                 NodeKind::ParDo(f) if f.is_passthrough() => vec![edges.take(&node.inputs[0])],
                 NodeKind::ParDo(f) => par_do::par_do(edges.take(&node.inputs[0]), name, f, env),
@@ -57,6 +61,7 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                     vec![flatten::flatten(scope, inputs)]
                 }
                 NodeKind::Sink(s) => {
+                    let env = &Env { pacing: pacing[&node.id].clone(), ..env.clone() };
                     sink::sink(edges.take(&node.inputs[0]), name, s, env);
                     vec![]
                 }
@@ -66,4 +71,31 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
             }
         }
     });
+}
+
+/// One probe per source, on the sinks it feeds: for each source, a one-element list with
+/// its probe; for each sink, the probes of the sources upstream of it. A source paces
+/// itself on the sinks it feeds alone, so an idle source in one branch cannot stop the
+/// data of another (a source that feeds no sink is never paced).
+fn pacing_probes(graph: &Graph) -> HashMap<NodeId, Vec<timely::dataflow::ProbeHandle<Time>>> {
+    // The sources upstream of every step, in the graph's topological order.
+    let mut upstream: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    let mut probes = HashMap::new();
+    let mut handles: HashMap<NodeId, timely::dataflow::ProbeHandle<Time>> = HashMap::new();
+    for node in graph.nodes() {
+        let mut sources: Vec<NodeId> = node.inputs.iter().flat_map(|p| upstream[&p.node].clone()).collect();
+        if let NodeKind::Source(_) = node.kind {
+            let probe = timely::dataflow::ProbeHandle::new();
+            handles.insert(node.id, probe.clone());
+            probes.insert(node.id, vec![probe]);
+            sources.push(node.id);
+        }
+        sources.sort();
+        sources.dedup();
+        if let NodeKind::Sink(_) = node.kind {
+            probes.insert(node.id, sources.iter().map(|s| handles[s].clone()).collect());
+        }
+        upstream.insert(node.id, sources);
+    }
+    probes
 }

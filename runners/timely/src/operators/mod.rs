@@ -28,8 +28,13 @@ pub struct Env {
     pub job: Arc<JobState>,
     /// This process's counters.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Progress at the sinks of this worker's dataflow, for sources to pace on.
+    /// Progress at every sink of this worker's dataflow: a scripted processing-time
+    /// advance waits on it, since processing time is the same for every step.
     pub sinks_progress: timely::dataflow::ProbeHandle<Time>,
+    /// For a source: progress at the sinks it feeds, which it paces itself on, so that
+    /// unrelated branches do not hold each other back. For a sink: the probes of the
+    /// sources that feed it, to attach.
+    pub pacing: Vec<timely::dataflow::ProbeHandle<Time>>,
     /// This process's clock.
     pub clock: Arc<dyn Clock>,
 }

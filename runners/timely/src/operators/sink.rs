@@ -22,8 +22,12 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
             None
         }
     };
-    // Sources pace themselves on how far the sinks have got.
-    let input = input.probe_with(&env.sinks_progress);
+    // Sources pace themselves on how far the sinks they feed have got; a scripted
+    // processing-time advance waits for every sink.
+    let mut input = input.probe_with(&env.sinks_progress);
+    for probe in &env.pacing {
+        input = input.probe_with(probe);
+    }
     let mut last_watermark = riffle_engine::Watermark::MIN;
     input.sink(Pipeline, name, move |(input, frontier)| {
         input.for_each_stamp(|_cap, containers| {

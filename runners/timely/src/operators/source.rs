@@ -62,7 +62,9 @@ pub fn source<'scope>(
     let counter = env.counter(name);
     let job = env.job.clone();
     let src = src.clone();
+    // Every sink, for the processing-time barrier; the sinks this source feeds, to pace on.
     let sinks = env.sinks_progress.clone();
+    let fed = env.pacing.first().cloned().unwrap_or_default();
     let clock = env.clock.clone();
     timely_source::<_, CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, name, move |cap, info| {
         let activator = scope.activator_for(info.address);
@@ -106,8 +108,8 @@ pub fn source<'scope>(
                     break;
                 }
                 // Split stamps need not come in order: forget every time the sinks passed.
-                in_flight.retain(|t| sinks.less_equal(t));
-                if in_flight.len() >= TIMES_IN_FLIGHT || too_far_ahead(r.as_ref(), &sinks) {
+                in_flight.retain(|t| fed.less_equal(t));
+                if in_flight.len() >= TIMES_IN_FLIGHT || too_far_ahead(r.as_ref(), &fed) {
                     paced = true;
                     break;
                 }

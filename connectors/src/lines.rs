@@ -50,7 +50,7 @@ struct LinesWriter<T, L> {
 
 impl<T: Data, L: LineTarget> SinkWriter for LinesWriter<T, L> {
     fn write(&mut self, input: Batch) -> Result<()> {
-        let e = input.into_elements::<T>();
+        let e = input.try_into_elements::<T>()?;
         self.lines.extend(e.values().iter().map(|v| (self.format)(v)));
         Ok(())
     }

@@ -42,7 +42,7 @@ impl<T: Data> SinkFn for CollectSink<T> {
 
 impl<T: Data> SinkWriter for CollectSink<T> {
     fn write(&mut self, input: Batch) -> Result<()> {
-        let e = input.into_elements::<T>();
+        let e = input.try_into_elements::<T>()?;
         self.out.lock().expect("collect sink").extend(e.into_iter_windowed());
         Ok(())
     }

@@ -11,6 +11,7 @@ use std::cell::OnceCell;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::element::{Data, Elements};
+use crate::error::{Error, Result};
 
 /// A batch of elements of some type the runner need not know.
 ///
@@ -100,6 +101,30 @@ impl Batch {
         }
     }
 
+    /// Recovers the typed elements of a batch that may have crossed from another
+    /// process: bytes that do not decode as `Elements<T>` are an error, not a panic, so
+    /// the step that received them fails the job with a message instead of its worker.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the frame does not decode: a bug in Riffle, or processes
+    /// of one job running different builds of the pipeline.
+    ///
+    /// # Panics
+    /// If the batch holds another type in this process: a miswired graph, a bug in the
+    /// engine.
+    pub fn try_into_elements<T: Data>(self) -> Result<Elements<T>> {
+        match self.payload {
+            Payload::Encoded(bytes) => crate::codec::decode(&bytes).map_err(|e| {
+                Error::Internal(format!(
+                    "a batch of {} from another process did not decode ({e}): a bug in Riffle, or the \
+                     processes of this job run different builds; run the same binary in every process",
+                    std::any::type_name::<T>()
+                ))
+            }),
+            typed => Ok(Batch { payload: typed, ..self }.into_elements()),
+        }
+    }
+
     fn bytes(&self) -> &[u8] {
         match &self.payload {
             Payload::Typed { data, encode, encoded, .. } => encoded.get_or_init(|| encode(data.as_ref())),
@@ -149,6 +174,17 @@ impl std::fmt::Debug for Batch {
 mod tests {
     use super::*;
     use crate::{EventTime, PaneInfo, Window};
+
+    #[test]
+    fn a_frame_that_does_not_decode_is_an_error_not_a_panic() {
+        // A batch as it arrives from another process, with bytes that are no frame.
+        let wire = bincode::serialize(&(0u32, 3u32, serde_bytes::Bytes::new(&[1, 0xff, 0xff, 7]))).unwrap();
+        let garbage: Batch = bincode::deserialize(&wire).unwrap();
+        let err = garbage.try_into_elements::<(String, u64)>().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("(alloc::string::String, u64)") && text.contains("did not decode"), "{text}");
+        assert_eq!(err.domain(), crate::ErrorDomain::Internal);
+    }
 
     #[test]
     fn a_batch_survives_serialization_once_encoded() {

@@ -225,3 +225,16 @@ fn the_default_trigger_gives_the_same_panes_in_every_arrival_order() {
     ];
     every_order_gives(|i| i.combine_per_key(Sum::new()), &want);
 }
+
+#[test]
+fn a_frame_that_does_not_decode_fails_the_grouping_with_an_error() {
+    // A batch as it arrives from another process, with bytes that are no frame: the
+    // state's insert returns an error naming the element type (the runner fails the job
+    // with it) instead of panicking its worker.
+    let wire = bincode::serialize(&(0u32, 2u32, serde_bytes::Bytes::new(&[1, 0xde, 0xad]))).unwrap();
+    let garbage: Batch = bincode::deserialize(&wire).unwrap();
+    for strategy in [counted as fn(_) -> _, |i: PCollection<(String, i64)>| i.combine_per_key(Sum::new())] {
+        let err = state(strategy).insert_all(vec![garbage.clone()], Watermark::MIN).unwrap_err();
+        assert!(err.to_string().contains("did not decode"), "{err}");
+    }
+}

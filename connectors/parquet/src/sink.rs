@@ -360,7 +360,7 @@ impl<T: Data> ParquetWriter<T> {
 
 impl<T: Data> SinkWriter for ParquetWriter<T> {
     fn write(&mut self, input: Batch) -> riffle_engine::Result<()> {
-        for wv in input.into_elements::<T>().into_iter_windowed() {
+        for wv in input.try_into_elements::<T>()?.into_iter_windowed() {
             let (base, name) = self.file_name(&wv.value, wv.window);
             let mut file = match self.files.remove(&name) {
                 Some(f) => f,

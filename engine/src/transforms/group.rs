@@ -569,7 +569,7 @@ impl<G: Grouping> KeyedState<G> {
 
 impl<G: Grouping> GroupState for KeyedState<G> {
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
-        let input = input.into_elements::<(G::K, G::Shuffled)>();
+        let input = input.try_into_elements::<(G::K, G::Shuffled)>()?;
         let step = self.step.clone();
         catch_unwind(AssertUnwindSafe(|| {
             // The common case: one window, end-of-window timestamps: one lookup per batch.
@@ -1019,7 +1019,7 @@ impl<G: Grouping> TriggeredState<G> {
 
 impl<G: Grouping> GroupState for TriggeredState<G> {
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
-        let input = input.into_elements::<(G::K, G::Shuffled)>();
+        let input = input.try_into_elements::<(G::K, G::Shuffled)>()?;
         let now = self.clock.now();
         // These elements were sent at `arrival`: the firings at the ends of the windows it
         // has passed hold only what came before them, so they happen first.
@@ -1156,8 +1156,10 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
         if self.same_watermark() == SameWatermark::AsTheyCome {
             return input.into_iter().try_for_each(|b| self.insert(b, arrival));
         }
-        let mut all: Vec<WindowedValue<(G::K, G::Shuffled)>> =
-            input.into_iter().flat_map(|b| b.into_elements::<(G::K, G::Shuffled)>().into_iter_windowed()).collect();
+        let mut all: Vec<WindowedValue<(G::K, G::Shuffled)>> = Vec::new();
+        for b in input {
+            all.extend(b.try_into_elements::<(G::K, G::Shuffled)>()?.into_iter_windowed());
+        }
         all.sort_by_cached_key(|wv| {
             let bytes = bitcode::serialize(&wv.value).expect("internal error: encoding a value to order it failed");
             (wv.timestamp, wv.window, !wv.pane.retraction, bytes)
@@ -1272,7 +1274,7 @@ impl<G: Grouping> MergingState<G> {
 
 impl<G: Grouping> GroupState for MergingState<G> {
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
-        let input = input.into_elements::<(G::K, G::Shuffled)>();
+        let input = input.try_into_elements::<(G::K, G::Shuffled)>()?;
         let step = self.step.clone();
         catch_unwind(AssertUnwindSafe(|| {
             for wv in input.into_iter_windowed() {

@@ -231,7 +231,7 @@ impl<D: DoFn> ParDoInstance for DoFnInstance<D> {
     }
 
     fn process(&mut self, input: Batch) -> Result<()> {
-        let input = input.into_elements::<D::In>();
+        let input = input.try_into_elements::<D::In>()?;
         // Most DoFns output about one element per input: size the output once.
         self.main.reserve(input.len());
         let mut current = 0;

@@ -4,9 +4,11 @@
 //! Timely's progress tracking already computes, across threads and processes, the least
 //! time anything upstream can still produce: its event-time coordinate *is* the
 //! watermark, so Riffle writes no watermark protocol of its own. The epoch coordinate is
-//! for checkpoints: a source advances it on a checkpoint interval, and an operator whose
-//! frontier passed epoch `e` has seen all of it. (Every job runs in epoch 0 until
-//! checkpoints arrive.)
+//! for checkpoints (an operator whose frontier passed epoch `e` has seen all of it) and,
+//! until they land, for pacing and processing time: a source moves to the next epoch
+//! every 16 batches, so a bounded source's batches have distinct times to count, and at
+//! a `TestStream`'s processing-time barriers (ADR 0001's update). Operators move what they
+//! hold forward in epoch to the least epoch their input can still bring.
 //!
 //! It is Riffle's own type rather than timely's `Product<u64, i64>` because a top-level
 //! dataflow's time must refine `()`, which `Product` does not, and because named fields

@@ -1,0 +1,78 @@
+//! The Kafka connector's error: each variant names the broker or topic and says who must
+//! act.
+
+use riffle_engine::Error as EngineError;
+
+/// The result of anything in this crate that can fail.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong reading or writing a Kafka-protocol topic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The brokers did not answer within the connect timeout.
+    #[error(
+        "Kafka brokers {brokers} did not answer within {timeout_ms} ms ({reason}); is a broker running there, and is \
+         --brokers right?"
+    )]
+    Unreachable {
+        /// The bootstrap servers as given.
+        brokers: String,
+        /// The timeout waited.
+        timeout_ms: u64,
+        /// librdkafka's words.
+        reason: String,
+    },
+    /// The topic does not exist on the brokers.
+    #[error("topic {topic:?} does not exist on {brokers}; create it first (Riffle does not create topics)")]
+    NoTopic {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+    },
+    /// The client could not be configured (a bad setting).
+    #[error("Kafka client for topic {topic:?}: {reason}")]
+    Client {
+        /// The topic.
+        topic: String,
+        /// What librdkafka said.
+        reason: String,
+    },
+    /// A read failed while the job ran (the broker went away, a partition was lost).
+    #[error("reading topic {topic:?} from {brokers}: {reason}")]
+    Read {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// What librdkafka said.
+        reason: String,
+    },
+    /// Records could not be delivered.
+    #[error("writing to topic {topic:?}: {reason}")]
+    Delivery {
+        /// The topic.
+        topic: String,
+        /// What librdkafka said about the first record that failed.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Whether the user must fix something (a setting, a missing topic) rather than an
+    /// external system being down.
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, Error::NoTopic { .. } | Error::Client { .. })
+    }
+}
+
+impl From<Error> for EngineError {
+    fn from(e: Error) -> Self {
+        if e.is_user_error() {
+            EngineError::Config(e.to_string())
+        } else {
+            EngineError::Io { step: "kafka".into(), message: e.to_string(), source: None }
+        }
+    }
+}

@@ -15,6 +15,7 @@
 mod error;
 mod sink;
 mod source;
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use sink::WriteKafka;

@@ -7,17 +7,15 @@
 //! that is down at start making the job hang; records written with the wrong key, value or
 //! timestamp.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Tansu;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use riffle_engine::WatermarkStrategy;
 use riffle_engine::prelude::*;
+use riffle_kafka::testing::{Tansu, free_port};
 use riffle_kafka::{ReadKafka, WriteKafka};
 use riffle_timely::RunOptions;
 use serde::{Deserialize, Serialize};
@@ -150,7 +148,7 @@ fn a_malformed_record_reaches_the_dead_letters_with_its_partition_and_offset() {
 
 #[test]
 fn a_broker_that_is_down_at_start_is_a_clear_error_soon() {
-    let brokers = format!("127.0.0.1:{}", common::free_port());
+    let brokers = format!("127.0.0.1:{}", free_port());
     let p = Pipeline::new();
     let (read, _) = ReadKafka::<Event>::topic("events").brokers(&brokers).bounded(true).read(&p);
     riffle_connectors::memory::discard(&read);

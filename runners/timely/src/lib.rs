@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod operators;
 pub mod options;
 pub mod prometheus;
+pub mod stop;
 pub mod testing;
 pub mod time;
 
@@ -46,6 +47,7 @@ use timely::WorkerConfig;
 pub use cluster::{is_cluster_member, shared_scratch_dir};
 pub use metrics::StepReport;
 pub use options::{Cli, RunOptions};
+pub use stop::{request_stop, stop_on_signals, stop_requested};
 
 use crate::cluster::Role;
 use crate::job::JobState;

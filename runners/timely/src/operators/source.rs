@@ -66,6 +66,7 @@ pub fn source<'scope>(
     let sinks = env.sinks_progress.clone();
     let fed = env.pacing.first().cloned().unwrap_or_default();
     let clock = env.clock.clone();
+    let bounded = src.is_bounded();
     timely_source::<_, CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, name, move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut reader = match src.open(&ctx) {
@@ -100,7 +101,8 @@ pub fn source<'scope>(
                 activator.activate_after(PACE_POLL);
                 return;
             }
-            let mut finished = job.has_failed();
+            // A stop asked for (SIGTERM) ends an unbounded source as its end would.
+            let mut finished = job.has_failed() || (!bounded && crate::stop::stop_requested());
             let mut pending = false;
             let mut paced = false;
             for _ in 0..BATCHES_PER_ACTIVATION {

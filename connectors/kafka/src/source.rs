@@ -32,6 +32,10 @@ fn step(w: Watermark) -> Watermark {
     Watermark(EventTime::from_millis(w.0.millis().div_euclid(WATERMARK_STEP_MS) * WATERMARK_STEP_MS))
 }
 
+/// How long read errors may go on without a break before the job fails: a broker that is
+/// gone stops the job (never a hang), a connection that drops and comes back does not.
+const BROKER_LOSS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long `check` and `open` wait for the brokers at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -220,6 +224,9 @@ impl<T: Data> ReadKafka<T> {
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
             .set("socket.connection.setup.timeout.ms", "5000")
+            // A broker that is gone keeps reporting errors at least this often, inside
+            // BROKER_LOSS_TIMEOUT (the default backoff grows to 10 s).
+            .set("reconnect.backoff.max.ms", "2000")
             .set("log_level", "3");
         c
     }
@@ -319,6 +326,7 @@ impl<T: Data> SourceFn for ReadKafka<T> {
             clock: ctx.clock.clone(),
             strategy: self.strategy,
             bounded: self.bounded,
+            errors: None,
         }))
     }
 }
@@ -376,6 +384,8 @@ struct KafkaReader<T> {
     clock: Arc<dyn Clock>,
     strategy: WatermarkStrategy,
     bounded: bool,
+    /// The first and the latest read error of the current run of errors.
+    errors: Option<(std::time::Instant, std::time::Instant)>,
 }
 
 impl<T: Data> KafkaReader<T> {
@@ -383,11 +393,27 @@ impl<T: Data> KafkaReader<T> {
     fn fetch(&mut self, max: usize) -> Result<()> {
         for _ in 0..max {
             let Some(m) = self.consumer.poll(Duration::ZERO) else { break };
-            let m = m.map_err(|e| Error::Read {
-                topic: self.topic.clone(),
-                brokers: self.brokers.clone(),
-                reason: e.to_string(),
-            })?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    // librdkafka reports passing trouble (a connection reset) the same way
+                    // as a broker that is gone: the job fails when errors go on for
+                    // BROKER_LOSS_TIMEOUT, not at the first.
+                    let now = std::time::Instant::now();
+                    let continuing = self.errors.is_some_and(|(_, last)| now - last < BROKER_LOSS_TIMEOUT);
+                    let since = if continuing { self.errors.expect("continuing").0 } else { now };
+                    self.errors = Some((since, now));
+                    if now - since >= BROKER_LOSS_TIMEOUT {
+                        return Err(Error::Read {
+                            topic: self.topic.clone(),
+                            brokers: self.brokers.clone(),
+                            reason: format!("{e}, for {} s without a break", BROKER_LOSS_TIMEOUT.as_secs()),
+                        });
+                    }
+                    tracing::warn!(topic = %self.topic, error = %e, "reading");
+                    break;
+                }
+            };
             let Some(i) = self.partitions.iter().position(|p| p.id == m.partition()) else { continue };
             let part = &mut self.partitions[i];
             if part.done || part.end.is_some_and(|end| m.offset() >= end) {

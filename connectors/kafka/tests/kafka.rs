@@ -215,3 +215,31 @@ fn the_sink_writes_keys_json_values_and_pane_timestamps() {
         ]
     );
 }
+
+#[test]
+fn a_broker_that_goes_away_while_running_fails_the_job_loudly() {
+    let broker = Tansu::start();
+    broker.create_topic("events", 2);
+    produce_events(&broker, "events", &events()[..20]);
+    let brokers = broker.brokers();
+    let job = std::thread::spawn(move || {
+        let p = Pipeline::new();
+        let (read, _) = ReadKafka::<Event>::topic("events").brokers(&brokers).read(&p);
+        riffle_connectors::memory::discard(&read);
+        riffle_timely::run(&p, &RunOptions::threads(2))
+    });
+    // Let it read, then take the broker away.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!job.is_finished(), "an unbounded job runs until stopped");
+    drop(broker);
+    let lost = Instant::now();
+    while !job.is_finished() && lost.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(job.is_finished(), "the job still runs 60 s after its broker went away");
+    // Not at the first error (librdkafka reports passing trouble the same way), but
+    // once errors have gone on for 10 s.
+    assert!(lost.elapsed() >= Duration::from_secs(9), "failed after {:?}", lost.elapsed());
+    let err = job.join().unwrap().unwrap_err().to_string();
+    assert!(err.contains("events") && err.contains("127.0.0.1") && err.contains("without a break"), "{err}");
+}

@@ -140,6 +140,13 @@ impl WatermarkEstimator {
         self.last_read = Some(now);
     }
 
+    /// The input has more to read (a backlog) at processing time `now`, though nothing was
+    /// read just now: it is not idle. A reader that knows its lag calls this, so that a
+    /// partition catching up on history never counts as idle and jumps to the clock.
+    pub fn active(&mut self, now: ProcessingTime) {
+        self.last_read = Some(now);
+    }
+
     /// The watermark at processing time `now`.
     pub fn watermark(&mut self, now: ProcessingTime) -> Watermark {
         let mut w = self.strategy.watermark(self.max_seen);

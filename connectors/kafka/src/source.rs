@@ -36,6 +36,11 @@ fn step(w: Watermark) -> Watermark {
 /// gone stops the job (never a hang), a connection that drops and comes back does not.
 const BROKER_LOSS_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a reader asks the broker where its partitions end (to tell a backlog from
+/// idleness), and how long it waits for the answer.
+const END_REFRESH: Duration = Duration::from_secs(1);
+const END_FETCH_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How long `check` and `open` wait for the brokers at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -253,8 +258,9 @@ impl<T: Data> ReadKafka<T> {
         }
     }
 
-    /// The offset to start `partition` at, and (bounded) the offset to stop before.
-    fn range(&self, consumer: &BaseConsumer, partition: i32) -> Result<(i64, Option<i64>)> {
+    /// The offset to start `partition` at, its end now, and (bounded) the offset to stop
+    /// before.
+    fn range(&self, consumer: &BaseConsumer, partition: i32) -> Result<(i64, i64, Option<i64>)> {
         let read_err = |e: rdkafka::error::KafkaError| Error::Read {
             topic: self.topic.clone(),
             brokers: self.brokers.clone(),
@@ -283,7 +289,7 @@ impl<T: Data> ReadKafka<T> {
                 }
             }
         };
-        Ok((start.max(low), self.bounded.then_some(high)))
+        Ok((start.max(low), high, self.bounded.then_some(high)))
     }
 }
 
@@ -305,13 +311,25 @@ impl<T: Data> SourceFn for ReadKafka<T> {
         let mut tpl = TopicPartitionList::new();
         let mut partitions = Vec::new();
         for p in mine {
-            let (start, end) = self.range(&consumer, p)?;
+            let (start, high, end) = self.range(&consumer, p)?;
             let done = end.is_some_and(|end| start >= end);
             if !done {
                 tpl.add_partition_offset(&self.topic, p, Offset::Offset(start))
                     .map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
             }
-            partitions.push(Partition { id: p, end, done, estimator: self.strategy.estimator(), pending: Vec::new() });
+            // The idle clock starts at assignment, not at the epoch: a partition is idle
+            // when it has read nothing for the timeout since it was assigned.
+            let mut estimator = self.strategy.estimator();
+            estimator.active(ctx.clock.now());
+            partitions.push(Partition {
+                id: p,
+                end,
+                next: start,
+                known_end: high,
+                done,
+                estimator,
+                pending: Vec::new(),
+            });
         }
         consumer.assign(&tpl).map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
         tracing::info!(topic = %self.topic, worker = index, partitions = ?partitions.iter().map(|p| p.id).collect::<Vec<_>>(), "reading");
@@ -327,6 +345,7 @@ impl<T: Data> SourceFn for ReadKafka<T> {
             strategy: self.strategy,
             bounded: self.bounded,
             errors: None,
+            ends_fetched: std::time::Instant::now(),
         }))
     }
 }
@@ -366,6 +385,11 @@ struct Partition<T> {
     id: i32,
     /// Bounded mode: the offset to stop before.
     end: Option<i64>,
+    /// The offset of the next record to read.
+    next: i64,
+    /// The partition's end as last fetched from the broker: while `next` is behind it, the
+    /// partition has a backlog and is not idle.
+    known_end: i64,
     done: bool,
     estimator: WatermarkEstimator,
     /// Records read and not yet emitted, with their event times.
@@ -386,6 +410,8 @@ struct KafkaReader<T> {
     bounded: bool,
     /// The first and the latest read error of the current run of errors.
     errors: Option<(std::time::Instant, std::time::Instant)>,
+    /// When the partitions' ends were last fetched.
+    ends_fetched: std::time::Instant,
 }
 
 impl<T: Data> KafkaReader<T> {
@@ -434,6 +460,7 @@ impl<T: Data> KafkaReader<T> {
                 (Read::Ok(v), Some(f)) => f(v),
                 _ => record_time.unwrap_or(EventTime::MIN),
             };
+            part.next = m.offset() + 1;
             if part.pending.is_empty() {
                 self.ready.push_back(i);
             }
@@ -450,6 +477,22 @@ impl<T: Data> SourceReader for KafkaReader<T> {
     fn poll(&mut self, max_elements: usize) -> riffle_engine::Result<SourcePoll> {
         if self.ready.is_empty() {
             self.fetch(max_elements)?;
+        }
+        // A partition behind its end is not idle, however long its fetches take: its
+        // backlog must not turn late. Ends are fetched again every END_REFRESH.
+        let now = self.clock.now();
+        if self.ends_fetched.elapsed() >= END_REFRESH {
+            self.ends_fetched = std::time::Instant::now();
+            for part in &mut self.partitions {
+                if let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, part.id, END_FETCH_TIMEOUT) {
+                    part.known_end = high;
+                }
+            }
+        }
+        for part in &mut self.partitions {
+            if part.next < part.known_end {
+                part.estimator.active(now);
+            }
         }
         let Some(i) = self.ready.pop_front() else {
             let finished = self.bounded && self.partitions.iter().all(|p| p.done);

@@ -218,6 +218,7 @@ fn the_sink_writes_keys_json_values_and_pane_timestamps() {
 
 #[test]
 fn a_broker_that_goes_away_while_running_fails_the_job_loudly() {
+    let _one = LIVE.lock().unwrap_or_else(|p| p.into_inner());
     let broker = Tansu::start();
     broker.create_topic("events", 2);
     produce_events(&broker, "events", &events()[..20]);
@@ -242,4 +243,99 @@ fn a_broker_that_goes_away_while_running_fails_the_job_loudly() {
     assert!(lost.elapsed() >= Duration::from_secs(9), "failed after {:?}", lost.elapsed());
     let err = job.join().unwrap().unwrap_err().to_string();
     assert!(err.contains("events") && err.contains("127.0.0.1") && err.contains("without a break"), "{err}");
+}
+
+/// Runs an unbounded windowed sum of `topic` in a thread and returns its output and the
+/// job; stop it with `riffle_timely::request_stop`.
+type Panes = std::sync::Arc<std::sync::Mutex<Vec<WindowedValue<(String, i64)>>>>;
+
+fn live_sums(
+    brokers: String,
+    topic: &'static str,
+    strategy: WatermarkStrategy,
+) -> (Panes, std::thread::JoinHandle<riffle_engine::Result<riffle_timely::RunReport>>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let job = std::thread::spawn(move || {
+        let p = Pipeline::new();
+        let (read, _) =
+            ReadKafka::<Event>::topic(topic).brokers(&brokers).event_time(|e| ms(e.ts)).watermarks(strategy).read(&p);
+        tx.send(riffle_connectors::memory::collect(&sums(read))).unwrap();
+        riffle_timely::run(&p, &RunOptions::threads(2))
+    });
+    (rx.recv().unwrap(), job)
+}
+
+/// Waits up to `wait` for a pane of window [start, start + 10 s); returns whether one came.
+fn pane_fires(out: &Panes, start: i64, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if out
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|wv| wv.window == Window::Interval { start: ms(start), end: ms(start + 10_000) })
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// One job at a time may use the process-wide stop request.
+static LIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn a_partition_far_behind_holds_the_watermark_and_an_idle_one_stops_holding_it() {
+    let _one = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    let e = |ts: i64| Event { user_id: "u".into(), ts, amount: 1 };
+    for idle_timeout in [None, Some(500)] {
+        let broker = Tansu::start();
+        broker.create_topic("events", 2);
+        // Partition 0 is past [0, 10 s); partition 1 has one record at 1 s and then idles.
+        produce_events(&broker, "events", &[(0, e(2_000)), (0, e(30_000)), (1, e(1_000))]);
+        let strategy = match idle_timeout {
+            None => WatermarkStrategy::bounded_out_of_orderness(1_000),
+            Some(ms) => WatermarkStrategy::bounded_out_of_orderness(1_000).with_idle_timeout(ms),
+        };
+        let (out, job) = live_sums(broker.brokers(), "events", strategy);
+        let fired = pane_fires(&out, 0, Duration::from_secs(if idle_timeout.is_some() { 20 } else { 3 }));
+        riffle_timely::request_stop();
+        let report = job.join().unwrap().unwrap();
+        riffle_timely::reset_stop();
+        match idle_timeout {
+            // Partition 1's watermark (1 s less the bound) holds [0, 10 s) open.
+            None => assert!(!fired, "a window fired past a partition that is behind"),
+            // Once partition 1 is idle it follows the clock, far past 10 s.
+            Some(_) => assert!(fired, "an idle partition still held the watermark: {:?}", out.lock().unwrap()),
+        }
+        assert_eq!(report.late_dropped("Sums"), 0);
+    }
+}
+
+#[test]
+fn records_within_the_bound_are_on_time_and_beyond_it_late() {
+    let _one = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Tansu::start();
+    broker.create_topic("events", 1);
+    let e = |ts: i64, amount: i64| Event { user_id: "u".into(), ts, amount };
+    // Bound 2 s. After 11 s the partition's watermark is 9 s: 9.5 s is on time in
+    // [0, 10 s) (behind 11 s by less than the bound). After 13 s it is 11 s, past the
+    // window's end: 9.9 s is late, and dropped.
+    produce_events(&broker, "events", &[(0, e(1_000, 1)), (0, e(11_000, 10)), (0, e(9_500, 100))]);
+    produce_events(&broker, "events", &[(0, e(13_000, 1_000)), (0, e(9_900, 10_000))]);
+    let p = Pipeline::new();
+    let (read, _) = ReadKafka::<Event>::topic("events")
+        .brokers(&broker.brokers())
+        .bounded(true)
+        .event_time(|e| ms(e.ts))
+        .watermarks(WatermarkStrategy::bounded_out_of_orderness(2_000))
+        .read(&p);
+    let out = riffle_connectors::memory::collect(&sums(read));
+    let report = riffle_timely::run(&p, &RunOptions::threads(1)).unwrap();
+    let mut got: Vec<(Window, i64)> = out.lock().unwrap().iter().map(|wv| (wv.window, wv.value.1)).collect();
+    got.sort();
+    let w = |s: i64| Window::Interval { start: ms(s), end: ms(s + 10_000) };
+    assert_eq!(got, [(w(0), 101), (w(10_000), 1_010)]);
+    assert_eq!(report.late_dropped("Sums"), 1, "9.9 s after 13 s");
 }

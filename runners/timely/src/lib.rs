@@ -47,7 +47,7 @@ use timely::WorkerConfig;
 pub use cluster::{is_cluster_member, shared_scratch_dir};
 pub use metrics::StepReport;
 pub use options::{Cli, RunOptions};
-pub use stop::{request_stop, stop_on_signals, stop_requested};
+pub use stop::{request_stop, reset_stop, stop_on_signals, stop_requested};
 
 use crate::cluster::Role;
 use crate::job::JobState;

@@ -34,3 +34,8 @@ pub fn request_stop() {
 pub fn stop_requested() -> bool {
     REQUESTED.load(Ordering::Relaxed)
 }
+
+/// Forgets a stop request, so that a process can run another job (tests that run several).
+pub fn reset_stop() {
+    REQUESTED.store(false, Ordering::SeqCst);
+}

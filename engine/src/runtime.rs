@@ -99,6 +99,11 @@ pub trait SourceReader {
     fn read_ahead_millis(&self) -> Option<i64> {
         None
     }
+    /// Per-split figures for monitoring, `(metric, split, value)`: a Kafka reader reports
+    /// each partition's lag (`"lag"`, in records). The runner publishes them as gauges.
+    fn split_gauges(&self) -> Vec<(&'static str, String, i64)> {
+        Vec::new()
+    }
 }
 
 /// A step that transforms each bundle of elements: every ParDo-like transform.

@@ -524,6 +524,11 @@ impl<T: Data> SourceReader for KafkaReader<T> {
         Ok(SourcePoll::SplitBatch(Batch::new(batch), watermark))
     }
 
+    /// Each partition's lag: records between the next to read and its end as last fetched.
+    fn split_gauges(&self) -> Vec<(&'static str, String, i64)> {
+        self.partitions.iter().map(|p| ("lag", p.id.to_string(), (p.known_end - p.next).max(0))).collect()
+    }
+
     /// The least watermark over this worker's partitions that may still bring records. A
     /// worker with none holds nothing back: its watermark is the clock's, less the allowed
     /// delay, as an idle partition's is.

@@ -339,3 +339,50 @@ fn records_within_the_bound_are_on_time_and_beyond_it_late() {
     assert_eq!(got, [(w(0), 101), (w(10_000), 1_010)]);
     assert_eq!(report.late_dropped("Sums"), 1, "9.9 s after 13 s");
 }
+
+#[test]
+fn a_live_job_serves_each_partitions_lag_and_the_source_watermark() {
+    use std::io::{Read, Write};
+    let _one = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Tansu::start();
+    broker.create_topic("events", 2);
+    let two: Vec<(i32, Event)> = events().into_iter().filter(|(p, _)| *p < 2).take(40).collect();
+    produce_events(&broker, "events", &two);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (brokers, metrics_addr) = (broker.brokers(), addr.clone());
+    let job = std::thread::spawn(move || {
+        let p = Pipeline::new();
+        let (read, _) = ReadKafka::<Event>::topic("events").brokers(&brokers).event_time(|e| ms(e.ts)).read(&p);
+        riffle_connectors::memory::discard(&read);
+        let opts = RunOptions { workers: 2, metrics_addr: Some(metrics_addr), ..RunOptions::default() };
+        riffle_timely::run(&p, &opts)
+    });
+    let scrape = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect(&addr).ok()?;
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = None;
+    while Instant::now() < deadline && seen.is_none() {
+        // Read to the end: both partitions' lag 0, and a watermark from the events.
+        seen = scrape().filter(|b| {
+            b.contains("riffle_source_split_lag{step=\"ReadKafka\",worker=\"0\",process=\"0\",split=\"0\"} 0")
+                && b.contains("riffle_source_split_lag{step=\"ReadKafka\",worker=\"1\",process=\"0\",split=\"1\"} 0")
+                && b.contains("riffle_source_watermark_ms{step=\"ReadKafka\",worker=\"0\"")
+        });
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    riffle_timely::request_stop();
+    job.join().unwrap().unwrap();
+    riffle_timely::reset_stop();
+    let body = seen.expect("the lag and watermark gauges of a live Kafka job");
+    // The watermark is the greatest event time read less the bound (0), at most.
+    let wm_line =
+        body.lines().find(|l| l.starts_with("riffle_source_watermark_ms{step=\"ReadKafka\",worker=\"0\"")).unwrap();
+    let wm: i64 = wm_line.rsplit(' ').next().unwrap().parse().unwrap();
+    let max_ts = two.iter().filter(|(p, _)| *p == 0).map(|(_, e)| e.ts).max().unwrap();
+    assert!(wm > 0 && wm <= max_ts, "{wm_line}");
+}

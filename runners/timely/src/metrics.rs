@@ -3,16 +3,33 @@
 //! Operators add to their counters once per batch with relaxed atomics, so counting costs
 //! nothing measurable; the report reads them once the job has finished.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The counters of one step on one worker.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct StepCounter {
     elements_in: AtomicU64,
     elements_out: AtomicU64,
     late_dropped: AtomicU64,
     waiting: AtomicU64,
+    /// A source's watermark (event-time ms); i64::MIN until it has one.
+    watermark: AtomicI64,
+    /// A source's per-split gauges: (metric, split, value).
+    splits: std::sync::Mutex<Vec<(&'static str, String, i64)>>,
+}
+
+impl Default for StepCounter {
+    fn default() -> Self {
+        StepCounter {
+            elements_in: AtomicU64::new(0),
+            elements_out: AtomicU64::new(0),
+            late_dropped: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            splits: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl StepCounter {
@@ -30,6 +47,15 @@ impl StepCounter {
     #[inline]
     pub fn set_late_dropped(&self, n: u64) {
         self.late_dropped.store(n, Ordering::Relaxed);
+    }
+    /// Records a source's watermark.
+    #[inline]
+    pub fn set_watermark(&self, ms: i64) {
+        self.watermark.store(ms, Ordering::Relaxed);
+    }
+    /// Records a source's per-split gauges (a Kafka reader's lag per partition).
+    pub fn set_split_gauges(&self, gauges: Vec<(&'static str, String, i64)>) {
+        *self.splits.lock().unwrap_or_else(|p| p.into_inner()) = gauges;
     }
     /// Records how many elements a grouping holds until nothing sent before them can
     /// still arrive (input from faster senders: `riffle_engine::arrival`).
@@ -54,6 +80,10 @@ pub struct StepReport {
     pub late_dropped: u64,
     /// Elements a grouping holds on this worker, now, waiting for slower senders.
     pub waiting: u64,
+    /// A source's watermark on this worker (event-time ms); `None` for other steps.
+    pub watermark: Option<i64>,
+    /// A source's per-split gauges on this worker: (metric, split, value).
+    pub splits: Vec<(&'static str, String, i64)>,
 }
 
 /// Every counter of the workers of one process.
@@ -86,6 +116,8 @@ impl Metrics {
                 elements_out: counter.elements_out.load(Ordering::Relaxed),
                 late_dropped: counter.late_dropped.load(Ordering::Relaxed),
                 waiting: counter.waiting.load(Ordering::Relaxed),
+                watermark: Some(counter.watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN),
+                splits: counter.splits.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             })
             .collect();
         out.sort_by(|a, b| (&a.step, a.worker).cmp(&(&b.step, b.worker)));

@@ -56,6 +56,35 @@ pub fn render(metrics: &Metrics, process: usize) -> String {
             let _ = writeln!(out, "{name}{{step=\"{step}\",worker=\"{}\",process=\"{process}\"}} {v}", s.worker);
         }
     }
+    let name = "riffle_source_watermark_ms";
+    let _ = writeln!(out, "# HELP {name} A source's watermark (event time, ms since the Unix epoch), per worker.");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for s in report.iter().filter(|s| s.watermark.is_some()) {
+        let step = s.step.replace('\\', "\\\\").replace('"', "\\\"");
+        let v = s.watermark.unwrap_or_default();
+        let _ = writeln!(out, "{name}{{step=\"{step}\",worker=\"{}\",process=\"{process}\"}} {v}", s.worker);
+    }
+    let mut metrics: Vec<&str> = report.iter().flat_map(|s| s.splits.iter().map(|g| g.0)).collect();
+    metrics.sort_unstable();
+    metrics.dedup();
+    for metric in metrics {
+        let name = format!("riffle_source_split_{metric}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} A source's {metric} per split (a Kafka partition's lag: records behind its end)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for s in &report {
+            let step = s.step.replace('\\', "\\\\").replace('"', "\\\"");
+            for (_, split, v) in s.splits.iter().filter(|g| g.0 == metric) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{step=\"{step}\",worker=\"{}\",process=\"{process}\",split=\"{split}\"}} {v}",
+                    s.worker
+                );
+            }
+        }
+    }
     out
 }
 
@@ -115,5 +144,21 @@ mod tests {
         assert!(text.contains("riffle_step_elements_in_total{step=\"Sums\",worker=\"1\",process=\"0\"} 5"), "{text}");
         assert!(text.contains("# TYPE riffle_step_waiting_elements gauge"), "{text}");
         assert!(text.contains("riffle_step_waiting_elements{step=\"Sums\",worker=\"1\",process=\"0\"} 7"), "{text}");
+        // A grouping has no watermark gauge; a source has one, and its splits' gauges.
+        assert!(!text.contains("riffle_source_watermark_ms{step=\"Sums\""), "{text}");
+        let source = metrics.counter("ReadKafka", 0);
+        source.set_watermark(1_767_225_600_000);
+        source.set_split_gauges(vec![("lag", "3".into(), 42), ("lag", "7".into(), 0)]);
+        let text = render(&metrics, 1);
+        assert!(text.contains("# TYPE riffle_source_watermark_ms gauge"), "{text}");
+        assert!(
+            text.contains("riffle_source_watermark_ms{step=\"ReadKafka\",worker=\"0\",process=\"1\"} 1767225600000"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE riffle_source_split_lag gauge"), "{text}");
+        assert!(
+            text.contains("riffle_source_split_lag{step=\"ReadKafka\",worker=\"0\",process=\"1\",split=\"3\"} 42"),
+            "{text}"
+        );
     }
 }

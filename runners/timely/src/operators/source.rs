@@ -35,6 +35,10 @@ const PACE_POLL: Duration = Duration::from_micros(200);
 /// also where checkpoints will cut.)
 const BATCHES_PER_EPOCH: usize = 16;
 
+/// How often a source publishes its reader's per-split gauges (for monitoring only, so
+/// the wall clock, not the job's `Clock`).
+const GAUGE_EVERY: Duration = Duration::from_millis(250);
+
 /// Where a source is in moving processing time for a [`SourcePoll::AdvanceProcessingTime`].
 #[derive(Clone, Copy, Debug)]
 enum Barrier {
@@ -80,6 +84,7 @@ pub fn source<'scope>(
         let mut in_flight: std::collections::VecDeque<Time> = std::collections::VecDeque::new();
         let mut batches_in_epoch = 0;
         let mut barrier = None;
+        let mut gauges_at = std::time::Instant::now() - GAUGE_EVERY;
         move |output| {
             let (Some(r), Some(c)) = (reader.as_mut(), cap.as_mut()) else {
                 return;
@@ -166,6 +171,11 @@ pub fn source<'scope>(
                 return;
             }
             advance(c, r.watermark().0.millis());
+            counter.set_watermark(c.time().event);
+            if gauges_at.elapsed() >= GAUGE_EVERY {
+                gauges_at = std::time::Instant::now();
+                counter.set_split_gauges(r.split_gauges());
+            }
             if pending || barrier.is_some() {
                 activator.activate_after(IDLE_POLL)
             } else if paced {

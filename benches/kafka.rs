@@ -1,0 +1,128 @@
+//! Kafka consume throughput: Riffle's `ReadKafka` (bounded, JSON into a struct, into a
+//! discarding sink) against a plain rdkafka consumer that reads and decodes the same
+//! partitions in the same run, both from a tansu broker on loopback.
+//!
+//! ```text
+//! cargo bench -p riffle-benches --bench kafka                 # 400,000 records
+//! cargo bench -p riffle-benches --bench kafka -- 1000000      # records
+//! ```
+//!
+//! The broker runs on the same 2 cores, so both figures include its cost; the ratio is
+//! the point. tansu reports a partition's end as its last batch's base offset plus one
+//! (Kafka: its last offset plus one), so both readers stop there, a little before the
+//! true end; they read the same records.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use riffle_engine::prelude::*;
+use riffle_kafka::ReadKafka;
+use riffle_kafka::testing::Tansu;
+use riffle_timely::RunOptions;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Event {
+    user_id: String,
+    ts: i64,
+    amount: i64,
+}
+
+const PARTITIONS: i32 = 4;
+
+fn produce(broker: &Tansu, n: u64) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    for i in 0..n {
+        let e = Event { user_id: format!("u{}", i % 1000), ts: 1_767_225_600_000 + i as i64, amount: (i % 97) as i64 };
+        let value = serde_json::to_vec(&e).unwrap();
+        let mut record =
+            BaseRecord::to("events").partition((i % PARTITIONS as u64) as i32).key(&e.user_id).payload(&value);
+        record = record.timestamp(e.ts);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+}
+
+/// The plain consumer: every partition from the beginning to its end, decoding each value.
+fn plain(broker: &Tansu) -> (u64, Duration) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", "bench-plain")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in 0..PARTITIONS {
+        let (_, high) = c.fetch_watermarks("events", p, Duration::from_secs(5)).unwrap();
+        ends.push(high);
+        tpl.add_partition_offset("events", p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut done = vec![false; PARTITIONS as usize];
+    let mut n = 0u64;
+    while !done.iter().all(|d| *d) {
+        let Some(m) = c.poll(Duration::from_millis(100)) else { continue };
+        let m = m.unwrap();
+        let p = m.partition() as usize;
+        if done[p] || m.offset() >= ends[p] {
+            continue;
+        }
+        let e: Event = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        std::hint::black_box(e);
+        n += 1;
+        if m.offset() + 1 >= ends[p] {
+            done[p] = true;
+        }
+    }
+    (n, start.elapsed())
+}
+
+fn riffle(broker: &Tansu, workers: usize) -> (u64, Duration) {
+    let p = Pipeline::new();
+    let (events, _) = ReadKafka::<Event>::topic("events").brokers(&broker.brokers()).bounded(true).read(&p);
+    riffle_connectors::memory::discard(&events);
+    let report = riffle_timely::run(&p, &RunOptions::threads(workers)).unwrap();
+    (report.elements_in("Discard").iter().sum(), report.elapsed)
+}
+
+fn main() {
+    let n: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(400_000);
+    let broker = Tansu::start();
+    broker.create_topic("events", PARTITIONS as u32);
+    produce(&broker, n);
+    let rate = |(k, d): (u64, Duration)| k as f64 / d.as_secs_f64() / 1e6;
+    println!("Kafka consume, {n} JSON records on {PARTITIONS} partitions (tansu on loopback), median of 3");
+    println!("{:<26} {:>10} {:>10} {:>8}", "reader", "records", "Mrec/s", "spread");
+    let mut results = Vec::new();
+    for (name, workers) in [("plain rdkafka consumer", 0), ("riffle, 1 worker", 1), ("riffle, 2 workers", 2)] {
+        let mut runs: Vec<(u64, Duration)> =
+            (0..3).map(|_| if workers == 0 { plain(&broker) } else { riffle(&broker, workers) }).collect();
+        runs.sort_by_key(|r| r.1);
+        let spread = runs[2].1.as_secs_f64() / runs[0].1.as_secs_f64();
+        let median = runs[1];
+        println!("{name:<26} {:>10} {:>10.3} {spread:>7.2}x", median.0, rate(median));
+        results.push(median);
+    }
+    assert_eq!(results[0].0, results[2].0, "both read the same records");
+    println!("riffle at 2 workers / plain consumer: {:.2}x (goal 0.8x or better)", rate(results[2]) / rate(results[0]));
+    println!("riffle at 1 worker / plain consumer: {:.2}x", rate(results[1]) / rate(results[0]));
+}

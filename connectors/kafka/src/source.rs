@@ -119,6 +119,8 @@ pub struct ReadKafka<T> {
     strategy: WatermarkStrategy,
     decode: DecodeFn<T>,
     event_time: Option<TimeFn<T>>,
+    /// librdkafka settings the user adds (security, fetch sizes).
+    settings: Vec<(String, String)>,
 }
 
 impl<T: Data + DeserializeOwned> ReadKafka<T> {
@@ -167,7 +169,15 @@ impl<T: Data> ReadKafka<T> {
             strategy: WatermarkStrategy::bounded_out_of_orderness(0),
             decode,
             event_time: None,
+            settings: Vec::new(),
         }
+    }
+
+    /// Sets a librdkafka consumer setting (`security.protocol`, `sasl.*`,
+    /// `fetch.wait.max.ms`, ...); it overrides Riffle's own.
+    pub fn client_config(mut self, key: &str, value: &str) -> Self {
+        self.settings.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// The bootstrap servers, `host:port[,host:port...]`.
@@ -233,6 +243,9 @@ impl<T: Data> ReadKafka<T> {
             // BROKER_LOSS_TIMEOUT (the default backoff grows to 10 s).
             .set("reconnect.backoff.max.ms", "2000")
             .set("log_level", "3");
+        for (k, v) in &self.settings {
+            c.set(k, v);
+        }
         c
     }
 
@@ -479,9 +492,10 @@ impl<T: Data> SourceReader for KafkaReader<T> {
             self.fetch(max_elements)?;
         }
         // A partition behind its end is not idle, however long its fetches take: its
-        // backlog must not turn late. Ends are fetched again every END_REFRESH.
+        // backlog must not turn late. A live reader fetches the ends again every
+        // END_REFRESH; a bounded one knows where it stops.
         let now = self.clock.now();
-        if self.ends_fetched.elapsed() >= END_REFRESH {
+        if !self.bounded && self.ends_fetched.elapsed() >= END_REFRESH {
             self.ends_fetched = std::time::Instant::now();
             for part in &mut self.partitions {
                 if let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, part.id, END_FETCH_TIMEOUT) {

@@ -386,3 +386,60 @@ fn a_live_job_serves_each_partitions_lag_and_the_source_watermark() {
     let max_ts = two.iter().filter(|(p, _)| *p == 0).map(|(_, e)| e.ts).max().unwrap();
     assert!(wm > 0 && wm <= max_ts, "{wm_line}");
 }
+
+#[test]
+fn bounded_mode_gives_the_panes_of_the_batch_on_two_processes_of_two_workers() {
+    use riffle_timely::testing::{cluster_scratch_dir, is_cluster_member, local_cluster};
+    const TEST: &str = "bounded_mode_gives_the_panes_of_the_batch_on_two_processes_of_two_workers";
+    const BROKERS: &str = "RIFFLE_TEST_KAFKA_BROKERS";
+    // The launcher starts the broker and fills the topic; the processes it starts run this
+    // function again, and find the broker in the environment they inherit.
+    let broker = (!is_cluster_member()).then(|| {
+        let broker = Tansu::start();
+        broker.create_topic("events", 3);
+        produce_events(&broker, "events", &events());
+        broker
+    });
+    let brokers = match &broker {
+        Some(b) => b.brokers(),
+        None => std::env::var(BROKERS).expect("the launcher's broker"),
+    };
+    let dir = cluster_scratch_dir(TEST);
+    let out = dir.join("panes.txt");
+    let p = Pipeline::new();
+    let (read, _) = ReadKafka::<Event>::topic("events")
+        .brokers(&brokers)
+        .bounded(true)
+        .event_time(|e| ms(e.ts))
+        .watermarks(WatermarkStrategy::bounded_out_of_orderness(1_000))
+        .read(&p);
+    riffle_connectors::text::write_lines(&sums(read).par_do(Describe), &out, |l| l.clone());
+    let opts = RunOptions { child_env: vec![(BROKERS.to_string(), brokers.clone())], ..local_cluster(2, 2, TEST) };
+    riffle_timely::run(&p, &opts).unwrap();
+    let got: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();
+    std::fs::remove_dir_all(&dir).ok();
+    let batch = riffle_timely::testing::try_run_windowed(&RunOptions::threads(1), |p| {
+        sums(p.create_timestamped(events().iter().map(|(_, e)| (e.clone(), ms(e.ts))).collect()))
+    })
+    .unwrap();
+    let mut want: Vec<String> = batch.iter().map(describe).collect();
+    want.sort();
+    assert!(want.len() > 20);
+    assert_eq!(got, want);
+}
+
+fn describe(wv: &WindowedValue<(String, i64)>) -> String {
+    format!("{:?} {:?} {:?} {:?}", wv.value, wv.window, wv.timestamp, wv.pane)
+}
+
+#[derive(Clone)]
+struct Describe;
+
+impl DoFn for Describe {
+    type In = (String, i64);
+    type Out = String;
+    fn process(&mut self, x: &(String, i64), ctx: &mut ProcessContext<'_, String>) {
+        let wv = WindowedValue { value: x.clone(), timestamp: ctx.timestamp(), window: ctx.window(), pane: ctx.pane() };
+        ctx.output(describe(&wv));
+    }
+}

@@ -236,6 +236,7 @@ pub fn launch_local(opts: &RunOptions) -> Result<()> {
             .args(&args)
             .env(ENV_PROCESS, i.to_string())
             .env(ENV_HOSTFILE, &hostfile)
+            .envs(opts.child_env.iter().cloned())
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| Error::io("local cluster", format!("cannot start process {i} ({})", exe.display()), e));

@@ -51,6 +51,11 @@ pub struct RunOptions {
     /// process's own. Tests set it to run just one test in each child.
     #[arg(skip)]
     pub child_args: Option<Vec<String>>,
+
+    /// Environment variables a local cluster sets in each process it starts, beside this
+    /// process's own: tests pass the address of a service they started.
+    #[arg(skip)]
+    pub child_env: Vec<(String, String)>,
 }
 
 impl Default for RunOptions {
@@ -65,6 +70,7 @@ impl Default for RunOptions {
             explain: false,
             explain_dot: false,
             child_args: None,
+            child_env: Vec::new(),
         }
     }
 }

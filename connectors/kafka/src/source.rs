@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use riffle_engine::prelude::*;
@@ -40,6 +40,9 @@ const BROKER_LOSS_TIMEOUT: Duration = Duration::from_secs(10);
 /// idleness), and how long it waits for the answer.
 const END_REFRESH: Duration = Duration::from_secs(1);
 const END_FETCH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How often a reader that commits offsets commits them.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// How long `check` and `open` wait for the brokers at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,6 +124,8 @@ pub struct ReadKafka<T> {
     event_time: Option<TimeFn<T>>,
     /// librdkafka settings the user adds (security, fetch sizes).
     settings: Vec<(String, String)>,
+    /// Whether to commit the offsets of what was read to the consumer group.
+    commit: bool,
 }
 
 impl<T: Data + DeserializeOwned> ReadKafka<T> {
@@ -170,7 +175,18 @@ impl<T: Data> ReadKafka<T> {
             decode,
             event_time: None,
             settings: Vec::new(),
+            commit: false,
         }
+    }
+
+    /// Commits to the consumer group, once a second and when a bounded read ends, the
+    /// offset after the last record each partition has handed to the dataflow. Off by
+    /// default: a record is committed once read, not once its panes are written, so a job
+    /// restarted from its committed offsets ([`StartAt::Committed`]) can miss what was in
+    /// flight when it stopped. Checkpoints will commit offsets with the output instead.
+    pub fn commit_offsets(mut self, commit: bool) -> Self {
+        self.commit = commit;
+        self
     }
 
     /// Sets a librdkafka consumer setting (`security.protocol`, `sasl.*`,
@@ -342,6 +358,7 @@ impl<T: Data> SourceFn for ReadKafka<T> {
                 done,
                 estimator,
                 pending: Vec::new(),
+                emitted: start,
             });
         }
         consumer.assign(&tpl).map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
@@ -359,6 +376,7 @@ impl<T: Data> SourceFn for ReadKafka<T> {
             bounded: self.bounded,
             errors: None,
             ends_fetched: std::time::Instant::now(),
+            committed: self.commit.then(std::time::Instant::now),
         }))
     }
 }
@@ -406,7 +424,9 @@ struct Partition<T> {
     done: bool,
     estimator: WatermarkEstimator,
     /// Records read and not yet emitted, with their event times.
-    pending: Vec<(Read<T>, EventTime)>,
+    pending: Vec<(Read<T>, EventTime, i64)>,
+    /// The offset after the last record emitted into the dataflow (what a commit stores).
+    emitted: i64,
 }
 
 struct KafkaReader<T> {
@@ -425,9 +445,26 @@ struct KafkaReader<T> {
     errors: Option<(std::time::Instant, std::time::Instant)>,
     /// When the partitions' ends were last fetched.
     ends_fetched: std::time::Instant,
+    /// Commit offsets: when they were last committed, if at all.
+    committed: Option<std::time::Instant>,
 }
 
 impl<T: Data> KafkaReader<T> {
+    /// Commits the offset after each partition's last emitted record.
+    fn commit(&mut self, mode: CommitMode) -> Result<()> {
+        self.committed = Some(std::time::Instant::now());
+        let mut tpl = TopicPartitionList::new();
+        for p in &self.partitions {
+            tpl.add_partition_offset(&self.topic, p.id, Offset::Offset(p.emitted))
+                .map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
+        }
+        self.consumer.commit(&tpl, mode).map_err(|e| Error::Read {
+            topic: self.topic.clone(),
+            brokers: self.brokers.clone(),
+            reason: format!("committing offsets: {e}"),
+        })
+    }
+
     /// Takes what the consumer has, up to `max` records, into the partitions' pending lists.
     fn fetch(&mut self, max: usize) -> Result<()> {
         for _ in 0..max {
@@ -477,7 +514,7 @@ impl<T: Data> KafkaReader<T> {
             if part.pending.is_empty() {
                 self.ready.push_back(i);
             }
-            part.pending.push((read, t));
+            part.pending.push((read, t, m.offset()));
             if part.end.is_some_and(|end| m.offset() + 1 >= end) {
                 part.done = true;
             }
@@ -508,8 +545,14 @@ impl<T: Data> SourceReader for KafkaReader<T> {
                 part.estimator.active(now);
             }
         }
+        if self.committed.is_some_and(|at| at.elapsed() >= COMMIT_EVERY) {
+            self.commit(CommitMode::Async)?;
+        }
         let Some(i) = self.ready.pop_front() else {
             let finished = self.bounded && self.partitions.iter().all(|p| p.done);
+            if finished && self.committed.is_some() {
+                self.commit(CommitMode::Sync)?;
+            }
             return Ok(if finished { SourcePoll::Done } else { SourcePoll::Pending });
         };
         // One partition's records at a time, each sent at its partition's watermark from
@@ -521,7 +564,7 @@ impl<T: Data> SourceReader for KafkaReader<T> {
         let part = &mut self.partitions[i];
         let watermark = step(part.estimator.watermark(now));
         let mut n = 0;
-        for (_, t) in &part.pending {
+        for (_, t, _) in &part.pending {
             if n > 0 && step(part.estimator.watermark(now)) != watermark {
                 break;
             }
@@ -529,8 +572,9 @@ impl<T: Data> SourceReader for KafkaReader<T> {
             n += 1;
         }
         let mut batch = Elements::with_capacity(n);
-        for (read, t) in part.pending.drain(..n) {
+        for (read, t, offset) in part.pending.drain(..n) {
             batch.push(read, t, Window::Global, PaneInfo::NO_FIRING);
+            part.emitted = offset + 1;
         }
         if !part.pending.is_empty() {
             self.ready.push_front(i);

@@ -443,3 +443,33 @@ impl DoFn for Describe {
         ctx.output(describe(&wv));
     }
 }
+
+#[test]
+fn committed_offsets_let_a_second_job_start_where_the_first_stopped() {
+    let broker = Tansu::start();
+    broker.create_topic("events", 2);
+    let two: Vec<(i32, Event)> = events().into_iter().filter(|(p, _)| *p < 2).take(30).collect();
+    produce_events(&broker, "events", &two);
+    let count = |commit: bool| {
+        let p = Pipeline::new();
+        let (read, _) = ReadKafka::<Event>::topic("events")
+            .brokers(&broker.brokers())
+            .group_id("totals-job")
+            .start_at(riffle_kafka::StartAt::Committed)
+            .commit_offsets(commit)
+            .bounded(true)
+            .read(&p);
+        let out = riffle_connectors::memory::collect(&read);
+        riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
+        let n = out.lock().unwrap().len();
+        n
+    };
+    // Without commits, a job from the group's (absent) offsets reads everything, twice.
+    assert_eq!(count(false), 30);
+    assert_eq!(count(false), 30);
+    // With them, the first reads everything and the second finds nothing new.
+    assert_eq!(count(true), 30);
+    assert_eq!(count(true), 0);
+    produce_events(&broker, "events", &[(1, Event { user_id: "late".into(), ts: 9, amount: 1 })]);
+    assert_eq!(count(true), 1, "only what came after the commit");
+}

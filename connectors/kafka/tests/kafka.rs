@@ -461,8 +461,7 @@ fn committed_offsets_let_a_second_job_start_where_the_first_stopped() {
             .read(&p);
         let out = riffle_connectors::memory::collect(&read);
         riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
-        let n = out.lock().unwrap().len();
-        n
+        out.lock().unwrap().len()
     };
     // Without commits, a job from the group's (absent) offsets reads everything, twice.
     assert_eq!(count(false), 30);

@@ -26,8 +26,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use riffle_engine::prelude::*;
-use riffle_kafka::{ReadKafka, WriteKafka};
 use riffle_kafka::testing::Tansu;
+use riffle_kafka::{ReadKafka, WriteKafka};
 use riffle_timely::RunOptions;
 use serde::{Deserialize, Serialize};
 

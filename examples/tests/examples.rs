@@ -1,17 +1,11 @@
 //! The examples, run the way a user runs them: as programs, at several worker and
 //! process counts, with the same output every time.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-/// An example binary; `cargo test` builds the package's examples beside its tests.
-fn example(name: &str) -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
-    let path: PathBuf = dir.join("examples").join(name);
-    assert!(path.exists(), "{} is not built; run `cargo test -p riffle-examples`", path.display());
-    Command::new(path)
-}
+use common::example;
+
+use std::process::{Command, Output};
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();

@@ -5,7 +5,10 @@
 //! between the live stream and the Parquet backfill of the same events; a signal that
 //! kills the job instead of stopping it cleanly.
 
-use std::path::PathBuf;
+mod common;
+
+use common::example;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,14 +19,6 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use riffle_engine::prelude::*;
 use riffle_kafka::testing::Tansu;
 use serde::{Deserialize, Serialize};
-
-fn example(name: &str) -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
-    let path: PathBuf = dir.join("examples").join(name);
-    assert!(path.exists(), "{} is not built; run `cargo test -p riffle-examples`", path.display());
-    Command::new(path)
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Event {

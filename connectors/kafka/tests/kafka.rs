@@ -389,7 +389,7 @@ fn a_live_job_serves_each_partitions_lag_and_the_source_watermark() {
 
 #[test]
 fn bounded_mode_gives_the_panes_of_the_batch_on_two_processes_of_two_workers() {
-    use riffle_timely::testing::{cluster_scratch_dir, is_cluster_member, local_cluster};
+    use riffle_timely::testing::{Describe, cluster_scratch_dir, describe, is_cluster_member, local_cluster};
     const TEST: &str = "bounded_mode_gives_the_panes_of_the_batch_on_two_processes_of_two_workers";
     const BROKERS: &str = "RIFFLE_TEST_KAFKA_BROKERS";
     // The launcher starts the broker and fills the topic; the processes it starts run this
@@ -413,7 +413,7 @@ fn bounded_mode_gives_the_panes_of_the_batch_on_two_processes_of_two_workers() {
         .event_time(|e| ms(e.ts))
         .watermarks(WatermarkStrategy::bounded_out_of_orderness(1_000))
         .read(&p);
-    riffle_connectors::text::write_lines(&sums(read).par_do(Describe), &out, |l| l.clone());
+    riffle_connectors::text::write_lines(&sums(read).par_do(Describe::new()), &out, |l| l.clone());
     let opts = RunOptions { child_env: vec![(BROKERS.to_string(), brokers.clone())], ..local_cluster(2, 2, TEST) };
     riffle_timely::run(&p, &opts).unwrap();
     let got: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();
@@ -426,22 +426,6 @@ fn bounded_mode_gives_the_panes_of_the_batch_on_two_processes_of_two_workers() {
     want.sort();
     assert!(want.len() > 20);
     assert_eq!(got, want);
-}
-
-fn describe(wv: &WindowedValue<(String, i64)>) -> String {
-    format!("{:?} {:?} {:?} {:?}", wv.value, wv.window, wv.timestamp, wv.pane)
-}
-
-#[derive(Clone)]
-struct Describe;
-
-impl DoFn for Describe {
-    type In = (String, i64);
-    type Out = String;
-    fn process(&mut self, x: &(String, i64), ctx: &mut ProcessContext<'_, String>) {
-        let wv = WindowedValue { value: x.clone(), timestamp: ctx.timestamp(), window: ctx.window(), pane: ctx.pane() };
-        ctx.output(describe(&wv));
-    }
 }
 
 #[test]

@@ -91,3 +91,41 @@ pub fn cluster_scratch_dir(test: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create the scratch directory");
     dir
 }
+
+/// One line for an element with everything a pane is compared on: value, window,
+/// timestamp and pane info. Tests that run on a cluster write panes as these lines (the
+/// processes cannot share memory) and compare them with a run's elements described alike.
+pub fn describe<T: std::fmt::Debug>(wv: &WindowedValue<T>) -> String {
+    format!("{:?} {:?} {:?} {:?}", wv.value, wv.window, wv.timestamp, wv.pane)
+}
+
+/// A DoFn that turns each element into its [`describe`] line.
+pub struct Describe<T>(std::marker::PhantomData<fn(&T)>);
+
+impl<T> Describe<T> {
+    /// The DoFn.
+    pub fn new() -> Self {
+        Describe(std::marker::PhantomData)
+    }
+}
+
+impl<T> Default for Describe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for Describe<T> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Data> riffle_engine::DoFn for Describe<T> {
+    type In = T;
+    type Out = String;
+    fn process(&mut self, x: &T, ctx: &mut riffle_engine::ProcessContext<'_, String>) {
+        let wv = WindowedValue { value: x.clone(), timestamp: ctx.timestamp(), window: ctx.window(), pane: ctx.pane() };
+        ctx.output(describe(&wv));
+    }
+}

@@ -14,7 +14,7 @@ use riffle_engine::prelude::*;
 use riffle_engine::transforms::split_stream::{SplitEvent, SplitStream};
 use riffle_engine::{Timing, WatermarkStrategy};
 use riffle_timely::RunOptions;
-use riffle_timely::testing::{cluster_scratch_dir, local_cluster};
+use riffle_timely::testing::{Describe, cluster_scratch_dir, describe, local_cluster};
 
 fn ms(t: i64) -> EventTime {
     EventTime::from_millis(t)
@@ -336,7 +336,7 @@ fn many_senders_on_two_processes_of_two_workers_give_the_panes_of_one_worker() {
     let dir = cluster_scratch_dir(test);
     let case = (Windows::Fixed(40), Triggering::EarlyOnTimeLate(2));
     let p = Pipeline::new();
-    let sums = windowed(p.split_stream(stream(&fixed_splits())), case.0, case.1).par_do(Describe);
+    let sums = windowed(p.split_stream(stream(&fixed_splits())), case.0, case.1).par_do(Describe::new());
     let out = dir.join("panes.txt");
     riffle_connectors::text::write_lines(&sums, &out, |l| l.clone());
     riffle_timely::run(&p, &local_cluster(2, 2, test)).unwrap();
@@ -348,20 +348,4 @@ fn many_senders_on_two_processes_of_two_workers_give_the_panes_of_one_worker() {
     let mut want: Vec<String> = want.iter().map(describe).collect();
     want.sort();
     assert_eq!(got, want);
-}
-
-fn describe(wv: &WindowedValue<(u8, i64)>) -> String {
-    format!("{:?} {:?} {:?} {:?}", wv.value, wv.window, wv.timestamp, wv.pane)
-}
-
-#[derive(Clone)]
-struct Describe;
-
-impl DoFn for Describe {
-    type In = (u8, i64);
-    type Out = String;
-    fn process(&mut self, x: &(u8, i64), ctx: &mut ProcessContext<'_, String>) {
-        let wv = WindowedValue { value: *x, timestamp: ctx.timestamp(), window: ctx.window(), pane: ctx.pane() };
-        ctx.output(describe(&wv));
-    }
 }

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use riffle_engine::prelude::*;
 use riffle_engine::{Error, TimestampCombiner, Timing};
 use riffle_timely::RunOptions;
-use riffle_timely::testing::{cluster_scratch_dir, local_cluster, try_run_windowed};
+use riffle_timely::testing::{Describe, cluster_scratch_dir, describe, local_cluster, try_run_windowed};
 
 fn ms(t: i64) -> EventTime {
     EventTime::from_millis(t)
@@ -352,7 +352,7 @@ fn a_stream_gives_the_same_panes_on_two_processes_of_two_workers() {
     let out = dir.join("panes.txt");
     let p = Pipeline::new();
     let script = as_stream(&fixed_events(), &[17, 50, 3, 90, 41], 7);
-    let sums = windowed_sums(&p, p.test_stream(script), windows).par_do(Describe);
+    let sums = windowed_sums(&p, p.test_stream(script), windows).par_do(Describe::new());
     riffle_connectors::text::write_lines(&sums, &out, |l| l.clone());
     let opts = local_cluster(2, 2, "a_stream_gives_the_same_panes_on_two_processes_of_two_workers");
     riffle_timely::run(&p, &opts).unwrap();
@@ -361,20 +361,4 @@ fn a_stream_gives_the_same_panes_on_two_processes_of_two_workers() {
     let mut want: Vec<String> = batch(&fixed_events(), windows, 1).iter().map(describe).collect();
     want.sort();
     assert_eq!(got, want);
-}
-
-fn describe(wv: &WindowedValue<(u8, i64)>) -> String {
-    format!("{:?} {:?} {:?} {:?}", wv.value, wv.window, wv.timestamp, wv.pane)
-}
-
-#[derive(Clone)]
-struct Describe;
-
-impl DoFn for Describe {
-    type In = (u8, i64);
-    type Out = String;
-    fn process(&mut self, x: &(u8, i64), ctx: &mut ProcessContext<'_, String>) {
-        let wv = WindowedValue { value: *x, timestamp: ctx.timestamp(), window: ctx.window(), pane: ctx.pane() };
-        ctx.output(describe(&wv));
-    }
 }

@@ -13,6 +13,10 @@
 //! arrives. A pane's latency is its arrival less the production of the newest record in
 //! it: on-time panes only, and with early panes every second of processing time.
 //!
+//! Last, memory under a slow sink: a bounded read of the whole topic into a sink that
+//! sleeps 2 ms per batch, with this process's resident memory sampled every 50 ms. The
+//! source paces itself on the sink, so the backlog waits in the broker, not in memory.
+//!
 //! The broker runs on the same 2 cores, so both figures include its cost; the ratio is
 //! the point. tansu reports a partition's end as its last batch's base offset plus one
 //! (Kafka: its last offset plus one), so both readers stop there, a little before the
@@ -195,6 +199,62 @@ fn latency(rate: u64, secs: u64, early: bool) -> Vec<i64> {
     latencies
 }
 
+/// A sink that takes 2 ms per batch.
+struct SlowSink;
+
+impl riffle_engine::runtime::SinkFn for SlowSink {
+    fn gathers(&self) -> bool {
+        false
+    }
+    fn open(
+        &self,
+        _ctx: &riffle_engine::runtime::StepContext,
+    ) -> riffle_engine::Result<Box<dyn riffle_engine::runtime::SinkWriter>> {
+        Ok(Box::new(SlowSink))
+    }
+}
+
+impl riffle_engine::runtime::SinkWriter for SlowSink {
+    fn write(&mut self, input: riffle_engine::Batch) -> riffle_engine::Result<()> {
+        std::hint::black_box(input);
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(())
+    }
+    fn finish(&mut self) -> riffle_engine::Result<()> {
+        Ok(())
+    }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resident memory (KiB) sampled while the topic is read into the slow sink, and how long
+/// the read took.
+fn slow_sink(broker: &Tansu) -> (Vec<u64>, Duration) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            samples.push(rss_kib());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        samples
+    });
+    let p = Pipeline::new();
+    let (events, _) = ReadKafka::<Event>::topic("events").brokers(&broker.brokers()).bounded(true).read(&p);
+    events.write_to("SlowSink", std::sync::Arc::new(SlowSink));
+    let report = riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    (sampler.join().unwrap(), report.elapsed)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -239,4 +299,22 @@ fn main() {
         assert!(!l.is_empty(), "no pane arrived");
         println!("{name:<28} {:>7} {:>9} {:>9}", l.len(), percentile(&l, 0.5), percentile(&l, 0.99));
     }
+    println!();
+    let before = rss_kib();
+    let (samples, took) = slow_sink(&broker);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize] as f64 / 1024.0;
+    println!(
+        "memory under a slow sink (2 ms a batch), {} s to drain the topic, 2 workers: RSS MiB at 10% / 25% / 50% / 75% / 100% of the run",
+        took.as_secs()
+    );
+    println!(
+        "  {:.1} / {:.1} / {:.1} / {:.1} / {:.1} (before the job: {:.1}; 90% over 10% of the run: {:.2}x, goal flat)",
+        at(0.1),
+        at(0.25),
+        at(0.5),
+        at(0.75),
+        at(1.0),
+        before as f64 / 1024.0,
+        at(0.9) / at(0.1)
+    );
 }

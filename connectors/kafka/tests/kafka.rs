@@ -456,3 +456,19 @@ fn committed_offsets_let_a_second_job_start_where_the_first_stopped() {
     produce_events(&broker, "events", &[(1, Event { user_id: "late".into(), ts: 9, amount: 1 })]);
     assert_eq!(count(true), 1, "only what came after the commit");
 }
+
+#[test]
+fn a_worker_with_no_partition_does_not_hold_the_watermark_back() {
+    let _one = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Tansu::start();
+    // One partition, two workers: worker 1 reads nothing, and no idle timeout is set.
+    broker.create_topic("events", 1);
+    let e = |ts: i64| Event { user_id: "u".into(), ts, amount: 1 };
+    produce_events(&broker, "events", &[(0, e(2_000)), (0, e(30_000))]);
+    let (out, job) = live_sums(broker.brokers(), "events", WatermarkStrategy::bounded_out_of_orderness(1_000));
+    let fired = pane_fires(&out, 0, Duration::from_secs(20));
+    riffle_timely::request_stop();
+    job.join().unwrap().unwrap();
+    riffle_timely::reset_stop();
+    assert!(fired, "[0, 10 s) did not fire while the job ran: a worker without partitions held it");
+}

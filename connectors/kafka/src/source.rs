@@ -36,8 +36,8 @@ fn step(w: Watermark) -> Watermark {
 /// gone stops the job (never a hang), a connection that drops and comes back does not.
 const BROKER_LOSS_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often a reader asks the broker where its partitions end (to tell a backlog from
-/// idleness), and how long it waits for the answer.
+/// How often a live reader's watcher asks the broker where its partitions end (to tell a
+/// backlog from idleness), and how long it waits for the answer.
 const END_REFRESH: Duration = Duration::from_secs(1);
 const END_FETCH_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -362,6 +362,10 @@ impl<T: Data> SourceFn for ReadKafka<T> {
             });
         }
         consumer.assign(&tpl).map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
+        let watcher = match self.bounded {
+            true => None,
+            false => Some(EndWatcher::start(self.consumer()?, &self.topic, partitions.iter().map(|p| p.id).collect())?),
+        };
         tracing::info!(topic = %self.topic, worker = index, partitions = ?partitions.iter().map(|p| p.id).collect::<Vec<_>>(), "reading");
         Ok(Box::new(KafkaReader {
             topic: self.topic.clone(),
@@ -375,7 +379,7 @@ impl<T: Data> SourceFn for ReadKafka<T> {
             strategy: self.strategy,
             bounded: self.bounded,
             errors: None,
-            ends_fetched: std::time::Instant::now(),
+            watcher,
             committed: self.commit.then(std::time::Instant::now),
         }))
     }
@@ -443,8 +447,8 @@ struct KafkaReader<T> {
     bounded: bool,
     /// The first and the latest read error of the current run of errors.
     errors: Option<(std::time::Instant, std::time::Instant)>,
-    /// When the partitions' ends were last fetched.
-    ends_fetched: std::time::Instant,
+    /// A live reader's watcher of its partitions' ends.
+    watcher: Option<EndWatcher>,
     /// Commit offsets: when they were last committed, if at all.
     committed: Option<std::time::Instant>,
 }
@@ -529,14 +533,14 @@ impl<T: Data> SourceReader for KafkaReader<T> {
             self.fetch(max_elements)?;
         }
         // A partition behind its end is not idle, however long its fetches take: its
-        // backlog must not turn late. A live reader fetches the ends again every
-        // END_REFRESH; a bounded one knows where it stops.
+        // backlog must not turn late. A live reader learns the ends from its watcher
+        // thread; a bounded one knows where it stops.
         let now = self.clock.now();
-        if !self.bounded && self.ends_fetched.elapsed() >= END_REFRESH {
-            self.ends_fetched = std::time::Instant::now();
+        if let Some(watcher) = &self.watcher {
+            let ends = watcher.ends.lock().unwrap_or_else(|p| p.into_inner());
             for part in &mut self.partitions {
-                if let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, part.id, END_FETCH_TIMEOUT) {
-                    part.known_end = high;
+                if let Some(high) = ends.get(&part.id) {
+                    part.known_end = *high;
                 }
             }
         }
@@ -599,5 +603,46 @@ impl<T: Data> SourceReader for KafkaReader<T> {
             None if self.bounded => Watermark::MAX,
             None => Watermark(EventTime::from_millis(now.millis().saturating_sub(self.strategy.max_delay_ms))),
         }
+    }
+}
+
+/// Asks the broker where a live reader's partitions end, every [`END_REFRESH`], on a
+/// thread of its own with a client of its own: a round trip per partition must not stall
+/// the worker. The thread stops soon after the watcher is dropped.
+struct EndWatcher {
+    ends: Arc<std::sync::Mutex<std::collections::HashMap<i32, i64>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EndWatcher {
+    fn start(client: BaseConsumer, topic: &str, partitions: Vec<i32>) -> Result<Self> {
+        let ends = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ends_topic = topic.to_string();
+        let (found, stopped, topic) = (ends.clone(), stop.clone(), topic.to_string());
+        std::thread::Builder::new()
+            .name(format!("riffle-kafka-ends-{topic}"))
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    for &p in &partitions {
+                        if let Ok((_, high)) = client.fetch_watermarks(&topic, p, END_FETCH_TIMEOUT) {
+                            found.lock().unwrap_or_else(|e| e.into_inner()).insert(p, high);
+                        }
+                    }
+                    // Sleep in short steps, so a dropped watcher's thread ends soon.
+                    let slept = std::time::Instant::now();
+                    while slept.elapsed() < END_REFRESH && !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            })
+            .map_err(|e| Error::Client { topic: ends_topic, reason: format!("starting a thread: {e}") })?;
+        Ok(EndWatcher { ends, stop })
+    }
+}
+
+impl Drop for EndWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

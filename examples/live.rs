@@ -32,7 +32,9 @@ use user_totals::{Event, parse_duration_ms, user_totals};
 
 /// Sums amount per user per fixed window over a Kafka-protocol topic, live.
 #[derive(Parser, Debug)]
-#[command(about = "Sums amount per user per fixed window over a Kafka-protocol topic, live or bounded.")]
+#[command(
+    about = "Sums amount per user per fixed window over a Kafka-protocol topic. Runs until SIGINT or SIGTERM, which stop it cleanly (windows in flight fire, the sink flushes, exit 0); with --bounded, until each partition's end at start."
+)]
 struct Args {
     /// Bootstrap servers, host:port[,host:port...].
     #[arg(long, default_value = "127.0.0.1:9092")]

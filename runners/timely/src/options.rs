@@ -33,9 +33,10 @@ pub struct RunOptions {
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
 
-    /// Serve Prometheus metrics (elements in and out per step and worker) at
-    /// http://ADDR/metrics while the job runs. In a local cluster, process i uses the
-    /// port plus i.
+    /// Serve Prometheus metrics at http://ADDR/metrics while the job runs: elements in and
+    /// out per step and worker, late elements dropped, what groupings hold waiting,
+    /// sources' watermarks and Kafka partitions' lag. In a local cluster, process i uses
+    /// the port plus i.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use riffle_engine::prelude::*;
@@ -252,7 +253,11 @@ impl<T: Data> ReadKafka<T> {
         c.set("bootstrap.servers", &self.brokers)
             .set("group.id", self.group_id.clone().unwrap_or_else(|| format!("riffle-{}", self.topic)))
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+            // Bounded mode learns from the end-of-partition event that a partition has
+            // nothing more below its end: the last offsets before the end may hold no
+            // record a consumer sees (a transaction's commit marker, a compacted-away
+            // record), so waiting for a record at `end - 1` could wait forever.
+            .set("enable.partition.eof", if self.bounded { "true" } else { "false" })
             .set("auto.offset.reset", "earliest")
             .set("socket.connection.setup.timeout.ms", "5000")
             // A broker that is gone keeps reporting errors at least this often, inside
@@ -469,12 +474,33 @@ impl<T: Data> KafkaReader<T> {
         })
     }
 
+    /// Bounded mode, at the end of partition `p` as the broker has it now: `p` is done
+    /// when the consumer's position there (which passes control records, such as a
+    /// transaction's commit marker, that are never handed out) has reached its end.
+    fn reached_end(&mut self, p: i32) {
+        let Some(part) = self.partitions.iter_mut().find(|part| part.id == p) else { return };
+        let Some(end) = part.end else { return };
+        let position = self.consumer.position().ok().and_then(|tpl| {
+            tpl.find_partition(&self.topic, p).and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+        });
+        if position.is_some_and(|o| o >= end) {
+            part.done = true;
+        }
+    }
+
     /// Takes what the consumer has, up to `max` records, into the partitions' pending lists.
     fn fetch(&mut self, max: usize) -> Result<()> {
         for _ in 0..max {
             let Some(m) = self.consumer.poll(Duration::ZERO) else { break };
             let m = match m {
                 Ok(m) => m,
+                Err(KafkaError::PartitionEOF(p)) => {
+                    self.reached_end(p);
+                    continue;
+                }
                 Err(e) => {
                     // librdkafka reports passing trouble (a connection reset) the same way
                     // as a broker that is gone: the job fails when errors go on for

@@ -472,3 +472,46 @@ fn a_worker_with_no_partition_does_not_hold_the_watermark_back() {
     riffle_timely::reset_stop();
     assert!(fired, "[0, 10 s) did not fire while the job ran: a worker without partitions held it");
 }
+
+/// A topic written in a transaction ends in a commit marker: an offset below the end that
+/// no consumer is handed. A bounded read must still end (it used to wait for a record at
+/// the last offset forever), with every record, at 1 and 2 workers.
+#[test]
+fn bounded_mode_ends_on_a_topic_written_in_transactions() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let broker = Tansu::start();
+    broker.create_topic("tx", 2);
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("transactional.id", "riffle-test-tx")
+        .create()
+        .expect("a transactional producer");
+    producer.init_transactions(Duration::from_secs(10)).expect("init_transactions");
+    producer.begin_transaction().unwrap();
+    let events: Vec<(i32, Event)> = (0..10i64)
+        .map(|i| ((i % 2) as i32, Event { user_id: format!("u{}", i % 3), ts: 1_000 + i, amount: i }))
+        .collect();
+    for (partition, e) in &events {
+        let value = serde_json::to_vec(e).unwrap();
+        let record = BaseRecord::to("tx").partition(*partition).key(&e.user_id).payload(&value).timestamp(e.ts);
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.commit_transaction(Duration::from_secs(10)).expect("commit_transaction");
+    for workers in [1, 2] {
+        let (done, ended) = std::sync::mpsc::channel();
+        let brokers = broker.brokers();
+        std::thread::spawn(move || {
+            let p = Pipeline::new();
+            let (read, _) = ReadKafka::<Event>::topic("tx").brokers(&brokers).bounded(true).read(&p);
+            let out = riffle_connectors::memory::collect(&read);
+            let run = riffle_timely::run(&p, &RunOptions::threads(workers)).map_err(|e| e.to_string());
+            let mut got: Vec<i64> = out.lock().unwrap().iter().map(|wv| wv.value.amount).collect();
+            got.sort_unstable();
+            let _ = done.send(run.map(|_report| got));
+        });
+        let got = ended.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!("a bounded read of a transactional topic did not end in 30 s ({workers} workers)")
+        });
+        assert_eq!(got, Ok((0..10).collect::<Vec<_>>()), "{workers} workers");
+    }
+}

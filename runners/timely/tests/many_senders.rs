@@ -101,23 +101,30 @@ struct SplitScript {
 
 const OUT_OF_ORDERNESS: i64 = 20;
 
+/// A split's events cut into the chunks it is read in: its chunk sizes in turn.
+fn chunks(s: &SplitScript) -> Vec<&[(u8, i64, i64)]> {
+    let mut out = Vec::new();
+    let mut rest: &[(u8, i64, i64)] = &s.events;
+    while !rest.is_empty() {
+        let size = s.chunks.get(out.len() % s.chunks.len().max(1)).copied().unwrap_or(5).clamp(1, rest.len());
+        let (chunk, tail) = rest.split_at(size);
+        out.push(chunk);
+        rest = tail;
+    }
+    out
+}
+
 fn stream(splits: &[SplitScript]) -> SplitStream<(u8, i64)> {
     let mut stream = SplitStream::new(WatermarkStrategy::bounded_out_of_orderness(OUT_OF_ORDERNESS));
     for s in splits {
         let mut script = Vec::new();
-        let mut rest: &[(u8, i64, i64)] = &s.events;
-        let mut i = 0;
-        while !rest.is_empty() {
-            let size = s.chunks.get(i % s.chunks.len().max(1)).copied().unwrap_or(5).clamp(1, rest.len());
-            let (chunk, tail) = rest.split_at(size);
+        for (i, chunk) in chunks(s).into_iter().enumerate() {
             script.push(SplitEvent::Chunk(chunk.iter().map(|&(k, v, t)| ((k, v), ms(t))).collect()));
             if let Some(&pause) = s.pauses.get(i % s.pauses.len().max(1)) {
                 if pause > 0 {
                     script.push(SplitEvent::Pause(pause));
                 }
             }
-            rest = tail;
-            i += 1;
         }
         stream = stream.split(script);
     }
@@ -129,20 +136,12 @@ fn stream(splits: &[SplitScript]) -> SplitStream<(u8, i64)> {
 /// window, merged or not.
 fn nothing_behind(splits: &[SplitScript]) -> bool {
     splits.iter().all(|s| {
-        let mut rest: &[(u8, i64, i64)] = &s.events;
-        let (mut i, mut max_seen) = (0, i64::MIN);
-        while !rest.is_empty() {
-            let size = s.chunks.get(i % s.chunks.len().max(1)).copied().unwrap_or(5).clamp(1, rest.len());
-            let (chunk, tail) = rest.split_at(size);
+        let mut max_seen = i64::MIN;
+        chunks(s).into_iter().all(|chunk| {
             let watermark = max_seen.saturating_sub(OUT_OF_ORDERNESS);
-            if chunk.iter().any(|e| e.2 < watermark) {
-                return false;
-            }
             max_seen = max_seen.max(chunk.iter().map(|e| e.2).max().unwrap_or(i64::MIN));
-            rest = tail;
-            i += 1;
-        }
-        true
+            chunk.iter().all(|e| e.2 >= watermark)
+        })
     })
 }
 

@@ -246,9 +246,57 @@ impl<T> Elements<T> {
         })
     }
 
+    /// Consumes the batch into its values and their timestamps, windows and panes, for a
+    /// loop that walks the values by index and reads only the metadata it needs.
+    pub(crate) fn into_columns(self) -> (Vec<T>, Stamps) {
+        let Elements { values, timestamps, windows, panes } = self;
+        (values, Stamps { timestamps, windows, panes })
+    }
+
     /// Consumes the batch, yielding the values alone.
     pub fn into_values(self) -> Vec<T> {
         self.values
+    }
+}
+
+/// The timestamps, windows and panes of a batch's values, by index (from
+/// [`Elements::into_columns`]).
+pub(crate) struct Stamps {
+    timestamps: Column<EventTime>,
+    windows: Column<Window>,
+    panes: Column<PaneInfo>,
+}
+
+impl Stamps {
+    /// The `i`th timestamp.
+    #[inline]
+    pub(crate) fn timestamp(&self, i: usize) -> EventTime {
+        self.timestamps.get(i)
+    }
+
+    /// The `i`th pane.
+    #[inline]
+    pub(crate) fn pane(&self, i: usize) -> PaneInfo {
+        self.panes.get(i)
+    }
+
+    /// Runs of consecutive elements in one window, `len` elements in all: the window and
+    /// how many. A grouping looks a window up once per run rather than once per element.
+    pub(crate) fn window_runs(&self, len: usize) -> Vec<(Window, usize)> {
+        match self.windows.first {
+            None => Vec::new(),
+            Some(w) if self.windows.each.is_empty() => vec![(w, len)],
+            Some(_) => {
+                let mut runs: Vec<(Window, usize)> = Vec::new();
+                for &w in &self.windows.each {
+                    match runs.last_mut() {
+                        Some((last, n)) if *last == w => *n += 1,
+                        _ => runs.push((w, 1)),
+                    }
+                }
+                runs
+            }
+        }
     }
 }
 

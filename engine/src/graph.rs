@@ -94,6 +94,7 @@ impl TimestampCombiner {
     /// at watermark `arrival`, into a pane's combined timestamp, if it counts: only elements
     /// that can hold the watermark do, those not behind it in a window it has not passed
     /// (Beam's element holds). Returns whether it counted; never under end-of-window.
+    #[inline]
     pub fn fold(self, combined: &mut Option<EventTime>, ts: EventTime, end: EventTime, arrival: Watermark) -> bool {
         if self == TimestampCombiner::EndOfWindow || arrival.is_past(ts) || arrival.is_past(end) || ts > end {
             return false;

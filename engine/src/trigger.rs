@@ -102,7 +102,7 @@ impl Trigger {
             Trigger::OrFinally(a, b) => vec![a.new_state(), b.new_state()],
             Trigger::AfterCount(_) | Trigger::AfterProcessingTime { .. } | Trigger::Never => Vec::new(),
         };
-        TriggerState { finished: false, count: 0, step: 0, timer: None, children }
+        TriggerState { finished: false, count: 0, step: 0, timer: None, children: children.into_boxed_slice() }
     }
 
     /// Counts `n` more elements, arrived at processing time `now`.
@@ -126,7 +126,7 @@ impl Trigger {
                 }
             }
             Trigger::AfterFirst(ts) | Trigger::AfterAll(ts) => {
-                ts.iter().zip(&mut s.children).for_each(|(t, c)| t.on_element(c, n, now));
+                ts.iter().zip(s.children.iter_mut()).for_each(|(t, c)| t.on_element(c, n, now));
             }
             Trigger::OrFinally(a, b) => {
                 a.on_element(&mut s.children[0], n, now);
@@ -156,9 +156,9 @@ impl Trigger {
             Trigger::AfterProcessingTime { .. } => s.timer.is_some_and(|t| now >= t),
             Trigger::Repeatedly(t) => t.should_fire(&s.children[0], past_end, now),
             Trigger::AfterEach(ts) => ts.get(s.step).is_some_and(|t| t.should_fire(&s.children[s.step], past_end, now)),
-            Trigger::AfterFirst(ts) => ts.iter().zip(&s.children).any(|(t, c)| t.should_fire(c, past_end, now)),
+            Trigger::AfterFirst(ts) => ts.iter().zip(s.children.iter()).any(|(t, c)| t.should_fire(c, past_end, now)),
             Trigger::AfterAll(ts) => {
-                ts.iter().zip(&s.children).all(|(t, c)| c.finished || t.should_fire(c, past_end, now))
+                ts.iter().zip(s.children.iter()).all(|(t, c)| c.finished || t.should_fire(c, past_end, now))
             }
             Trigger::OrFinally(a, b) => {
                 a.should_fire(&s.children[0], past_end, now) || b.should_fire(&s.children[1], past_end, now)
@@ -238,7 +238,7 @@ impl Trigger {
             Trigger::Repeatedly(t) => t.next_timer(&s.children[0], now),
             Trigger::AfterEach(ts) => ts.get(s.step).and_then(|t| t.next_timer(&s.children[s.step], now)),
             Trigger::AfterFirst(ts) | Trigger::AfterAll(ts) => {
-                ts.iter().zip(&s.children).filter_map(|(t, c)| t.next_timer(c, now)).min()
+                ts.iter().zip(s.children.iter()).filter_map(|(t, c)| t.next_timer(c, now)).min()
             }
             Trigger::OrFinally(a, b) => {
                 [a.next_timer(&s.children[0], now), b.next_timer(&s.children[1], now)].into_iter().flatten().min()
@@ -333,6 +333,14 @@ impl Trigger {
         }
     }
 
+    /// Whether an element that arrives before the end of its window cannot make this
+    /// trigger fire nor change what it does later (`after_watermark()` without early
+    /// firings, which waits only on the watermark until then, and `Never`), so a runner
+    /// may skip [`Trigger::on_element`] and [`Trigger::should_fire`] for it.
+    pub fn ignores_elements_before_end(&self) -> bool {
+        matches!(self, Trigger::AfterWatermark { early: None, .. } | Trigger::Never)
+    }
+
     /// A short description for `explain`.
     pub fn describe(&self) -> String {
         format!("{self:?}")
@@ -349,7 +357,8 @@ pub struct TriggerState {
     step: usize,
     /// AfterProcessingTime: when it fires, once the pane has an element.
     timer: Option<ProcessingTime>,
-    children: Vec<TriggerState>,
+    /// Boxed rather than a `Vec`: a state per key and window, so every byte counts.
+    children: Box<[TriggerState]>,
 }
 
 #[cfg(test)]
@@ -450,5 +459,32 @@ mod tests {
         // Without late firings it finishes at the end.
         let on_time = Trigger::after_watermark().with_early_firings(Trigger::after_count(2));
         assert_eq!(fires(&on_time, 7, 3), [2, 4]);
+    }
+
+    #[test]
+    fn a_trigger_that_ignores_elements_before_the_end_fires_the_same_untold() {
+        let fires_untold = |t: &Trigger, elements: usize, end_after: usize| {
+            let mut s = t.new_state();
+            let mut out = Vec::new();
+            for i in 1..=elements {
+                let past = i > end_after;
+                if past {
+                    t.on_element(&mut s, 1, NOW);
+                }
+                if past && t.should_fire(&s, past, NOW) {
+                    t.on_fire(&mut s, past, NOW);
+                    out.push(i);
+                }
+            }
+            out
+        };
+        let late = Trigger::after_watermark().with_late_firings(Trigger::after_count(2));
+        for t in [Trigger::after_watermark(), late, Trigger::Never] {
+            assert!(t.ignores_elements_before_end(), "{t:?}");
+            assert_eq!(fires_untold(&t, 9, 4), fires(&t, 9, 4), "{t:?}");
+        }
+        let early = Trigger::after_watermark().with_early_firings(Trigger::after_count(2));
+        assert!(!early.ignores_elements_before_end());
+        assert!(!Trigger::repeatedly(Trigger::after_watermark()).ignores_elements_before_end());
     }
 }

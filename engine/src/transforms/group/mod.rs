@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::batch::Batch;
 use crate::clock::{Clock, ProcessingTime};
-use crate::element::{Data, Elements, Key, WindowedValue};
+use crate::element::{Data, Elements, Key, Stamps, WindowedValue};
 use crate::error::{Error, Result, truncated_debug};
 use crate::graph::{AccumulationMode, NodeKind, OutputInfo, PortRef, TimestampCombiner, Windowing};
 use crate::keys::KeyGroup;
@@ -163,6 +163,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
                 merging: self.merging.clone().map(|f| (f, FastMap::default())),
                 timers: BTreeMap::new(),
                 ready: BTreeMap::new(),
+                spare: Vec::new(),
             });
         }
         if let Some(window_fn) = &self.merging {

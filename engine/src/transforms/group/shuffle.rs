@@ -37,6 +37,9 @@ pub(super) struct LiftedShuffle<K, C: CombineFn> {
     /// partial carries the combined timestamp of its elements that count towards a pane's
     /// output timestamp (see [`TimestampCombiner`]).
     pub(super) partials: Vec<(Window, Stamped<K, C::Accum>)>,
+    /// Maps emptied by the last flush, kept with their capacity: a bundle meets about as
+    /// many keys as the last one, and growing a fresh map each bundle costs rehashing.
+    pub(super) spare: Vec<Stamped<K, C::Accum>>,
     pub(super) combiner: TimestampCombiner,
 }
 
@@ -52,6 +55,7 @@ impl<K: Key, C: CombineFn> ShuffleFn for LiftedShuffleFn<K, C> {
             step: ctx.name.clone(),
             combine: self.combine.clone(),
             partials: Vec::new(),
+            spare: Vec::new(),
             combiner: self.combiner,
         })
     }
@@ -61,7 +65,7 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
     fn route(&mut self, input: Batch, _peers: usize, arrival: Watermark, _out: &mut Vec<Batch>) -> Result<()> {
         let input = input.into_elements::<(K, C::Input)>();
         let mut current = 0;
-        let (combine, partials, combiner) = (&self.combine, &mut self.partials, self.combiner);
+        let (combine, partials, spare, combiner) = (&self.combine, &mut self.partials, &mut self.spare, self.combiner);
         catch_unwind(AssertUnwindSafe(|| {
             let mut slot = 0;
             for i in 0..input.len() {
@@ -71,7 +75,7 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
                     slot = match partials.iter().position(|(pw, _)| *pw == w) {
                         Some(s) => s,
                         None => {
-                            partials.push((w, FastMap::default()));
+                            partials.push((w, spare.pop().unwrap_or_default()));
                             partials.len() - 1
                         }
                     };
@@ -91,8 +95,8 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
 
     fn flush(&mut self, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
         let mut parts: Vec<Elements<(K, C::Accum)>> = (0..peers).map(|_| Elements::new()).collect();
-        for (w, map) in self.partials.drain(..) {
-            for (k, (acc, combined)) in map {
+        for (w, mut map) in self.partials.drain(..) {
+            for (k, (acc, combined)) in map.drain() {
                 let target = if peers == 1 { 0 } else { KeyGroup::of(&k).worker(peers) };
                 // A partial none of whose elements count is stamped past its window's end,
                 // so the keyed state leaves it out of the output timestamp.
@@ -102,6 +106,7 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
                 };
                 parts[target].push((k, acc), ts, w, PaneInfo::NO_FIRING);
             }
+            self.spare.push(map);
         }
         out.extend(Batch::per_worker(parts));
         Ok(())

@@ -19,8 +19,10 @@ pub(super) struct Cell<Acc, Out> {
     /// timestamp (on time, not behind the watermark they came at); `None`: none did, or
     /// the combiner is end-of-window.
     pub(super) hold: Option<EventTime>,
-    /// Retracting: the last pane output (value, timestamp, pane), to retract before the next.
-    pub(super) last: Option<(Out, EventTime, PaneInfo)>,
+    /// Retracting: the last pane output (value, timestamp, pane), to retract before the
+    /// next. Boxed: only the retracting mode has one, and cells are many (smaller cells,
+    /// fewer cache misses per element).
+    pub(super) last: Option<Box<(Out, EventTime, PaneInfo)>>,
 }
 
 impl<Acc, Out> Cell<Acc, Out> {
@@ -46,6 +48,13 @@ pub(super) struct TriggeredWindow<K, Acc, Out> {
 impl<K: Key, Acc, Out> TriggeredWindow<K, Acc, Out> {
     fn new() -> Self {
         TriggeredWindow { cells: FastMap::default(), evaluated: false, unfired: 0, holds: BTreeMap::new() }
+    }
+
+    /// A window whose cells go in a map a closed window left behind, if there is one: a
+    /// window holds a cell per key, and growing a fresh map for every window costs more
+    /// than its cells (rehashing, and fresh pages from the allocator).
+    fn reusing(spare: &mut Vec<FastMap<K, Cell<Acc, Out>>>) -> Self {
+        TriggeredWindow { cells: spare.pop().unwrap_or_default(), ..Self::new() }
     }
 
     fn take(&mut self, k: &K) -> Option<Cell<Acc, Out>> {
@@ -78,6 +87,7 @@ impl<K: Key, Acc, Out> TriggeredWindow<K, Acc, Out> {
     /// brings the counts and holds that summarize the cells up to date with what `f` did:
     /// the same bookkeeping as a [`TriggeredWindow::take`] and a
     /// [`TriggeredWindow::put`], without moving the cell out and back.
+    #[inline]
     fn update<R>(&mut self, k: &K, f: impl FnOnce(&mut Cell<Acc, Out>) -> R) -> Option<R> {
         let cell = self.cells.get_mut(k)?;
         let (was_unfired, old_hold) = (cell.fresh && !cell.trigger.finished, cell.hold);
@@ -151,7 +161,13 @@ pub(super) struct TriggeredState<G: Grouping> {
     pub(super) timers: Timers<G::K>,
     /// Panes fired, waiting for `fire` to hand them out, by emission time.
     pub(super) ready: BTreeMap<EventTime, Elements<Output<G>>>,
+    /// Emptied cell maps of closed windows, for the next windows ([`SPARE_MAPS`] at most).
+    pub(super) spare: Vec<FastMap<G::K, Cell<G::Acc, G::Out>>>,
 }
+
+/// How many emptied cell maps a triggered state keeps for reuse: about as many windows
+/// as open and close together.
+const SPARE_MAPS: usize = 4;
 
 impl<G: Grouping> TriggeredState<G> {
     /// Makes a pane of `cell` and queues it; `watermark`: the input watermark now;
@@ -197,10 +213,10 @@ impl<G: Grouping> TriggeredState<G> {
         if self.retracting {
             // The previous pane is taken back first, in the same batch, so a grouping
             // downstream never holds both.
-            if let Some((old, old_ts, old_pane)) = cell.last.take() {
+            if let Some((old, old_ts, old_pane)) = cell.last.take().map(|b| *b) {
                 ready.push((k.clone(), old), old_ts, w, PaneInfo { retraction: true, ..old_pane });
             }
-            cell.last = Some((v.clone(), ts, pane));
+            cell.last = Some(Box::new((v.clone(), ts, pane)));
         }
         ready.push((k.clone(), v), ts, w, pane);
         Ok(())
@@ -271,7 +287,7 @@ impl<G: Grouping> TriggeredState<G> {
                 if let Some(win) = self.windows.get_mut(&fk) {
                     if let Some(mut cell) = win.take(k) {
                         // A merged-away window's last pane no longer stands: take it back.
-                        if let Some((old, old_ts, old_pane)) = cell.last.take() {
+                        if let Some((old, old_ts, old_pane)) = cell.last.take().map(|b| *b) {
                             let retraction = PaneInfo { retraction: true, ..old_pane };
                             self.ready.entry(arrival.0.max(old_ts)).or_default().push(
                                 (k.clone(), old),
@@ -323,6 +339,149 @@ impl<G: Grouping> TriggeredState<G> {
     }
 }
 
+impl<G: Grouping> TriggeredState<G> {
+    /// Adds a run of `n` elements of window `w` that arrived at `arrival`, without
+    /// merging: the next `n` of `values`, whose metadata is `stamps` from index `from`.
+    /// The window is looked up once, and each element updates its key's cell where it
+    /// lies; only an element that makes its cell fire takes the cell out for the pane.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_run(
+        &mut self,
+        w: Window,
+        values: &mut std::vec::IntoIter<(G::K, G::Shuffled)>,
+        from: usize,
+        n: usize,
+        stamps: &Stamps,
+        arrival: Watermark,
+        now: ProcessingTime,
+    ) -> Result<()> {
+        /// What applying one element to its cell did: small, so the per-element loop moves
+        /// no large values around (a panic's error waits beside it).
+        #[derive(PartialEq)]
+        enum Applied {
+            Held,
+            Fires,
+            Closed,
+            Panicked,
+        }
+        let key = (w.max_timestamp(), w);
+        let past_end = arrival.is_past(key.0);
+        let timed = self.trigger.uses_processing_time();
+        // Before the end, an element can leave the trigger alone (see the method).
+        let inert = !past_end && self.trigger.ignores_elements_before_end();
+        let mut i = from;
+        let end = from + n;
+        let mut panicked = None;
+        while i < end {
+            let TriggeredState { step, grouping: g, trigger, combiner, dropped, windows, timers, spare, .. } = self;
+            let window = windows.entry(key).or_insert_with(|| TriggeredWindow::reusing(spare));
+            let mut fires = None;
+            while i < end {
+                let (k, x) = values.next().expect("a run within the batch");
+                let (ts, retraction) = (stamps.timestamp(i), stamps.pane(i).retraction);
+                i += 1;
+                let mut x = Some(x);
+                let mut apply = |cell: &mut Cell<G::Acc, G::Out>| {
+                    if cell.trigger.finished {
+                        return Applied::Closed;
+                    }
+                    let x = x.take().expect("the element");
+                    let folded = catch_unwind(AssertUnwindSafe(|| {
+                        if retraction { g.retract(&mut cell.acc, x) } else { g.fold(&mut cell.acc, x) }
+                    }));
+                    if let Err(p) = folded {
+                        panicked = Some(p);
+                        return Applied::Panicked;
+                    }
+                    cell.fresh = true;
+                    combiner.fold(&mut cell.hold, ts, key.0, arrival);
+                    if inert {
+                        return Applied::Held;
+                    }
+                    trigger.on_element(&mut cell.trigger, 1, now);
+                    if trigger.should_fire(&cell.trigger, past_end, now) { Applied::Fires } else { Applied::Held }
+                };
+                let applied = window.update(&k, &mut apply).unwrap_or_else(|| {
+                    let mut cell = Cell::new(g.create(), trigger.new_state());
+                    // A cell whose first element came after the end never held the
+                    // watermark there, so it can have no on-time pane: its first pane is
+                    // late (Beam's PaneInfoTracker, which sees the output watermark past
+                    // the window).
+                    cell.on_time_done = past_end;
+                    window.put(k.clone(), cell);
+                    window.update(&k, &mut apply).expect("the cell just put")
+                });
+                match applied {
+                    Applied::Held if timed => {
+                        schedule_timer(timers, trigger, key, &k, &window.cells[&k].trigger, now);
+                    }
+                    Applied::Held => {}
+                    Applied::Fires => {
+                        fires = Some(k);
+                        break;
+                    }
+                    Applied::Closed => {
+                        // The trigger is done: the window is closed for this key.
+                        let (x, pane) = (x.take().expect("the element"), stamps.pane(i - 1));
+                        dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane });
+                    }
+                    Applied::Panicked => {
+                        let p = panicked.take().expect("a panic");
+                        return Err(Error::from_panic(step, p, None));
+                    }
+                }
+            }
+            // The element just applied makes its cell fire: out of the window for the
+            // pane, then on with the rest of the run.
+            let Some(k) = fires else { break };
+            let mut cell = self.windows.get_mut(&key).and_then(|win| win.take(&k)).expect("the cell just updated");
+            self.maybe_fire(&k, &mut cell, w, arrival, now)?;
+            self.schedule(key, &k, &cell, now);
+            self.windows.get_mut(&key).expect("the window just used").put(k, cell);
+        }
+        Ok(())
+    }
+
+    /// Adds one element under a merging window function: its window merges with the
+    /// key's live windows first.
+    fn insert_merging(
+        &mut self,
+        wv: WindowedValue<(G::K, G::Shuffled)>,
+        arrival: Watermark,
+        now: ProcessingTime,
+    ) -> Result<()> {
+        let (w, ts) = (wv.window, wv.timestamp);
+        let (k, x) = wv.value;
+        let target = self.merge_windows(&k, w, arrival);
+        let key = (target.max_timestamp(), target);
+        let g = self.grouping.clone();
+        let window = self.windows.entry(key).or_insert_with(TriggeredWindow::new);
+        let mut cell = window.take(&k).unwrap_or_else(|| {
+            let mut cell = Cell::new(g.create(), self.trigger.new_state());
+            // As in insert_run: a cell that starts after the end has no on-time pane.
+            cell.on_time_done = arrival.is_past(key.0);
+            cell
+        });
+        if cell.trigger.finished {
+            // The trigger is done: the window is closed for this key.
+            window.put(k.clone(), cell);
+            self.dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane: wv.pane });
+            return Ok(());
+        }
+        catch_unwind(AssertUnwindSafe(|| {
+            if wv.pane.retraction { g.retract(&mut cell.acc, x) } else { g.fold(&mut cell.acc, x) }
+        }))
+        .map_err(|p| Error::from_panic(&self.step, p, None))?;
+        cell.fresh = true;
+        self.combiner.fold(&mut cell.hold, ts, key.0, arrival);
+        self.trigger.on_element(&mut cell.trigger, 1, now);
+        self.maybe_fire(&k, &mut cell, target, arrival, now)?;
+        self.schedule(key, &k, &cell, now);
+        self.windows.get_mut(&key).expect("the window just used").put(k, cell);
+        Ok(())
+    }
+}
+
 impl<G: Grouping> GroupState for TriggeredState<G> {
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
         let input = input.try_into_elements::<(G::K, G::Shuffled)>()?;
@@ -339,90 +498,30 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
         for key in passed {
             self.end_of_window(key, arrival)?;
         }
-        let (g, step) = (self.grouping.clone(), self.step.clone());
-        let timed = self.trigger.uses_processing_time();
-        for wv in input.into_iter_windowed() {
-            let (w, ts) = (wv.window, wv.timestamp);
+        let (values, stamps) = input.into_columns();
+        let runs = stamps.window_runs(values.len());
+        let mut values = values.into_iter();
+        let mut from = 0;
+        for (w, n) in runs {
             // Lateness is judged on the element's own window, before any merging, as Beam does.
             if arrival.is_past(w.max_timestamp().plus_millis(self.lateness_ms)) {
-                self.dropped.one(wv);
-                continue;
-            }
-            let (k, x) = wv.value;
-            let retraction = wv.pane.retraction;
-            // The common case, without merging: the key's cell exists and this element does
-            // not make it fire, so it is updated where it lies.
-            let mut x = Some(x);
-            let key = (w.max_timestamp(), w);
-            if let (None, Some(window)) = (&self.merging, self.windows.get_mut(&key)) {
-                let (trigger, combiner) = (&*self.trigger, self.combiner);
-                let applied = window.update(&k, |cell| {
-                    if cell.trigger.finished {
-                        return Ok(false);
-                    }
-                    let x = x.take().expect("the element");
-                    catch_unwind(AssertUnwindSafe(|| {
-                        if retraction { g.retract(&mut cell.acc, x) } else { g.fold(&mut cell.acc, x) }
-                    }))
-                    .map_err(|p| Error::from_panic(&step, p, None))?;
-                    cell.fresh = true;
-                    combiner.fold(&mut cell.hold, ts, key.0, arrival);
-                    trigger.on_element(&mut cell.trigger, 1, now);
-                    Ok(trigger.should_fire(&cell.trigger, arrival.is_past(key.0), now))
-                });
-                match applied {
-                    Some(Err(e)) => return Err(e),
-                    Some(Ok(false)) if x.is_some() => {
-                        // The trigger is done: the window is closed for this key.
-                        let x = x.take().expect("the element");
-                        self.dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane: wv.pane });
-                        continue;
-                    }
-                    Some(Ok(false)) => {
-                        if timed {
-                            schedule_timer(&mut self.timers, trigger, key, &k, &window.cells[&k].trigger, now);
-                        }
-                        continue;
-                    }
-                    Some(Ok(true)) => {
-                        // It fires: out of the window, as below, for the pane.
-                        let mut cell = window.take(&k).expect("the cell just updated");
-                        self.maybe_fire(&k, &mut cell, w, arrival, now)?;
-                        self.schedule(key, &k, &cell, now);
-                        self.windows.get_mut(&key).expect("the window just used").put(k, cell);
-                        continue;
-                    }
-                    None => {}
+                for (i, value) in (from..from + n).zip(values.by_ref()) {
+                    self.dropped.one(WindowedValue {
+                        value,
+                        timestamp: stamps.timestamp(i),
+                        window: w,
+                        pane: stamps.pane(i),
+                    });
+                }
+            } else if self.merging.is_none() {
+                self.insert_run(w, &mut values, from, n, &stamps, arrival, now)?;
+            } else {
+                for (i, value) in (from..from + n).zip(values.by_ref()) {
+                    let wv = WindowedValue { value, timestamp: stamps.timestamp(i), window: w, pane: stamps.pane(i) };
+                    self.insert_merging(wv, arrival, now)?;
                 }
             }
-            let x = x.take().expect("an element not yet applied");
-            let target = self.merge_windows(&k, w, arrival);
-            let key = (target.max_timestamp(), target);
-            let window = self.windows.entry(key).or_insert_with(TriggeredWindow::new);
-            let mut cell = window.take(&k).unwrap_or_else(|| {
-                let mut cell = Cell::new(g.create(), self.trigger.new_state());
-                // A cell whose first element came after the end never held the watermark
-                // there, so it can have no on-time pane: its first pane is late (Beam's
-                // PaneInfoTracker, which sees the output watermark past the window).
-                cell.on_time_done = arrival.is_past(key.0);
-                cell
-            });
-            if cell.trigger.finished {
-                // The trigger is done: the window is closed for this key.
-                window.put(k.clone(), cell);
-                self.dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane: wv.pane });
-                continue;
-            }
-            catch_unwind(AssertUnwindSafe(|| {
-                if retraction { g.retract(&mut cell.acc, x) } else { g.fold(&mut cell.acc, x) }
-            }))
-            .map_err(|p| Error::from_panic(&step, p, None))?;
-            cell.fresh = true;
-            self.combiner.fold(&mut cell.hold, ts, key.0, arrival);
-            self.trigger.on_element(&mut cell.trigger, 1, now);
-            self.maybe_fire(&k, &mut cell, target, arrival, now)?;
-            self.schedule(key, &k, &cell, now);
-            self.windows.get_mut(&key).expect("the window just used").put(k, cell);
+            from += n;
         }
         Ok(())
     }
@@ -512,6 +611,9 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
                         self.pane(&k, &mut cell, key.1, watermark, true)?;
                     }
                     self.forget(&k, key.1);
+                }
+                if self.spare.len() < SPARE_MAPS {
+                    self.spare.push(window.cells);
                 }
             }
         }

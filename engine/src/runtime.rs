@@ -104,6 +104,27 @@ pub trait SourceReader {
     fn split_gauges(&self) -> Vec<(&'static str, String, i64)> {
         Vec::new()
     }
+    /// How far a bounded reader has come through what it was dealt, for progress bars
+    /// and the job's web view; `None` for a reader that cannot say (an unbounded one).
+    fn progress(&self) -> Option<SourceProgress> {
+        None
+    }
+}
+
+/// How far one reader of a bounded source has come (see [`SourceReader::progress`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceProgress {
+    /// Units of work done (Parquet: row groups read).
+    pub units_done: u64,
+    /// Units of work dealt to this reader.
+    pub units_total: u64,
+    /// Bytes read (Parquet: the compressed size of the row groups read).
+    pub bytes_done: u64,
+    /// Bytes dealt to this reader.
+    pub bytes_total: u64,
+    /// The latest event time (ms) in what this reader was dealt, when the source knows
+    /// it (Parquet's column statistics): where a backfill's watermark is heading.
+    pub event_time_end: Option<i64>,
 }
 
 /// A step that transforms each bundle of elements: every ParDo-like transform.
@@ -222,6 +243,22 @@ pub trait GroupState {
     }
     /// Emits every pane the watermark (or the clock) makes ready, each batch with its output timestamp.
     fn fire(&mut self, watermark: Watermark, out: &mut Vec<(EventTime, Batch)>) -> Result<()>;
+    /// What the state holds now, for monitoring.
+    fn size(&self) -> StateSize {
+        StateSize::default()
+    }
+}
+
+/// What a grouping's state holds (see [`GroupState::size`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Panes not yet emitted (windows with state, under a trigger).
+    pub panes: u64,
+    /// Entries held: an accumulator per key and pane (or window, or session).
+    pub entries: u64,
+    /// An estimate of their bytes: the entries times the size of a key and an
+    /// accumulator, without what those point to on the heap (a `String` key's bytes).
+    pub bytes: u64,
 }
 
 /// A sink: makes one writer per worker.
@@ -250,4 +287,9 @@ pub trait SinkWriter {
     }
     /// The input is complete: make the output visible.
     fn finish(&mut self) -> Result<()>;
+    /// Files written out so far (sealed, visible once the input is complete), for
+    /// progress; 0 for a sink that writes no files.
+    fn files_written(&self) -> u64 {
+        0
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! Bug classes caught: a live job that only fires when its input ends; totals that differ
 //! between the live stream and the Parquet backfill of the same events; a signal that
-//! kills the job instead of stopping it cleanly.
+//! kills the job instead of stopping it cleanly; a web view (`--ui-addr`) that does not
+//! show the live job's graph, rates, watermarks and partitions.
 
 mod common;
 
@@ -83,17 +84,31 @@ fn live_computes_the_backfill_totals_while_records_arrive_and_stops_on_sigterm()
     produce(&broker, &events[..150]);
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("live.log")).unwrap();
+    let ui = {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        format!("127.0.0.1:{port}")
+    };
+    let job = || -> Option<riffle_timely::status::JobSnapshot> {
+        let body = ureq::get(&format!("http://{ui}/api/job")).call().ok()?.body_mut().read_to_string().ok()?;
+        serde_json::from_str(&body).ok()
+    };
     let mut live = example("live")
         .args(["--brokers", &broker.brokers(), "--topic", "events", "--output-topic", "totals"])
-        .args(["--window", "1h", "--out-of-orderness", "5s", "--workers", "2"])
+        .args(["--window", "1h", "--out-of-orderness", "5s", "--workers", "2", "--ui-addr", &ui])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
+    // While records arrive, the web view shows the source reading them.
+    let mut source_rate: f64 = 0.0;
     for chunk in events[150..].chunks(25) {
         std::thread::sleep(Duration::from_millis(100));
         produce(&broker, chunk);
+        if let Some(j) = job() {
+            source_rate = source_rate.max(j.steps.iter().filter(|s| s.kind == "source").map(|s| s.out_per_s).sum());
+        }
     }
+    assert!(source_rate > 0.0, "the view showed records arriving: {:?}", job());
     // One record per partition two hours on moves every partition's watermark past the
     // last window (its own window stays open).
     let last = events.iter().map(|(_, e)| e.ts).max().unwrap();
@@ -126,6 +141,20 @@ fn live_computes_the_backfill_totals_while_records_arrive_and_stops_on_sigterm()
     assert!(live.try_wait().unwrap().is_none(), "the totals came while the job ran");
     got.sort();
     assert_eq!(got, want, "live totals against backfill's");
+
+    // In a browser: every step of the graph, the source's watermark, its partitions' lag.
+    let snapshot = job().expect("the view answers while the job runs");
+    assert_eq!(snapshot.state, "running");
+    let page = riffle_timely::testing::browser::dom(&format!("http://{ui}/"));
+    for node in &snapshot.graph {
+        assert!(page.contains(&format!("data-step=\"{}\"", node.name)), "{} drawn: {page}", node.name);
+    }
+    let source = snapshot.graph.iter().find(|n| n.kind == "source").expect("a source");
+    let watermark = riffle_timely::testing::browser::node_attr(&page, &source.name, "data-watermark");
+    assert!(watermark.is_some_and(|w| w.parse::<i64>().is_ok_and(|w| w > last)), "the watermark passed the events");
+    let partitions: std::collections::BTreeSet<&str> =
+        snapshot.splits.iter().filter(|s| s.metric == "lag").map(|s| s.split.as_str()).collect();
+    assert_eq!(partitions.len(), 3, "each partition's lag: {:?}", snapshot.splits);
 
     // SIGTERM stops it cleanly, soon.
     let stopped = Instant::now();

@@ -359,7 +359,7 @@ fn a_live_job_serves_each_partitions_lag_and_the_source_watermark() {
     });
     let scrape = || -> Option<String> {
         let mut s = std::net::TcpStream::connect(&addr).ok()?;
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
         let mut body = String::new();
         s.read_to_string(&mut body).ok()?;
         Some(body)

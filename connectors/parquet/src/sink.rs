@@ -247,6 +247,7 @@ impl<T: Data> SinkFn for ParquetSink<T> {
             files: BTreeMap::new(),
             sealed: Vec::new(),
             generations: BTreeMap::new(),
+            written: 0,
             done: false,
         }))
     }
@@ -283,6 +284,8 @@ struct ParquetWriter<T: Data> {
     /// How many files of each name were sealed, so rows of a window that come after its
     /// file was sealed (late panes) go to a new file rather than overwrite it.
     generations: BTreeMap<String, u32>,
+    /// Files sealed so far (for progress).
+    written: u64,
     done: bool,
 }
 
@@ -342,6 +345,7 @@ impl<T: Data> ParquetWriter<T> {
         runtime().block_on(file.writer.close()).map_err(|e| Error::parquet(&url, e))?;
         *self.generations.entry(file.base).or_insert(0) += 1;
         self.sealed.push((file.staging, file.path));
+        self.written += 1;
         Ok(())
     }
 
@@ -406,6 +410,10 @@ impl<T: Data> SinkWriter for ParquetWriter<T> {
         self.remove_local_staging();
         self.done = true;
         Ok(())
+    }
+
+    fn files_written(&self) -> u64 {
+        self.written
     }
 }
 

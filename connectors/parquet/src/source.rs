@@ -18,7 +18,7 @@ use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
 use riffle_engine::graph::{NodeKind, OutputInfo, PortRef, Windowing};
-use riffle_engine::runtime::{SourceFn, SourcePoll, SourceReader, StepContext};
+use riffle_engine::runtime::{SourceFn, SourcePoll, SourceProgress, SourceReader, StepContext};
 use riffle_engine::{Batch, Data, Elements, EventTime, PCollection, PaneInfo, Pipeline, Watermark, Window};
 use tokio::sync::mpsc;
 
@@ -315,6 +315,11 @@ impl<T: Data> SourceFn for ParquetSource<T> {
         let mine = deal(splits, ctx.worker.peers, ctx.worker.index, self.config.backfill);
         let starts: Vec<Watermark> =
             mine.iter().map(|s| Watermark(s.time.map_or(EventTime::MIN, |t| EventTime::from_millis(t.0)))).collect();
+        let sizes: Vec<u64> = mine
+            .iter()
+            .map(|s| dataset.files[s.file].meta.metadata().row_group(s.row_group).compressed_size().max(0) as u64)
+            .collect();
+        let event_time_end = mine.iter().filter_map(|s| s.time.map(|t| t.1)).max();
         // Backfill: a worker may start a split up to two split-widths (of event time)
         // past the sinks' watermark, enough for workers dealt neighbouring splits to
         // read at once, and no further: state then holds a few splits' windows.
@@ -347,6 +352,13 @@ impl<T: Data> SourceFn for ParquetSource<T> {
             rx,
             starts,
             next: 0,
+            progress: SourceProgress {
+                units_total: sizes.len() as u64,
+                bytes_total: sizes.iter().sum(),
+                event_time_end,
+                ..SourceProgress::default()
+            },
+            sizes,
             backfill: self.config.backfill,
             ended: false,
         }))
@@ -569,6 +581,10 @@ struct ParquetReader {
     starts: Vec<Watermark>,
     /// The first split not yet completely emitted.
     next: usize,
+    /// The compressed size of each of this worker's splits, in reading order.
+    sizes: Vec<u64>,
+    /// Splits and bytes read, of this worker's.
+    progress: SourceProgress,
     backfill: bool,
     ended: bool,
 }
@@ -595,6 +611,8 @@ impl SourceReader for ParquetReader {
             // watermark, whichever worker was dealt it (docs/semantics.md).
             Msg::Rows(b) => SourcePoll::SplitBatch(b, self.watermark()),
             Msg::SplitDone => {
+                self.progress.units_done += 1;
+                self.progress.bytes_done += self.sizes.get(self.next).copied().unwrap_or(0);
                 self.next += 1;
                 SourcePoll::Advanced
             }
@@ -608,6 +626,10 @@ impl SourceReader for ParquetReader {
 
     fn read_ahead_millis(&self) -> Option<i64> {
         self.read_ahead
+    }
+
+    fn progress(&self) -> Option<SourceProgress> {
+        Some(self.progress)
     }
 
     fn watermark(&self) -> Watermark {

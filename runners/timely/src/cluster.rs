@@ -13,15 +13,20 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use riffle_engine::{Error, Result};
+use riffle_engine::{Error, Graph, Result};
 
 use crate::job::JobState;
 use crate::options::RunOptions;
+use crate::server::{Serves, start};
+use crate::status::JobView;
 
 /// Set in a process started by a local launcher: its index.
 pub const ENV_PROCESS: &str = "RIFFLE_PROCESS_INDEX";
 /// Set in a process started by a local launcher: the hostfile it wrote.
 pub const ENV_HOSTFILE: &str = "RIFFLE_HOSTFILE";
+/// Set in a process started by a local launcher: where to send its status samples (the
+/// launcher holds the job's view, for progress and the web view).
+pub const ENV_STATUS_URL: &str = "RIFFLE_STATUS_URL";
 
 /// Exit status of a process that lost a peer.
 pub const EXIT_LOST_PEER: i32 = 3;
@@ -216,8 +221,15 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
 ///
 /// # Errors
 /// Any process exiting unsuccessfully, naming it and its status.
-pub fn launch_local(opts: &RunOptions) -> Result<()> {
+pub fn launch_local(opts: &RunOptions, graph: &Graph) -> Result<()> {
     let n = opts.processes;
+    // The launcher holds the job's view: the processes send it their samples, and it
+    // draws the job's progress and serves the web view.
+    let view = JobView::new(graph, n, opts.workers);
+    let (addr, flag) = opts.ui_addr.as_deref().map_or(("127.0.0.1:0", "the status listener"), |a| (a, "--ui-addr"));
+    let server = start(addr, flag, Serves::View(view.clone()))?;
+    let status_url = format!("http://127.0.0.1:{}/api/push", server.addr.port());
+    let progress = (!opts.no_progress).then(|| crate::progress::ProgressDisplay::start(view.clone()));
     let ports = free_ports(n)?;
     let dir = std::env::temp_dir().join(format!("riffle-{}-{}", std::process::id(), ports[0]));
     std::fs::create_dir_all(&dir)
@@ -236,6 +248,7 @@ pub fn launch_local(opts: &RunOptions) -> Result<()> {
             .args(&args)
             .env(ENV_PROCESS, i.to_string())
             .env(ENV_HOSTFILE, &hostfile)
+            .env(ENV_STATUS_URL, &status_url)
             .envs(opts.child_env.iter().cloned())
             .stdout(Stdio::piped())
             .spawn()
@@ -255,20 +268,72 @@ pub fn launch_local(opts: &RunOptions) -> Result<()> {
     // The children have exited, so their pipes close and the forwarders finish.
     forwarders.into_iter().for_each(|f| drop(f.join()));
     let _ = std::fs::remove_dir_all(&dir);
+    drop(progress);
+    if opts.ui_addr.is_some() {
+        crate::linger(Duration::from_secs(opts.ui_linger));
+    }
+    drop(server);
+    result
+}
+
+/// Whether a line on standard output is timely's chatter while a cluster forms.
+fn is_chatter(line: &str) -> bool {
+    line.starts_with("awaiting connections (at ")
+        || (line.starts_with("worker ") && line.contains("connecting to worker"))
+}
+
+/// Runs `f` (timely forming a cluster and starting its workers) with this process's
+/// standard output going through a pipe: timely's connection chatter goes to the debug
+/// log, everything else on to the real standard output, in order. Standard output is
+/// itself again when `f` returns.
+pub fn quiet_stdout_while<T>(f: impl FnOnce() -> T) -> T {
+    use std::os::fd::AsFd;
+    let redirected = (|| {
+        let saved = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+        let (reader, writer) = rustix::pipe::pipe().ok()?;
+        let reader = std::fs::File::from(reader);
+        std::io::stdout().flush().ok()?;
+        rustix::stdio::dup2_stdout(&writer).ok()?;
+        let real = std::fs::File::from(saved.try_clone().ok()?);
+        let forwarder = std::thread::Builder::new()
+            .name("riffle:stdout".into())
+            .spawn(move || {
+                let mut real = std::io::LineWriter::new(real);
+                for line in BufReader::new(reader).lines() {
+                    let Ok(line) = line else { break };
+                    if is_chatter(&line) {
+                        tracing::debug!(target: "riffle_timely::cluster", "{line}");
+                    } else {
+                        let _ = writeln!(real, "{line}");
+                    }
+                }
+            })
+            .ok()?;
+        Some((saved, writer, forwarder))
+    })();
+    let result = f();
+    if let Some((saved, writer, forwarder)) = redirected {
+        let _ = std::io::stdout().flush();
+        // Standard output is the real one again; the pipe's last writer closes, and the
+        // forwarder passes on what is left and ends.
+        let restored = rustix::stdio::dup2_stdout(&saved);
+        drop(writer);
+        if restored.is_ok() {
+            let _ = forwarder.join();
+        }
+    }
     result
 }
 
 /// Copies a child's standard output to ours, line by line, moving timely's connection
-/// chatter ("awaiting connections", "error connecting ... retrying") to standard error so
+/// chatter ("awaiting connections", "error connecting ... retrying") to the debug log, so
 /// that a job's output on standard output is the same in a cluster as on threads.
 fn forward_stdout(out: ChildStdout) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
-            let chatter = line.starts_with("awaiting connections (at ")
-                || (line.starts_with("worker ") && line.contains("connecting to worker"));
-            if chatter {
-                eprintln!("{line}");
+            if is_chatter(&line) {
+                tracing::debug!(target: "riffle_timely::cluster", "{line}");
             } else {
                 let mut stdout = std::io::stdout().lock();
                 let _ = writeln!(stdout, "{line}");

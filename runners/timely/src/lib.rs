@@ -29,7 +29,10 @@ pub mod lower;
 pub mod metrics;
 pub mod operators;
 pub mod options;
+pub mod progress;
 pub mod prometheus;
+pub mod server;
+pub mod status;
 pub mod stop;
 pub mod testing;
 pub mod time;
@@ -78,7 +81,7 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
     match cluster::role(opts)? {
         Role::Launcher => {
             let started = Instant::now();
-            cluster::launch_local(opts)?;
+            cluster::launch_local(opts, &graph)?;
             let elapsed = started.elapsed();
             let finished = SystemTime::now();
             Ok(RunReport { elapsed, started: finished - elapsed, finished, steps: Vec::new() })
@@ -90,10 +93,20 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
             } else {
                 CommunicationConfig::Process(opts.workers)
             };
-            execute(graph, comm, None, metrics_addr(opts, 0)?)
+            let watch = Watch {
+                process: 0,
+                processes: 1,
+                workers: opts.workers,
+                metrics_at: metrics_addr(opts, 0)?,
+                ui_at: opts.ui_addr.clone(),
+                push_to: None,
+                progress: !opts.no_progress,
+                linger: Duration::from_secs(opts.ui_linger),
+            };
+            execute(graph, comm, None, watch)
         }
         Role::Member { process, addresses, launched } => {
-            let result = run_member(graph, opts, process, addresses);
+            let result = run_member(graph, opts, process, addresses, launched);
             if launched {
                 // A launched process is only a job executor: its launcher reports.
                 if let Err(e) = &result {
@@ -106,8 +119,43 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
     }
 }
 
-fn run_member(graph: Graph, opts: &RunOptions, process: usize, addresses: Vec<String>) -> Result<RunReport> {
+fn run_member(
+    graph: Graph,
+    opts: &RunOptions,
+    process: usize,
+    addresses: Vec<String>,
+    launched: bool,
+) -> Result<RunReport> {
     graph.check_io()?;
+    // Who holds the job's view: a local launcher (it says where, in the environment), or
+    // process 0 when it serves the web view; the others send it their samples.
+    let watch = if launched {
+        Watch {
+            process,
+            processes: opts.processes,
+            workers: opts.workers,
+            metrics_at: metrics_addr(opts, process)?,
+            ui_at: None,
+            push_to: std::env::var(cluster::ENV_STATUS_URL).ok(),
+            progress: false,
+            linger: Duration::ZERO,
+        }
+    } else {
+        let view_url = match &opts.ui_addr {
+            Some(ui) if process > 0 => Some(format!("http://{}/api/push", peer_view_addr(ui, &addresses[0])?)),
+            _ => None,
+        };
+        Watch {
+            process,
+            processes: opts.processes,
+            workers: opts.workers,
+            metrics_at: metrics_addr(opts, process)?,
+            ui_at: opts.ui_addr.clone().filter(|_| process == 0),
+            progress: !opts.no_progress && (process == 0 || view_url.is_none()),
+            push_to: view_url,
+            linger: Duration::from_secs(opts.ui_linger),
+        }
+    };
     cluster::check_own_address(&addresses, process)?;
     cluster::exit_when_a_peer_is_lost(addresses.clone());
     let comm = CommunicationConfig::Cluster {
@@ -118,29 +166,97 @@ fn run_member(graph: Graph, opts: &RunOptions, process: usize, addresses: Vec<St
         zerocopy: false,
     };
     let deadline = Duration::from_secs(opts.connect_timeout);
-    execute(graph, comm, Some((addresses, process, deadline)), metrics_addr(opts, process)?)
+    execute(graph, comm, Some((addresses, process, deadline)), watch)
+}
+
+/// Where the other processes of a cluster across hosts reach process 0's web view: the
+/// port of `--ui-addr` on process 0's host from the hostfile.
+fn peer_view_addr(ui: &str, process0: &str) -> Result<String> {
+    let port = ui
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .ok_or_else(|| Error::Config(format!("--ui-addr {ui:?} is not host:port (for example 0.0.0.0:8080)")))?;
+    let host = process0.rsplit_once(':').map_or(process0, |(h, _)| h);
+    Ok(format!("{host}:{port}"))
+}
+
+/// What a process does to make the job visible.
+struct Watch {
+    process: usize,
+    processes: usize,
+    workers: usize,
+    /// Serve this process's Prometheus metrics here.
+    metrics_at: Option<String>,
+    /// Serve the job's web view here (this process holds the view).
+    ui_at: Option<String>,
+    /// Send this process's samples to the process holding the view, at this URL.
+    push_to: Option<String>,
+    /// Draw progress on the terminal.
+    progress: bool,
+    /// How long to keep serving after the job ends.
+    linger: Duration,
+}
+
+/// Waits `linger` (the web view and metrics stay up meanwhile), or until a stop signal.
+pub(crate) fn linger(linger: Duration) {
+    let until = Instant::now() + linger;
+    while Instant::now() < until && !stop::stop_requested() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Runs the lowered graph on this process's workers until it completes or fails.
 /// This process's metrics address: the option's port plus the process index.
-fn metrics_addr(opts: &RunOptions, process: usize) -> Result<Option<(String, usize)>> {
+fn metrics_addr(opts: &RunOptions, process: usize) -> Result<Option<String>> {
     let Some(addr) = &opts.metrics_addr else { return Ok(None) };
     let (host, port) = addr.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))).ok_or_else(|| {
         Error::Config(format!("--metrics-addr {addr:?} is not host:port (for example 127.0.0.1:9100)"))
     })?;
     let port = u16::try_from(usize::from(port) + process)
         .map_err(|_| Error::Config(format!("--metrics-addr {addr}: no port for process {process}")))?;
-    Ok(Some((format!("{host}:{port}"), process)))
+    Ok(Some(format!("{host}:{port}")))
 }
 
 fn execute(
     graph: Graph,
     comm: CommunicationConfig,
     cluster: Option<(Vec<String>, usize, Duration)>,
-    metrics_at: Option<(String, usize)>,
+    watch: Watch,
 ) -> Result<RunReport> {
     let graph = Arc::new(graph);
     let job = Arc::new(JobState::default());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let info = prometheus::ProcessInfo { process: watch.process, workers: watch.workers, started_ms: status::now_ms() };
+    let _metrics_server = watch
+        .metrics_at
+        .as_deref()
+        .map(|addr| server::start(addr, "--metrics-addr", server::Serves::Metrics(metrics.clone(), info)))
+        .transpose()?;
+    // The job's view, when this process holds it; fed by a sampler of this process's
+    // counters (or, in a cluster, sent to the process that holds it).
+    let view = (watch.push_to.is_none() && (watch.ui_at.is_some() || watch.progress))
+        .then(|| status::JobView::new(&graph, watch.processes, watch.workers));
+    let _ui_server = match (&watch.ui_at, &view) {
+        (Some(addr), Some(view)) => Some(server::start(addr, "--ui-addr", server::Serves::View(view.clone()))?),
+        _ => None,
+    };
+    let deliver = match (watch.push_to.clone(), &view) {
+        (Some(url), _) => Some(status::Deliver::Remote(url)),
+        (None, Some(view)) => Some(status::Deliver::Local(view.clone())),
+        (None, None) => None,
+    };
+    let started = {
+        let job = job.clone();
+        move || {
+            job.started_at()
+                .map(|(_, wall)| wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+        }
+    };
+    let sampler = deliver.map(|d| status::Sampler::start(metrics.clone(), watch.process, started, d));
+    let progress = match (&view, watch.progress) {
+        (Some(view), true) => Some(progress::ProgressDisplay::start(view.clone())),
+        _ => None,
+    };
     if let Some((addresses, process, deadline)) = &cluster {
         cluster::connect_deadline(job.clone(), addresses.clone(), *process, *deadline);
     }
@@ -148,39 +264,44 @@ fn execute(
     // processing time (a TestStream); the source operators move it in step everywhere.
     let scripted = graph.nodes().iter().any(|n| matches!(&n.kind, NodeKind::Source(s) if s.scripts_processing_time()));
     let clock: Arc<dyn Clock> = if scripted { Arc::new(ManualClock::new()) } else { Arc::new(SystemClock) };
-    let metrics = Arc::new(metrics::Metrics::default());
-    let _server = metrics_at.map(|(addr, process)| prometheus::serve(&addr, metrics.clone(), process)).transpose()?;
     let worker_metrics = metrics.clone();
     let worker_job = job.clone();
     let config = timely::Config { communication: comm, worker: WorkerConfig::default() };
-    let guards = timely::execute(config, move |worker| {
-        let job = worker_job.clone();
-        job.mark_started();
-        let env = Env {
-            worker: WorkerInfo { index: worker.index(), peers: worker.peers() },
-            job: job.clone(),
-            metrics: worker_metrics.clone(),
-            sinks_progress: timely::dataflow::ProbeHandle::new(),
-            pacing: Vec::new(),
-            clock: clock.clone(),
-        };
-        let ran = catch_unwind(AssertUnwindSafe(|| {
-            lower::build(worker, &graph, &env);
-            while worker.has_dataflows() {
-                if job.has_failed() {
-                    for id in worker.installed_dataflows() {
-                        worker.drop_dataflow(id);
+    let start = move || {
+        timely::execute(config, move |worker| {
+            let job = worker_job.clone();
+            job.mark_started();
+            let env = Env {
+                worker: WorkerInfo { index: worker.index(), peers: worker.peers() },
+                job: job.clone(),
+                metrics: worker_metrics.clone(),
+                sinks_progress: timely::dataflow::ProbeHandle::new(),
+                pacing: Vec::new(),
+                clock: clock.clone(),
+            };
+            let ran = catch_unwind(AssertUnwindSafe(|| {
+                lower::build(worker, &graph, &env);
+                while worker.has_dataflows() {
+                    if job.has_failed() {
+                        for id in worker.installed_dataflows() {
+                            worker.drop_dataflow(id);
+                        }
+                        break;
                     }
-                    break;
+                    worker.step_or_park(Some(PARK));
                 }
-                worker.step_or_park(Some(PARK));
+            }));
+            if let Err(p) = ran {
+                job.fail(Error::Internal(format!("worker {} panicked: {}", env.worker.index, panic_message(&p))));
             }
-        }));
-        if let Err(p) = ran {
-            job.fail(Error::Internal(format!("worker {} panicked: {}", env.worker.index, panic_message(&p))));
-        }
-    })
-    .map_err(|e| Error::Cluster(format!("could not start the workers: {e}")))?;
+        })
+    };
+    // A cluster forms inside timely, which prints its connection chatter on stdout.
+    let guards = if cluster.is_some() { cluster::quiet_stdout_while(start) } else { start() }
+        .map_err(|e| Error::Cluster(format!("could not start the workers: {e}")))?;
+    if let Some((addresses, process, _)) = &cluster {
+        tracing::info!(process, processes = addresses.len(), "cluster formed");
+    }
 
     if cluster.is_none() {
         // Every worker is in this process and stops on its own when one fails.
@@ -194,7 +315,15 @@ fn execute(
         });
         job.wait();
     }
-    if let Some(e) = job.take_error() {
+    let error = job.take_error();
+    if let Some(s) = sampler {
+        s.finish(error.as_ref().map(|e| e.to_string()));
+    }
+    drop(progress);
+    if _ui_server.is_some() || _metrics_server.is_some() {
+        linger(watch.linger);
+    }
+    if let Some(e) = error {
         return Err(e);
     }
     let (started, started_wall) = job.started_at().unwrap_or((Instant::now(), SystemTime::now()));

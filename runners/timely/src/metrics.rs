@@ -5,6 +5,9 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use riffle_engine::runtime::{SourceProgress, StateSize};
 
 /// The counters of one step on one worker.
 #[derive(Debug)]
@@ -17,6 +20,18 @@ pub struct StepCounter {
     watermark: AtomicI64,
     /// A source's per-split gauges: (metric, split, value).
     splits: std::sync::Mutex<Vec<(&'static str, String, i64)>>,
+    /// The step's input watermark (event-time ms); i64::MIN until it has one.
+    input_watermark: AtomicI64,
+    /// Nanoseconds spent in the step's operators.
+    busy_ns: AtomicU64,
+    /// A grouping's state: panes pending, entries, estimated bytes.
+    panes: AtomicU64,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    /// A sink's files written.
+    files: AtomicU64,
+    /// A bounded source's progress.
+    progress: std::sync::Mutex<Option<SourceProgress>>,
 }
 
 impl Default for StepCounter {
@@ -28,7 +43,26 @@ impl Default for StepCounter {
             waiting: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             splits: std::sync::Mutex::new(Vec::new()),
+            input_watermark: AtomicI64::new(i64::MIN),
+            busy_ns: AtomicU64::new(0),
+            panes: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            progress: std::sync::Mutex::new(None),
         }
+    }
+}
+
+/// Adds the time from its creation to its drop to a step's busy time.
+pub struct Busy<'a> {
+    counter: &'a StepCounter,
+    since: Instant,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.counter.busy_ns.fetch_add(self.since.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
@@ -57,6 +91,31 @@ impl StepCounter {
     pub fn set_split_gauges(&self, gauges: Vec<(&'static str, String, i64)>) {
         *self.splits.lock().unwrap_or_else(|p| p.into_inner()) = gauges;
     }
+    /// Counts the time until the returned guard drops as time spent in the step (one
+    /// clock read each way per operator activation).
+    #[inline]
+    pub fn busy(&self) -> Busy<'_> {
+        Busy { counter: self, since: Instant::now() }
+    }
+    /// Records the step's input watermark (its input frontier's event time).
+    #[inline]
+    pub fn set_input_watermark(&self, ms: i64) {
+        self.input_watermark.store(ms, Ordering::Relaxed);
+    }
+    /// Records what a grouping's state holds.
+    pub fn set_state(&self, size: StateSize) {
+        self.panes.store(size.panes, Ordering::Relaxed);
+        self.entries.store(size.entries, Ordering::Relaxed);
+        self.bytes.store(size.bytes, Ordering::Relaxed);
+    }
+    /// Records how many files a sink has written.
+    pub fn set_files(&self, n: u64) {
+        self.files.store(n, Ordering::Relaxed);
+    }
+    /// Records a bounded source's progress.
+    pub fn set_progress(&self, p: Option<SourceProgress>) {
+        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = p;
+    }
     /// Records how many elements a grouping holds until nothing sent before them can
     /// still arrive (input from faster senders: `riffle_engine::arrival`).
     #[inline]
@@ -66,7 +125,7 @@ impl StepCounter {
 }
 
 /// What one step did on one worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StepReport {
     /// The step's name.
     pub step: String,
@@ -84,6 +143,17 @@ pub struct StepReport {
     pub watermark: Option<i64>,
     /// A source's per-split gauges on this worker: (metric, split, value).
     pub splits: Vec<(&'static str, String, i64)>,
+    /// The step's input watermark on this worker (event-time ms); `None` for a source
+    /// or before it has one.
+    pub input_watermark: Option<i64>,
+    /// Time spent in the step's operators on this worker.
+    pub busy: std::time::Duration,
+    /// A grouping's state on this worker.
+    pub state: StateSize,
+    /// Files a sink has written on this worker.
+    pub files_written: u64,
+    /// A bounded source's progress on this worker.
+    pub progress: Option<SourceProgress>,
 }
 
 /// Every counter of the workers of one process.
@@ -118,6 +188,15 @@ impl Metrics {
                 waiting: counter.waiting.load(Ordering::Relaxed),
                 watermark: Some(counter.watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN),
                 splits: counter.splits.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                input_watermark: Some(counter.input_watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN),
+                busy: std::time::Duration::from_nanos(counter.busy_ns.load(Ordering::Relaxed)),
+                state: StateSize {
+                    panes: counter.panes.load(Ordering::Relaxed),
+                    entries: counter.entries.load(Ordering::Relaxed),
+                    bytes: counter.bytes.load(Ordering::Relaxed),
+                },
+                files_written: counter.files.load(Ordering::Relaxed),
+                progress: *counter.progress.lock().unwrap_or_else(|p| p.into_inner()),
             })
             .collect();
         out.sort_by(|a, b| (&a.step, a.worker).cmp(&(&b.step, b.worker)));

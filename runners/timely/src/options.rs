@@ -40,6 +40,24 @@ pub struct RunOptions {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
 
+    /// Serve a live web view of the job at http://ADDR/ while it runs: the job graph with
+    /// each step's rates, watermark and state, sources' splits and progress, refreshed
+    /// every second; its JSON at /api/job. In a cluster, the launcher (or process 0)
+    /// serves it for the whole job.
+    #[arg(long, value_name = "ADDR")]
+    pub ui_addr: Option<String>,
+
+    /// Keep serving the web view (and metrics) this many seconds after the job ends, to
+    /// look at its final state (a stop signal ends the wait).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pub ui_linger: u64,
+
+    /// Draw no progress on the terminal. By default a bounded or backfill job shows a bar
+    /// with events per second, where its watermark is in event time, row groups read and
+    /// an ETA when stderr is a terminal, and a line every 10 s otherwise.
+    #[arg(long)]
+    pub no_progress: bool,
+
     /// Print the pipeline's steps and exit without running it.
     #[arg(long)]
     pub explain: bool,
@@ -68,6 +86,9 @@ impl Default for RunOptions {
             hostfile: None,
             connect_timeout: 30,
             metrics_addr: None,
+            ui_addr: None,
+            ui_linger: 0,
+            no_progress: false,
             explain: false,
             explain_dot: false,
             child_args: None,

@@ -1,155 +1,213 @@
-//! Serves the job's metrics in Prometheus' text format at `http://ADDR/metrics`.
+//! The job's metrics in Prometheus' text format, encoded by `prometheus-client` (the
+//! Prometheus project's Rust client) from this process's counters at each scrape. They
+//! are served at `http://ADDR/metrics` ([`crate::server`]).
 //!
-//! A plain thread and `std`'s TCP listener are enough for a scrape every few seconds; it
-//! answers every request with the current counters and stops when the job ends.
+//! The counters are plain atomics the operators bump per batch; a scrape copies them into
+//! a fresh registry, so the hot path never touches the client library.
 
-use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use riffle_engine::{Error, Result};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::metrics::Metrics;
+use crate::status::now_ms;
 
-/// Stops the server when dropped.
-pub struct MetricsServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: String,
+    worker: String,
+    process: String,
 }
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SplitLabels {
+    step: String,
+    worker: String,
+    process: String,
+    split: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessLabels {
+    process: String,
+}
+
+type Gauges<L> = Family<L, Gauge>;
+type Counters<L> = Family<L, Counter>;
+
+/// What this process's metrics were at start, for liveness.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessInfo {
+    /// The process's index.
+    pub process: usize,
+    /// Its worker threads.
+    pub workers: usize,
+    /// When it started (ms since the Unix epoch).
+    pub started_ms: i64,
 }
 
 /// The metrics as Prometheus text exposition.
-pub fn render(metrics: &Metrics, process: usize) -> String {
-    let mut out = String::new();
-    let report = metrics.report();
-    for (name, help, kind, value) in [
-        ("riffle_step_elements_in_total", "Elements a step read, per worker.", "counter", 0),
-        ("riffle_step_elements_out_total", "Elements a step emitted, per worker.", "counter", 1),
-        (
-            "riffle_step_late_dropped_total",
-            "Elements a grouping dropped as later than its allowed lateness.",
-            "counter",
-            2,
-        ),
-        (
-            "riffle_step_waiting_elements",
-            "Elements a grouping holds until slower senders catch up (applied in watermark order).",
-            "gauge",
-            3,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for s in &report {
-            let v = [s.elements_in, s.elements_out, s.late_dropped, s.waiting][value];
-            let step = s.step.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "{name}{{step=\"{step}\",worker=\"{}\",process=\"{process}\"}} {v}", s.worker);
+pub fn render(metrics: &Metrics, info: ProcessInfo) -> String {
+    let mut registry = Registry::with_prefix("riffle");
+    let process = info.process.to_string();
+    let labels = |step: &str, worker: usize| StepLabels {
+        step: step.to_string(),
+        worker: worker.to_string(),
+        process: process.clone(),
+    };
+    let elements_in = Counters::<StepLabels>::default();
+    let elements_out = Counters::<StepLabels>::default();
+    let late = Counters::<StepLabels>::default();
+    let busy = Family::<StepLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    let waiting = Gauges::<StepLabels>::default();
+    let watermark = Gauges::<StepLabels>::default();
+    let lag = Gauges::<StepLabels>::default();
+    let panes = Gauges::<StepLabels>::default();
+    let entries = Gauges::<StepLabels>::default();
+    let bytes = Gauges::<StepLabels>::default();
+    let source_watermark = Gauges::<StepLabels>::default();
+    let files = Gauges::<StepLabels>::default();
+    let (read_bytes, total_bytes) = (Gauges::<StepLabels>::default(), Gauges::<StepLabels>::default());
+    let (read_units, total_units) = (Gauges::<StepLabels>::default(), Gauges::<StepLabels>::default());
+    let mut split_families: Vec<(&'static str, Gauges<SplitLabels>)> = Vec::new();
+    let now = now_ms();
+    for s in metrics.report() {
+        let l = labels(&s.step, s.worker);
+        elements_in.get_or_create(&l).inc_by(s.elements_in);
+        elements_out.get_or_create(&l).inc_by(s.elements_out);
+        late.get_or_create(&l).inc_by(s.late_dropped);
+        busy.get_or_create(&l).inc_by(s.busy.as_secs_f64());
+        waiting.get_or_create(&l).set(s.waiting as i64);
+        // A step's watermark: its input's (a source's: its own), while it is finite.
+        if let Some(w) = s.input_watermark.or(s.watermark).filter(|w| *w != i64::MAX && *w > i64::MIN / 2) {
+            watermark.get_or_create(&l).set(w);
+            lag.get_or_create(&l).set((now - w).max(0));
         }
-    }
-    let name = "riffle_source_watermark_ms";
-    let _ = writeln!(out, "# HELP {name} A source's watermark (event time, ms since the Unix epoch), per worker.");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for s in report.iter().filter(|s| s.watermark.is_some()) {
-        let step = s.step.replace('\\', "\\\\").replace('"', "\\\"");
-        let v = s.watermark.unwrap_or_default();
-        let _ = writeln!(out, "{name}{{step=\"{step}\",worker=\"{}\",process=\"{process}\"}} {v}", s.worker);
-    }
-    let mut metrics: Vec<&str> = report.iter().flat_map(|s| s.splits.iter().map(|g| g.0)).collect();
-    metrics.sort_unstable();
-    metrics.dedup();
-    for metric in metrics {
-        let name = format!("riffle_source_split_{metric}");
-        let _ = writeln!(
-            out,
-            "# HELP {name} A source's {metric} per split (a Kafka partition's lag: records behind its end)."
-        );
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        for s in &report {
-            let step = s.step.replace('\\', "\\\\").replace('"', "\\\"");
-            for (_, split, v) in s.splits.iter().filter(|g| g.0 == metric) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{step=\"{step}\",worker=\"{}\",process=\"{process}\",split=\"{split}\"}} {v}",
-                    s.worker
-                );
-            }
+        if s.state.entries > 0 || s.state.panes > 0 {
+            panes.get_or_create(&l).set(s.state.panes as i64);
+            entries.get_or_create(&l).set(s.state.entries as i64);
+            bytes.get_or_create(&l).set(s.state.bytes as i64);
         }
-    }
-    out
-}
-
-/// Starts serving on `addr`.
-///
-/// # Errors
-/// The address cannot be bound, naming it.
-pub fn serve(addr: &str, metrics: Arc<Metrics>, process: usize) -> Result<MetricsServer> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}; pick another --metrics-addr")))?;
-    listener.set_nonblocking(true).map_err(|e| Error::Config(format!("metrics listener on {addr}: {e}")))?;
-    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopping = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("riffle:metrics".into())
-        .spawn(move || {
-            while !stopping.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                        let mut request = [0u8; 1024];
-                        let n = stream.read(&mut request).unwrap_or(0);
-                        let path_ok = request[..n].starts_with(b"GET /metrics");
-                        let (status, body) = if path_ok {
-                            ("200 OK", render(&metrics, process))
-                        } else {
-                            ("404 Not Found", "metrics are at /metrics\n".to_string())
-                        };
-                        let _ = write!(
-                            stream,
-                            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        if let Some(w) = s.watermark {
+            source_watermark.get_or_create(&l).set(w);
+        }
+        if s.files_written > 0 {
+            files.get_or_create(&l).set(s.files_written as i64);
+        }
+        if let Some(p) = s.progress {
+            read_bytes.get_or_create(&l).set(p.bytes_done as i64);
+            total_bytes.get_or_create(&l).set(p.bytes_total as i64);
+            read_units.get_or_create(&l).set(p.units_done as i64);
+            total_units.get_or_create(&l).set(p.units_total as i64);
+        }
+        for (metric, split, value) in s.splits {
+            let family = match split_families.iter().position(|(m, _)| *m == metric) {
+                Some(i) => &split_families[i].1,
+                None => {
+                    split_families.push((metric, Gauges::default()));
+                    &split_families.last().expect("just pushed").1
                 }
-            }
-        })
-        .map_err(|e| Error::Internal(format!("cannot start the metrics thread: {e}")))?;
-    Ok(MetricsServer { stop, thread: Some(thread) })
+            };
+            let sl =
+                SplitLabels { step: s.step.clone(), worker: s.worker.to_string(), process: process.clone(), split };
+            family.get_or_create(&sl).set(value);
+        }
+    }
+    registry.register("step_elements_in", "Elements a step read, per worker", elements_in);
+    registry.register("step_elements_out", "Elements a step emitted, per worker", elements_out);
+    registry.register("step_late_dropped", "Elements a grouping dropped as later than its allowed lateness", late);
+    registry.register("step_busy_seconds", "Time spent in a step's operators, per worker", busy);
+    registry.register(
+        "step_waiting_elements",
+        "Elements a grouping holds until slower senders catch up (applied in watermark order)",
+        waiting,
+    );
+    registry.register(
+        "step_watermark_ms",
+        "A step's input watermark (a source's own), event time in ms since the Unix epoch",
+        watermark,
+    );
+    registry.register(
+        "step_watermark_lag_ms",
+        "How far a step's watermark trails the wall clock, in ms (alert on it for a live job)",
+        lag,
+    );
+    registry.register("step_pending_panes", "Panes a grouping holds that have not fired yet", panes);
+    registry.register("step_state_entries", "Accumulators a grouping holds (per key and pane)", entries);
+    registry.register(
+        "step_state_bytes",
+        "Estimated bytes of a grouping's state (entries times key and accumulator size)",
+        bytes,
+    );
+    registry.register(
+        "source_watermark_ms",
+        "A source's watermark (event time, ms since the Unix epoch), per worker",
+        source_watermark,
+    );
+    registry.register("source_bytes_read", "Bytes a bounded source has read", read_bytes);
+    registry.register("source_bytes_total", "Bytes a bounded source was dealt", total_bytes);
+    registry.register("source_units_read", "Units (Parquet row groups) a bounded source has read", read_units);
+    registry.register("source_units_total", "Units (Parquet row groups) a bounded source was dealt", total_units);
+    for (metric, family) in split_families {
+        registry.register(
+            format!("source_split_{metric}"),
+            format!("A source's {metric} per split (a Kafka partition's lag: records behind its end)"),
+            family,
+        );
+    }
+    registry.register("sink_files_written", "Files a sink has written (visible when the job ends)", files);
+    let pl = ProcessLabels { process: process.clone() };
+    let up = Gauges::<ProcessLabels>::default();
+    up.get_or_create(&pl).set(1);
+    registry.register("process_up", "1 while the process runs its part of the job", up);
+    let start = Gauges::<ProcessLabels>::default();
+    start.get_or_create(&pl).set(info.started_ms / 1000);
+    registry.register("process_start_time_seconds", "When the process started, in seconds since the Unix epoch", start);
+    let workers = Gauges::<ProcessLabels>::default();
+    workers.get_or_create(&pl).set(info.workers as i64);
+    registry.register("process_workers", "Worker threads in the process", workers);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encoding into a String cannot fail");
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use riffle_engine::runtime::{SourceProgress, StateSize};
 
     #[test]
-    fn the_exposition_has_counters_and_the_waiting_gauge() {
+    fn the_exposition_has_counters_gauges_and_liveness() {
         let metrics = Metrics::default();
         let c = metrics.counter("Sums", 1);
         c.add_in(5);
         c.set_waiting(7);
-        let text = render(&metrics, 0);
-        assert!(text.contains("# TYPE riffle_step_elements_in_total counter"), "{text}");
+        c.set_input_watermark(now_ms() - 2_000);
+        c.set_state(StateSize { panes: 2, entries: 30, bytes: 960 });
+        let info = ProcessInfo { process: 0, workers: 2, started_ms: 1_767_225_600_000 };
+        let text = render(&metrics, info);
+        assert!(text.contains("# TYPE riffle_step_elements_in counter"), "{text}");
         assert!(text.contains("riffle_step_elements_in_total{step=\"Sums\",worker=\"1\",process=\"0\"} 5"), "{text}");
         assert!(text.contains("# TYPE riffle_step_waiting_elements gauge"), "{text}");
         assert!(text.contains("riffle_step_waiting_elements{step=\"Sums\",worker=\"1\",process=\"0\"} 7"), "{text}");
-        // A grouping has no watermark gauge; a source has one, and its splits' gauges.
+        assert!(text.contains("riffle_step_state_bytes{step=\"Sums\",worker=\"1\",process=\"0\"} 960"), "{text}");
+        let lag = text
+            .lines()
+            .find_map(|l| l.strip_prefix("riffle_step_watermark_lag_ms{step=\"Sums\",worker=\"1\",process=\"0\"} "))
+            .and_then(|v| v.parse::<i64>().ok())
+            .expect("a lag gauge");
+        assert!((2_000..60_000).contains(&lag), "{lag}");
+        assert!(text.contains("riffle_process_up{process=\"0\"} 1"), "{text}");
+        assert!(text.contains("riffle_process_start_time_seconds{process=\"0\"} 1767225600"), "{text}");
+        // A grouping has no source watermark; a source has one, its splits' gauges and progress.
         assert!(!text.contains("riffle_source_watermark_ms{step=\"Sums\""), "{text}");
         let source = metrics.counter("ReadKafka", 0);
         source.set_watermark(1_767_225_600_000);
         source.set_split_gauges(vec![("lag", "3".into(), 42), ("lag", "7".into(), 0)]);
-        let text = render(&metrics, 1);
+        source.set_progress(Some(SourceProgress { bytes_done: 10, bytes_total: 40, ..SourceProgress::default() }));
+        let text = render(&metrics, ProcessInfo { process: 1, ..info });
         assert!(text.contains("# TYPE riffle_source_watermark_ms gauge"), "{text}");
         assert!(
             text.contains("riffle_source_watermark_ms{step=\"ReadKafka\",worker=\"0\",process=\"1\"} 1767225600000"),
@@ -160,5 +218,6 @@ mod tests {
             text.contains("riffle_source_split_lag{step=\"ReadKafka\",worker=\"0\",process=\"1\",split=\"3\"} 42"),
             "{text}"
         );
+        assert!(text.contains("riffle_source_bytes_total{step=\"ReadKafka\",worker=\"0\",process=\"1\"} 40"), "{text}");
     }
 }

@@ -129,3 +129,56 @@ impl<T: Data> riffle_engine::DoFn for Describe<T> {
         ctx.output(describe(&wv));
     }
 }
+
+/// A headless Chromium for tests of the web view: Debian's `chromium` package (which
+/// `.ci/run` installs), or the binary `RIFFLE_CHROMIUM` names.
+pub mod browser {
+    use std::path::Path;
+    use std::process::Command;
+
+    fn chromium() -> Command {
+        let bin = std::env::var("RIFFLE_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+        let profile = std::env::temp_dir().join(format!(
+            "riffle-chromium-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut c = Command::new(bin);
+        c.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]);
+        c.arg(format!("--user-data-dir={}", profile.display()));
+        c
+    }
+
+    fn run(mut c: Command) -> Vec<u8> {
+        let out = c.output().unwrap_or_else(|e| {
+            panic!("cannot run chromium ({e}): install Debian's chromium package or set RIFFLE_CHROMIUM")
+        });
+        assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    /// The page at `url` as the browser has it after its script ran for a couple of
+    /// seconds (of virtual time).
+    pub fn dom(url: &str) -> String {
+        let mut c = chromium();
+        c.args(["--virtual-time-budget=2500", "--dump-dom", url]);
+        String::from_utf8(run(c)).expect("a page in UTF-8")
+    }
+
+    /// Saves a screenshot of the page at `url` to `path` (PNG), in a laptop-sized window.
+    pub fn screenshot(url: &str, path: &Path) {
+        let mut c = chromium();
+        c.args(["--virtual-time-budget=2500", "--window-size=1280,900"])
+            .arg(format!("--screenshot={}", path.display()));
+        c.arg(url);
+        run(c);
+    }
+
+    /// The value of `attr` on the job graph's node of step `step`, in a page from [`dom`].
+    pub fn node_attr(dom: &str, step: &str, attr: &str) -> Option<String> {
+        let at = dom.find(&format!("data-step=\"{step}\" data-kind="))?;
+        let tag = &dom[at..at + dom[at..].find('>')?];
+        let start = tag.find(&format!("{attr}=\""))? + attr.len() + 2;
+        Some(tag[start..start + tag[start..].find('"')?].to_string())
+    }
+}

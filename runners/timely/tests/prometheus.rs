@@ -9,7 +9,7 @@ use riffle_timely::RunOptions;
 
 fn scrape(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body)
@@ -45,9 +45,13 @@ fn metrics_are_served_while_the_job_runs() {
     }
     let body = seen.expect("a scrape during the job shows the Slow step");
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    assert!(body.contains("# TYPE riffle_step_elements_in_total counter"), "{body}");
+    // OpenMetrics text, as prometheus-client writes it: the family is named without `_total`.
+    assert!(body.contains("# TYPE riffle_step_elements_in counter"), "{body}");
+    assert!(body.contains("riffle_process_up{process=\"0\"} 1"), "{body}");
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
     assert!(body.contains("worker=\"1\""), "{body}");
-    assert!(scrape(&addr, "/other").is_some_and(|b| b.starts_with("HTTP/1.1 404")));
+    let other = scrape(&addr, "/other");
+    assert!(other.as_ref().is_some_and(|b| b.starts_with("HTTP/1.1 404")), "{other:?}");
     job.join().unwrap().expect("the job succeeds");
     assert!(scrape(&addr, "/metrics").is_none(), "the server stops with the job");
 }

@@ -78,6 +78,12 @@ impl<G: Grouping> KeyedState<G> {
 }
 
 impl<G: Grouping> GroupState for KeyedState<G> {
+    fn size(&self) -> StateSize {
+        let entries: usize = self.pending.values().map(|p| p.keys.len()).sum();
+        let entry = std::mem::size_of::<(G::K, (G::Acc, Option<EventTime>))>();
+        StateSize { panes: self.pending.len() as u64, entries: entries as u64, bytes: (entries * entry) as u64 }
+    }
+
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
         let input = input.try_into_elements::<(G::K, G::Shuffled)>()?;
         let step = self.step.clone();

@@ -54,6 +54,13 @@ impl<G: Grouping> MergingState<G> {
 }
 
 impl<G: Grouping> GroupState for MergingState<G> {
+    fn size(&self) -> StateSize {
+        let sessions: usize = self.sessions.values().map(Vec::len).sum();
+        let bytes = sessions * std::mem::size_of::<(Window, G::Acc)>()
+            + self.sessions.len() * std::mem::size_of::<(G::K, Vec<(Window, G::Acc)>)>();
+        StateSize { panes: sessions as u64, entries: sessions as u64, bytes: bytes as u64 }
+    }
+
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
         let input = input.try_into_elements::<(G::K, G::Shuffled)>()?;
         let step = self.step.clone();

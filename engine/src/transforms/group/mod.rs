@@ -24,7 +24,7 @@ use crate::graph::{AccumulationMode, NodeKind, OutputInfo, PortRef, TimestampCom
 use crate::keys::KeyGroup;
 use crate::pane::{PaneInfo, Timing};
 use crate::pipeline::PCollection;
-use crate::runtime::{GroupFn, GroupState, SameWatermark, Shuffle, ShuffleFn, StepContext};
+use crate::runtime::{GroupFn, GroupState, SameWatermark, Shuffle, ShuffleFn, StateSize, StepContext};
 use crate::time::{EventTime, Watermark};
 use crate::transforms::combine_fns::{CombineFn, Count};
 use crate::trigger::{Trigger, TriggerState};

@@ -122,6 +122,9 @@ impl<K: Key, Acc, Out> TriggeredWindow<K, Acc, Out> {
     }
 }
 
+/// One window's cells, by key.
+pub(super) type Cells<G> = FastMap<<G as Grouping>::K, Cell<<G as Grouping>::Acc, <G as Grouping>::Out>>;
+
 /// Windows by (end, window).
 pub(super) type WindowKey = (EventTime, Window);
 
@@ -162,7 +165,7 @@ pub(super) struct TriggeredState<G: Grouping> {
     /// Panes fired, waiting for `fire` to hand them out, by emission time.
     pub(super) ready: BTreeMap<EventTime, Elements<Output<G>>>,
     /// Emptied cell maps of closed windows, for the next windows ([`SPARE_MAPS`] at most).
-    pub(super) spare: Vec<FastMap<G::K, Cell<G::Acc, G::Out>>>,
+    pub(super) spare: Vec<Cells<G>>,
 }
 
 /// How many emptied cell maps a triggered state keeps for reuse: about as many windows
@@ -483,6 +486,12 @@ impl<G: Grouping> TriggeredState<G> {
 }
 
 impl<G: Grouping> GroupState for TriggeredState<G> {
+    fn size(&self) -> StateSize {
+        let entries: usize = self.windows.values().map(|w| w.cells.len()).sum();
+        let entry = std::mem::size_of::<(G::K, Cell<G::Acc, G::Out>)>();
+        StateSize { panes: self.windows.len() as u64, entries: entries as u64, bytes: (entries * entry) as u64 }
+    }
+
     fn insert(&mut self, input: Batch, arrival: Watermark) -> Result<()> {
         let input = input.try_into_elements::<(G::K, G::Shuffled)>()?;
         let now = self.clock.now();

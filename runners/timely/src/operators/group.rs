@@ -17,6 +17,10 @@ use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use super::{BatchStream, Env, shuffle::shuffle};
 use crate::time::{Time, watermark};
 
+/// How often a grouping publishes the size of its state (monitoring only; measuring a
+/// merging state walks its keys).
+const STATE_SIZE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Lowers a GroupByKey or Combine step: shuffle, then keyed state. Returns the panes, and
 /// the late elements when the step routes them to an output of their own.
 pub fn group<'scope>(
@@ -58,7 +62,9 @@ pub fn group<'scope>(
         // capability per output port at each time it was sent at.
         let mut order: ArrivalOrder<Vec<Capability<Time>>> = ArrivalOrder::new();
         let mut fired: Vec<(EventTime, Batch)> = Vec::new();
+        let mut sized_at = std::time::Instant::now() - STATE_SIZE_EVERY;
         move |frontiers| {
+            let _busy = counter.busy();
             let mut handles: Vec<_> = outputs.iter_mut().map(|o| o.activate()).collect();
             input.for_each_stamp(|cap, containers| {
                 if job.has_failed() {
@@ -86,6 +92,7 @@ pub fn group<'scope>(
                 return;
             }
             let frontier = watermark(&frontiers[0]);
+            counter.set_input_watermark(frontier.0.millis());
             let input_frontier = InputFrontier {
                 watermark: frontier,
                 epoch: frontiers[0].frontier().iter().filter(|t| t.event == frontier.0.millis()).map(|t| t.epoch).min(),
@@ -122,6 +129,10 @@ pub fn group<'scope>(
             }
             emit(&mut fired, &holds, &mut handles[0], &counter);
             counter.set_waiting(order.waiting_elements());
+            if sized_at.elapsed() >= STATE_SIZE_EVERY || frontiers[0].is_empty() {
+                sized_at = std::time::Instant::now();
+                counter.set_state(state.size());
+            }
             // Processing-time triggers wait on the clock: look again when the next is due
             // (a manual clock moves only between epochs, which wakes the operator anyway).
             if let Some(t) = state.next_timer() {

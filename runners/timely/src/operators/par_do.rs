@@ -43,6 +43,8 @@ pub fn par_do<'scope>(
             }
         };
         move |frontiers| {
+            let _busy = counter.busy();
+            counter.set_input_watermark(crate::time::watermark(&frontiers[0]).0.millis());
             let mut handles: Vec<_> = outputs.iter_mut().map(|o| o.activate()).collect();
             input.for_each_stamp(|cap, containers| {
                 if !live || job.has_failed() {

@@ -19,12 +19,14 @@ pub fn shuffle<'scope>(
 ) -> BatchStream<'scope> {
     let peers = env.worker.peers;
     let job = env.job.clone();
+    let counter = env.counter(name);
     let routed = input.unary::<CapacityContainerBuilder<Vec<Batch>>, _, _, _>(
         Pipeline,
         &format!("{name}/route"),
         move |_cap, _info| {
             let mut out = Vec::new();
             move |input, output| {
+                let _busy = counter.busy();
                 input.for_each_stamp(|cap, containers| {
                     let arrival = crate::time::stamp_watermark(cap.stamp());
                     if job.has_failed() {

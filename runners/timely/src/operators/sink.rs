@@ -30,6 +30,7 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
     }
     let mut last_watermark = riffle_engine::Watermark::MIN;
     input.sink(Pipeline, name, move |(input, frontier)| {
+        let _busy = counter.busy();
         input.for_each_stamp(|_cap, containers| {
             for container in containers {
                 for batch in container.drain(..) {
@@ -45,6 +46,10 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
         });
         // Tell the writer how far its input is complete, so it can seal finished windows.
         let watermark = crate::time::watermark(frontier);
+        counter.set_input_watermark(watermark.0.millis());
+        if let Some(w) = writer.as_ref() {
+            counter.set_files(w.files_written());
+        }
         if watermark > last_watermark && watermark < riffle_engine::Watermark::MAX && !job.has_failed() {
             last_watermark = watermark;
             if let Some(w) = writer.as_mut() {
@@ -59,6 +64,7 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
                 if let Err(e) = w.finish() {
                     job.fail(e);
                 }
+                counter.set_files(w.files_written());
             }
         }
     });

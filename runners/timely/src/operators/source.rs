@@ -86,6 +86,7 @@ pub fn source<'scope>(
         let mut barrier = None;
         let mut gauges_at = std::time::Instant::now() - GAUGE_EVERY;
         move |output| {
+            let _busy = counter.busy();
             let (Some(r), Some(c)) = (reader.as_mut(), cap.as_mut()) else {
                 return;
             };
@@ -166,6 +167,8 @@ pub fn source<'scope>(
             }
             if finished {
                 // Dropping the capability is the end of input: the watermark jumps to +inf.
+                counter.set_progress(r.progress());
+                counter.set_watermark(i64::MAX);
                 cap = None;
                 reader = None;
                 return;
@@ -175,6 +178,7 @@ pub fn source<'scope>(
             if gauges_at.elapsed() >= GAUGE_EVERY {
                 gauges_at = std::time::Instant::now();
                 counter.set_split_gauges(r.split_gauges());
+                counter.set_progress(r.progress());
             }
             if pending || barrier.is_some() {
                 activator.activate_after(IDLE_POLL)

@@ -1,0 +1,123 @@
+//! The job's web view, loaded in a real browser (headless Chromium) while the job runs,
+//! and its JSON API and `/metrics` checked against the job's own run report.
+//!
+//! Chromium comes from Debian's `chromium` package (`.ci/run` installs it; see
+//! `riffle_timely::testing::browser`). The screenshot is saved under the test's output
+//! directory (`target/tmp/ui/`).
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use riffle_engine::prelude::*;
+use riffle_timely::RunOptions;
+use riffle_timely::status::JobSnapshot;
+use riffle_timely::testing::browser::{dom, node_attr, screenshot};
+
+const EVENTS: u64 = 2_000_000;
+
+fn free_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("127.0.0.1:{port}")
+}
+
+fn get(url: &str) -> Option<String> {
+    ureq::get(url).call().ok()?.body_mut().read_to_string().ok()
+}
+
+fn job(addr: &str) -> Option<JobSnapshot> {
+    serde_json::from_str(&get(&format!("http://{addr}/api/job"))?).ok()
+}
+
+#[test]
+fn the_web_view_shows_the_running_job_in_a_browser_and_agrees_with_the_run_report() {
+    let (ui, metrics) = (free_addr(), free_addr());
+    let opts = RunOptions {
+        workers: 2,
+        ui_addr: Some(ui.clone()),
+        metrics_addr: Some(metrics.clone()),
+        ui_linger: 20,
+        no_progress: true,
+        ..RunOptions::default()
+    };
+    // Several seconds of a stream: one event per ms of event time, paced by a step that
+    // sleeps a millisecond every 200 events, into one-second windows.
+    let running = std::thread::spawn(move || {
+        let p = Pipeline::new();
+        let events = p
+            .generate_stream(
+                EVENTS,
+                |i| (((i % 16) as u32, i), EventTime::from_millis(1_767_225_600_000 + i as i64)),
+                WatermarkStrategy::bounded_out_of_orderness(100),
+            )
+            .named("Events")
+            .map(|(k, i)| {
+                if i % 200 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                (*k, 1i64)
+            })
+            .named("Pace");
+        let sums = events.window_into(FixedWindows::of_millis(1_000)).combine_per_key(Sum::new()).named("Sums");
+        riffle_connectors::memory::discard(&sums);
+        riffle_timely::run(&p, &opts)
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while job(&ui)
+        .is_none_or(|j| j.state != "running" || j.steps.iter().any(|s| s.kind == "source" && s.out_per_s == 0.0))
+    {
+        assert!(Instant::now() < deadline, "the view never showed the job running: {:?}", job(&ui));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://{ui}/");
+    let first = dom(&url);
+    let snapshot = job(&ui).expect("the view answers");
+    for node in &snapshot.graph {
+        assert!(first.contains(&format!("data-step=\"{}\"", node.name)), "step {} is drawn: {first}", node.name);
+        let attr = if node.kind == "source" { "data-out-rate" } else { "data-in-rate" };
+        let rate: f64 = node_attr(&first, &node.name, attr).and_then(|r| r.parse().ok()).unwrap_or(0.0);
+        assert!(rate > 0.0, "step {} shows a rate ({attr}={rate}): {first}", node.name);
+    }
+    assert!(first.contains("class=\"badge running\""), "{first}");
+    let watermark = |dom: &str| node_attr(dom, "Events", "data-watermark").and_then(|w| w.parse::<i64>().ok());
+    let w1 = watermark(&first).expect("the source's watermark is shown");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let second = dom(&url);
+    let w2 = watermark(&second).expect("the source's watermark is shown");
+    assert!(w2 > w1, "the watermark moves between two loads: {w1} then {w2}");
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("running-job.png");
+    screenshot(&url, &shot);
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "a screenshot at {}", shot.display());
+
+    // After the end, the view lingers with the final figures: they must be the report's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        if let Some(j) = job(&ui).filter(|j| j.state == "finished") {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the view never showed the job finished");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = get(&format!("http://{metrics}/metrics")).expect("metrics linger too");
+    riffle_timely::request_stop();
+    let report = running.join().unwrap().expect("the job succeeds");
+    riffle_timely::reset_stop();
+    for name in ["Events", "Pace", "Sums", "Discard"] {
+        let step = last.steps.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} in {last:?}"));
+        let ours: Vec<_> = report.steps.iter().filter(|s| s.step == name).collect();
+        let (inn, out) =
+            (ours.iter().map(|s| s.elements_in).sum::<u64>(), ours.iter().map(|s| s.elements_out).sum::<u64>());
+        assert_eq!((step.elements_in, step.elements_out), (inn, out), "{name}: /api/job against the run report");
+        let scraped: u64 = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("riffle_step_elements_in_total{{step=\"{name}\",")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(scraped, inn, "{name}: /metrics against the run report");
+    }
+    assert_eq!(last.steps[0].elements_out, EVENTS);
+    assert_eq!(last.progress.panes_fired, last.steps.iter().find(|s| s.name == "Sums").unwrap().elements_out);
+}

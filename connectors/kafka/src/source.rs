@@ -612,9 +612,12 @@ impl<T: Data> SourceReader for KafkaReader<T> {
         Ok(SourcePoll::SplitBatch(Batch::new(batch), watermark))
     }
 
-    /// Each partition's lag: records between the next to read and its end as last fetched.
+    /// Each partition's lag (records between the next to read and its end as last
+    /// fetched) and position (the next offset to read).
     fn split_gauges(&self) -> Vec<(&'static str, String, i64)> {
-        self.partitions.iter().map(|p| ("lag", p.id.to_string(), (p.known_end - p.next).max(0))).collect()
+        let lag = self.partitions.iter().map(|p| ("lag", p.id.to_string(), (p.known_end - p.next).max(0)));
+        let offset = self.partitions.iter().map(|p| ("offset", p.id.to_string(), p.next));
+        lag.chain(offset).collect()
     }
 
     /// The least watermark over this worker's partitions that may still bring records. A

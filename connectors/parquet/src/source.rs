@@ -632,6 +632,13 @@ impl SourceReader for ParquetReader {
         Some(self.progress)
     }
 
+    /// This worker's position: row groups read and left of those it was dealt.
+    fn split_gauges(&self) -> Vec<(&'static str, String, i64)> {
+        let p = self.progress;
+        let left = p.units_total.saturating_sub(p.units_done);
+        vec![("row_groups_read", "dealt".into(), p.units_done as i64), ("row_groups_left", "dealt".into(), left as i64)]
+    }
+
     fn watermark(&self) -> Watermark {
         if self.backfill {
             // Splits are read in order of their earliest event time, so the earliest

@@ -151,11 +151,12 @@ pub fn render(metrics: &Metrics, info: ProcessInfo) -> String {
     registry.register("source_units_read", "Units (Parquet row groups) a bounded source has read", read_units);
     registry.register("source_units_total", "Units (Parquet row groups) a bounded source was dealt", total_units);
     for (metric, family) in split_families {
-        registry.register(
-            format!("source_split_{metric}"),
-            format!("A source's {metric} per split (a Kafka partition's lag: records behind its end)"),
-            family,
-        );
+        let help = match metric {
+            "lag" => "A Kafka partition's lag: records between the reader's position and its end".to_string(),
+            "offset" => "A Kafka partition's position: the next offset to read".to_string(),
+            other => format!("A source's {other} per split (or per reader: split \"dealt\")"),
+        };
+        registry.register(format!("source_split_{metric}"), help, family);
     }
     registry.register("sink_files_written", "Files a sink has written (visible when the job ends)", files);
     let pl = ProcessLabels { process: process.clone() };

@@ -111,10 +111,10 @@ fn merged_sessions_retract_the_panes_of_the_sessions_they_replace() {
         got,
         [
             (1, 0, false, 1),  // [1, 11) early
-            (1, 0, true, 1),   // retracted when it merged
-            (1, 1, false, 6),  // [1, 25) early: 1 + 2 + 3, the pane index continuing
-            (1, 1, true, 6),   // retracted by the on-time pane
-            (1, 2, false, 6),  // [1, 25) on time
+            (1, 0, false, 6),  // [1, 25) early: 1 + 2 + 3, a new window's first pane (Beam)
+            (1, 0, true, 1),   // [1, 11) retracted when it merged
+            (1, 0, true, 6),   // [1, 25)'s early pane retracted by its on-time pane
+            (1, 1, false, 6),  // [1, 25) on time
             (15, 0, false, 2), // [15, 25) early
             (15, 0, true, 2),  // retracted when it merged
         ]

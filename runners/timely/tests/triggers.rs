@@ -222,27 +222,93 @@ fn counts_add_up_when_an_element_bridges_two_sessions() {
     );
 }
 
+/// (window start, window end, sum, pane) of session windows, gap 10.
+fn session_panes(
+    script: TestStream<(char, i64)>,
+    trigger: Option<Trigger>,
+    lateness: i64,
+    accumulating: bool,
+) -> Vec<(i64, i64, i64, PaneInfo)> {
+    let p = Pipeline::new();
+    let mut windowed = p.test_stream(script).window_into(Sessions::with_gap_millis(10)).with_allowed_lateness(lateness);
+    if accumulating {
+        windowed = windowed.accumulating_fired_panes();
+    }
+    if let Some(t) = trigger {
+        windowed = windowed.triggering(t);
+    }
+    let out = riffle_connectors::memory::collect(&windowed.combine_per_key(Sum::new()));
+    riffle_timely::run(&p, &RunOptions::threads(3)).unwrap();
+    let mut panes: Vec<_> = out
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|wv| {
+            let Window::Interval { start, end } = wv.window else { panic!("sessions") };
+            (start.millis(), end.millis(), wv.value.1, wv.pane)
+        })
+        .collect();
+    panes.sort_by_key(|p| (p.0, p.1, p.3.index));
+    panes
+}
+
+/// A pane's info as Beam describes it: timing, index, non-speculative index, first, last.
+fn pane(timing: Timing, index: u64, non_speculative_index: i64, is_last: bool) -> PaneInfo {
+    PaneInfo { timing, index, non_speculative_index, is_first: index == 0, is_last, retraction: false }
+}
+
 #[test]
 fn a_late_element_bridging_two_fired_sessions_fires_a_late_pane_of_the_merged_session() {
     // Default trigger, allowed lateness 100: [1, 11) and [15, 25) fire on time; the late
-    // 3 at 8 makes [8, 18), which overlaps both: the merged [1, 25) gets a late pane.
+    // 3 at 8 makes [8, 18), which overlaps both: the merged [1, 25) gets a late pane. The
+    // merged session is a new window for pane info, as in Beam: its first pane has index
+    // 0, non-speculative index 0, and is the first, whatever its parts had fired.
     let script = TestStream::new()
         .add_elements(vec![(('A', 1), ms(1)), (('A', 2), ms(15))])
         .advance_watermark_to(ms(50))
         .add_elements(vec![(('A', 3), ms(8))])
         .advance_watermark_to(ms(500));
-    let discarding = sessions(script.clone(), None, 100, false);
-    assert_eq!(
-        discarding,
-        [
-            (1, 11, 1, Timing::OnTime, 0, false),
-            (1, 25, 3, Timing::Late, 1, false),
-            (15, 25, 2, Timing::OnTime, 0, false)
-        ]
-    );
-    // Accumulating: the late pane holds both sessions and the bridge.
-    let accumulating = sessions(script, None, 100, true);
-    assert_eq!(accumulating[1], (1, 25, 6, Timing::Late, 1, false));
+    for (accumulating, merged) in [(false, 3), (true, 6)] {
+        assert_eq!(
+            session_panes(script.clone(), None, 100, accumulating),
+            [
+                (1, 11, 1, pane(Timing::OnTime, 0, 0, false)),
+                // Accumulating: the late pane holds both sessions and the bridge.
+                (1, 25, merged, pane(Timing::Late, 0, 0, false)),
+                (15, 25, 2, pane(Timing::OnTime, 0, 0, false)),
+            ],
+            "accumulating: {accumulating}"
+        );
+    }
+}
+
+#[test]
+fn early_panes_of_merged_sessions_start_their_pane_count_afresh() {
+    // An early pane after every element: [1, 11) and [12, 22) each fire one early pane;
+    // the 3 at 8 bridges them into [1, 22), whose early pane is its first (index 0,
+    // non-speculative index -1), and its on-time pane its second (index 1, 0).
+    // (Watermark advances between them fix the order: elements sent at one watermark are
+    // applied in timestamp order, docs/semantics.md.)
+    let script = TestStream::new()
+        .add_elements(vec![(('A', 1), ms(1))])
+        .advance_watermark_to(ms(2))
+        .add_elements(vec![(('A', 2), ms(12))])
+        .advance_watermark_to(ms(3))
+        .add_elements(vec![(('A', 3), ms(8))])
+        .advance_watermark_to(ms(100));
+    let t = Trigger::after_watermark().with_early_firings(Trigger::after_count(1));
+    for (accumulating, early, on_time) in [(false, 3, 0), (true, 6, 6)] {
+        assert_eq!(
+            session_panes(script.clone(), Some(t.clone()), 0, accumulating),
+            [
+                (1, 11, 1, pane(Timing::Early, 0, -1, false)),
+                (1, 22, early, pane(Timing::Early, 0, -1, false)),
+                (1, 22, on_time, pane(Timing::OnTime, 1, 0, true)),
+                (12, 22, 2, pane(Timing::Early, 0, -1, false)),
+            ],
+            "accumulating: {accumulating}"
+        );
+    }
 }
 
 #[test]

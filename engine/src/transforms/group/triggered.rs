@@ -317,11 +317,12 @@ impl<G: Grouping> TriggeredState<G> {
             // The merged window has had its on-time pane only if every part had, and the
             // watermark has passed the merged window's end too.
             merged.on_time_done = past_end && cells.iter().all(|c| c.on_time_done);
+            // The merged window is a new window for pane info, as in Beam (its pane info
+            // tracker starts afresh): its next pane is the first, index 0, whatever the
+            // merged-away windows had fired.
             for c in cells {
                 g.merge_acc(&mut merged.acc, c.acc);
                 merged.fresh |= c.fresh;
-                merged.panes = merged.panes.max(c.panes);
-                merged.non_speculative = merged.non_speculative.max(c.non_speculative);
                 merged.hold = [merged.hold, c.hold].into_iter().flatten().min();
             }
             self.windows.entry(key).or_insert_with(TriggeredWindow::new).put(k.clone(), merged);

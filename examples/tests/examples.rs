@@ -81,8 +81,17 @@ fn read_totals(dir: &std::path::Path) -> Vec<(String, i64, i64, i64)> {
     use riffle_parquet::arrow_array::cast::AsArray;
     use riffle_parquet::arrow_array::types::{Int64Type, TimestampMillisecondType};
     let mut rows = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+    // Files per day of windows, in `date=YYYY-MM-DD/` folders.
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { dirs.push(path) } else { files.push(path) }
+        }
+    }
+    for path in files {
+        let file = std::fs::File::open(path).unwrap();
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
         for batch in reader {
             let b = batch.unwrap();

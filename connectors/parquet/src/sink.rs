@@ -1,5 +1,6 @@
-//! The sink: typed rows to Parquet files, one per worker per window (and partition),
-//! each made visible atomically when the input is complete.
+//! The sink: typed rows to Parquet files, one per worker per day of windows (or per
+//! hour, or per window) and partition, rolled by size, each made visible atomically when
+//! the input is complete.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use riffle_engine::{Batch, Data, EventTime, PCollection, Watermark, Window};
 use crate::error::{Error, Result};
 use crate::location::{Location, StoreOptions, at_start, runtime};
 
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
 /// Rows buffered per file before they are encoded into the file's current row group.
 const ROWS_PER_ENCODE: usize = 8192;
 
@@ -31,17 +35,36 @@ pub enum Compression {
     None,
 }
 
+/// Which windows' rows share a file (per worker and partition).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilesPer {
+    /// The windows that start on one day (UTC): `date=YYYY-MM-DD/part-wWORKER.parquet`.
+    /// The default: a backfill of 30 days of hourly windows writes 30 files per worker,
+    /// not 720 small ones.
+    Day,
+    /// The windows that start in one hour: `date=YYYY-MM-DD/hour=HH/part-wWORKER.parquet`.
+    Hour,
+    /// Each window: `part-START-END-wWORKER.parquet`, with its bounds in milliseconds.
+    Window,
+}
+
+/// The default most bytes a file holds before the sink rolls to the next (128 MiB).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 128 << 20;
+
 /// What picks the directory a row's file goes into (a hive-style partition such as
 /// `date=2026-01-01`).
 type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 
 /// Writes a collection of typed rows as Parquet files under a URL.
 ///
-/// Each worker writes one file per window of the rows it holds (and per partition, with
-/// [`WriteParquet::partition_by`]), named
-/// `URL/[PARTITION/]part-[START-END-]wWORKER.parquet` with the window's bounds in
-/// milliseconds. Columns are the fields of `T` as serde_arrow maps them, with types
-/// overridden by [`WriteParquet::column_type`] (e.g. an `i64` field as a UTC timestamp).
+/// Each worker writes the rows of the windows that start on one day (UTC) into one file,
+/// `URL/[PARTITION/]date=YYYY-MM-DD/part-wWORKER.parquet`, and starts the next file of
+/// that day (`...-1.parquet`, `-2`, ...) once one holds [`DEFAULT_MAX_FILE_BYTES`]
+/// ([`WriteParquet::max_file_size`]). [`WriteParquet::files_per`] picks an hour, or one file
+/// per window (`part-START-END-wWORKER.parquet`); rows of the global window go to
+/// `part-wWORKER.parquet`. Columns are the fields of `T` as serde_arrow maps them, with
+/// types overridden by [`WriteParquet::column_type`] (e.g. an `i64` field as a UTC
+/// timestamp).
 ///
 /// # Atomicity
 /// Files are written under `URL/_temporary/` (readers of this crate skip names starting
@@ -55,10 +78,11 @@ type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 /// process killed outright leaves its staging files under `_temporary/`.
 ///
 /// # Watermarks
-/// A window's file is sealed (encoded and uploaded to staging) once the sink's input
-/// watermark reaches the window's end, so in backfill mode the memory held is that of
-/// the windows in flight. Rows of a window that come after that (late panes) go to a
-/// new file, `...-wWORKER-1.parquet`.
+/// A file is sealed (encoded and uploaded to staging) once the sink's input watermark
+/// reaches the end of its day (hour, window) and of every window it holds, so in backfill
+/// mode the memory held is that of the files in flight. Rows that come after that (late
+/// panes, or a window that started that day and ends after it) go to a new file,
+/// `...-wWORKER-1.parquet`.
 ///
 /// ```
 /// use riffle_engine::prelude::*;
@@ -71,7 +95,7 @@ type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 /// let rows = p.create(vec![Total { user: "ana".into(), total: 3 }]);
 /// WriteParquet::to(&dir.path().display().to_string()).compression(Compression::Snappy).write(&rows);
 /// riffle_timely::run(&p, &riffle_timely::RunOptions::threads(1)).unwrap();
-/// assert!(dir.path().join("part-w00000.parquet").exists());
+/// assert!(dir.path().join("part-w00000.parquet").exists()); // the global window
 /// ```
 ///
 /// # Errors
@@ -89,6 +113,8 @@ struct WriteConfig<T> {
     column_types: Vec<(String, DataType)>,
     partition: Option<PartitionFn<T>>,
     part_size: usize,
+    files_per: FilesPer,
+    max_file_bytes: u64,
 }
 
 impl<T: Data> WriteParquet<T> {
@@ -103,6 +129,8 @@ impl<T: Data> WriteParquet<T> {
                 column_types: Vec::new(),
                 partition: None,
                 part_size: 10 << 20,
+                files_per: FilesPer::Day,
+                max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             },
         }
     }
@@ -148,6 +176,19 @@ impl<T: Data> WriteParquet<T> {
     /// size of each part (default 10 MiB).
     pub fn upload_part_size(mut self, bytes: usize) -> Self {
         self.config.part_size = bytes.max(1);
+        self
+    }
+
+    /// Which windows' rows share a file (default: a day's, [`FilesPer::Day`]).
+    pub fn files_per(mut self, f: FilesPer) -> Self {
+        self.config.files_per = f;
+        self
+    }
+
+    /// The most bytes (encoded) a file holds before the sink starts the next one of the
+    /// same day (default [`DEFAULT_MAX_FILE_BYTES`], 128 MiB).
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.config.max_file_bytes = bytes.max(1);
         self
     }
 
@@ -260,8 +301,9 @@ struct OpenFile<T> {
     path: Path,
     /// The name without generation and extension, e.g. `part-0-3600000-w00001`.
     base: String,
-    /// The end of the file's window; the file is sealed once the watermark reaches it.
-    window_end: Option<EventTime>,
+    /// The end of the file's day (hour, window) and of every window it holds: the file
+    /// is sealed once the watermark reaches it. `None`: the global window, sealed at the end.
+    seal_at: Option<EventTime>,
     rows: Vec<T>,
     writer: AsyncArrowWriter<BufWriter>,
 }
@@ -290,20 +332,33 @@ struct ParquetWriter<T: Data> {
 }
 
 impl<T: Data> ParquetWriter<T> {
-    /// The base name (see [`OpenFile::base`]) and the file name for a row.
-    fn file_name(&self, row: &T, window: Window) -> (String, String) {
+    /// The base name (see [`OpenFile::base`]) and the file name for a row, and when its
+    /// file may be sealed.
+    fn file_name(&self, row: &T, window: Window) -> (String, String, Option<EventTime>) {
         let dir = self.config.partition.as_ref().map(|f| format!("{}/", f(row))).unwrap_or_default();
-        let base = match window {
-            Window::Global => format!("{dir}part-w{:05}", self.worker),
-            Window::Interval { start, end } => {
-                format!("{dir}part-{}-{}-w{:05}", start.millis(), end.millis(), self.worker)
+        let w = self.worker;
+        let (base, seal_at) = match (window, self.config.files_per) {
+            (Window::Global, _) => (format!("{dir}part-w{w:05}"), None),
+            (Window::Interval { start, end }, FilesPer::Window) => {
+                (format!("{dir}part-{}-{}-w{w:05}", start.millis(), end.millis()), Some(end))
+            }
+            (Window::Interval { start, end }, per) => {
+                let span = if per == FilesPer::Day { DAY } else { HOUR };
+                let bucket = start.millis().div_euclid(span) * span;
+                let at = jiff::Timestamp::from_millisecond(bucket).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                let bucket_dir = if per == FilesPer::Day {
+                    at.strftime("date=%Y-%m-%d").to_string()
+                } else {
+                    at.strftime("date=%Y-%m-%d/hour=%H").to_string()
+                };
+                (format!("{dir}{bucket_dir}/part-w{w:05}"), Some(end.max(EventTime::from_millis(bucket + span))))
             }
         };
         let name = match self.generations.get(&base) {
             None | Some(0) => format!("{base}.parquet"),
             Some(g) => format!("{base}-{g}.parquet"),
         };
-        (base, name)
+        (base, name, seal_at)
     }
 
     fn path(&self, under: &Path, name: &str) -> Result<Path> {
@@ -311,18 +366,14 @@ impl<T: Data> ParquetWriter<T> {
             .map_err(|e| Error::BadUrl { url: self.config.url.clone(), reason: e.to_string() })
     }
 
-    fn open_file(&self, base: String, name: &str, window: Window) -> Result<OpenFile<T>> {
+    fn open_file(&self, base: String, name: &str, seal_at: Option<EventTime>) -> Result<OpenFile<T>> {
         let path = self.path(&self.location.base, name)?;
         let staging = self.path(&self.staging, name)?;
         let upload = BufWriter::with_capacity(self.store.clone(), staging.clone(), self.config.part_size);
         let schema = Arc::new(arrow_schema::Schema::new(self.fields.as_ref().clone()));
         let writer = AsyncArrowWriter::try_new(upload, schema, Some(self.properties.clone()))
             .map_err(|e| Error::Convert { url: self.location.url_of(&path), message: e.to_string() })?;
-        let window_end = match window {
-            Window::Interval { end, .. } => Some(end),
-            Window::Global => None,
-        };
-        Ok(OpenFile { staging, path, base, window_end, rows: Vec::new(), writer })
+        Ok(OpenFile { staging, path, base, seal_at, rows: Vec::new(), writer })
     }
 
     fn encode(&self, file: &mut OpenFile<T>) -> Result<()> {
@@ -354,6 +405,21 @@ impl<T: Data> ParquetWriter<T> {
     fn remove_local_staging(&self) {
         if self.location.is_local() {
             let dir = std::path::Path::new("/").join(self.staging.as_ref());
+            // The day (partition) folders the moved files left, deepest first.
+            let mut folders = Vec::new();
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(entry.path());
+                        folders.push(entry.path());
+                    }
+                }
+            }
+            folders.sort_by_key(|f| std::cmp::Reverse(f.components().count()));
+            for f in folders {
+                let _ = std::fs::remove_dir(f); // only if empty
+            }
             let _ = std::fs::remove_dir(&dir);
             if let Some(parent) = dir.parent() {
                 let _ = std::fs::remove_dir(parent); // only if no other writer uses it
@@ -364,17 +430,37 @@ impl<T: Data> ParquetWriter<T> {
 
 impl<T: Data> SinkWriter for ParquetWriter<T> {
     fn write(&mut self, input: Batch) -> riffle_engine::Result<()> {
+        // Rows of one window (and partition) go to one file: name it once per run of them.
+        let mut last: Option<(Window, String, String, Option<EventTime>)> = None;
         for wv in input.try_into_elements::<T>()?.into_iter_windowed() {
-            let (base, name) = self.file_name(&wv.value, wv.window);
+            let (base, name, seal_at) = match &last {
+                Some((w, base, name, seal_at)) if *w == wv.window && self.config.partition.is_none() => {
+                    (base.clone(), name.clone(), *seal_at)
+                }
+                _ => {
+                    let (base, name, seal_at) = self.file_name(&wv.value, wv.window);
+                    last = Some((wv.window, base.clone(), name.clone(), seal_at));
+                    (base, name, seal_at)
+                }
+            };
             let mut file = match self.files.remove(&name) {
                 Some(f) => f,
-                None => self.open_file(base, &name, wv.window)?,
+                None => self.open_file(base, &name, seal_at)?,
             };
+            file.seal_at = file.seal_at.max(seal_at);
             file.rows.push(wv.value);
+            let mut full = false;
             if file.rows.len() >= ROWS_PER_ENCODE {
                 self.encode(&mut file)?;
+                full =
+                    file.writer.bytes_written() + file.writer.in_progress_size() >= self.config.max_file_bytes as usize;
             }
-            self.files.insert(name, file);
+            self.files.insert(name.clone(), file);
+            if full {
+                // Big enough: the next rows of this day start the next file.
+                self.seal(&name)?;
+                last = None;
+            }
         }
         Ok(())
     }
@@ -383,7 +469,7 @@ impl<T: Data> SinkWriter for ParquetWriter<T> {
         let done: Vec<String> = self
             .files
             .iter()
-            .filter(|(_, f)| f.window_end.is_some_and(|end| watermark.0 >= end))
+            .filter(|(_, f)| f.seal_at.is_some_and(|end| watermark.0 >= end))
             .map(|(name, _)| name.clone())
             .collect();
         for name in done {
@@ -448,9 +534,16 @@ mod tests {
     use riffle_engine::{Elements, EventTime, PaneInfo};
 
     fn writer(dir: &std::path::Path) -> Box<dyn SinkWriter> {
+        writer_with(dir, |w| w)
+    }
+
+    fn writer_with(
+        dir: &std::path::Path,
+        f: impl FnOnce(WriteParquet<(String, i64)>) -> WriteParquet<(String, i64)>,
+    ) -> Box<dyn SinkWriter> {
         let sink = ParquetSink::<(String, i64)> {
             config: Arc::new(
-                WriteParquet::to(&dir.display().to_string()).row_group_size(100).upload_part_size(256).config,
+                f(WriteParquet::to(&dir.display().to_string()).row_group_size(100).upload_part_size(256)).config,
             ),
         };
         sink.check().unwrap();
@@ -491,7 +584,7 @@ mod tests {
     #[test]
     fn windows_sealed_by_the_watermark_appear_only_at_finish_and_late_rows_get_a_new_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = writer(dir.path());
+        let mut w = writer_with(dir.path(), |w| w.files_per(FilesPer::Window));
         let t = EventTime::from_millis;
         let window = |s: i64| Window::Interval { start: t(s), end: t(s + 10) };
         let rows = |s: i64, n: i64| {
@@ -513,17 +606,10 @@ mod tests {
             visible(dir.path()),
             ["part-0-10-w00003-1.parquet", "part-0-10-w00003.parquet", "part-10-20-w00003.parquet"]
         );
-        let rows_in = |name: &str| {
-            let f = std::fs::File::open(dir.path().join(name)).unwrap();
-            parquet::file::reader::FileReader::metadata(
-                &parquet::file::serialized_reader::SerializedFileReader::new(f).unwrap(),
-            )
-            .file_metadata()
-            .num_rows()
-        };
-        assert_eq!(rows_in("part-0-10-w00003.parquet"), 5);
-        assert_eq!(rows_in("part-0-10-w00003-1.parquet"), 2);
-        assert_eq!(rows_in("part-10-20-w00003.parquet"), 3);
+        let rows_in_named = |name: &str| rows_in(&dir.path().join(name));
+        assert_eq!(rows_in_named("part-0-10-w00003.parquet"), 5);
+        assert_eq!(rows_in_named("part-0-10-w00003-1.parquet"), 2);
+        assert_eq!(rows_in_named("part-10-20-w00003.parquet"), 3);
     }
 
     #[test]
@@ -536,5 +622,63 @@ mod tests {
         assert!(!visible(dir.path()).is_empty(), "the upload was under way: {:?}", visible(dir.path()));
         drop(w);
         assert_eq!(visible(dir.path()), Vec::<String>::new());
+    }
+
+    fn rows_in(path: &std::path::Path) -> i64 {
+        let f = std::fs::File::open(path).unwrap();
+        parquet::file::reader::FileReader::metadata(
+            &parquet::file::serialized_reader::SerializedFileReader::new(f).unwrap(),
+        )
+        .file_metadata()
+        .num_rows()
+    }
+
+    #[test]
+    fn a_day_of_hourly_windows_goes_to_one_file_sealed_when_the_day_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let t = EventTime::from_millis;
+        const DAY0: i64 = 1_767_225_600_000; // 2026-01-01
+        let hour = |day: i64, h: i64| {
+            let start = DAY0 + day * DAY + h * HOUR;
+            Batch::new(Elements::uniform(
+                (0..10).map(|i| (format!("k{i}"), h)).collect(),
+                t(start + HOUR - 1),
+                Window::Interval { start: t(start), end: t(start + HOUR) },
+                PaneInfo::NO_FIRING,
+            ))
+        };
+        for h in 0..24 {
+            w.write(hour(0, h)).unwrap();
+        }
+        w.write(hour(1, 0)).unwrap();
+        w.advance(Watermark(t(DAY0 + DAY - 1))).unwrap();
+        assert_eq!(w.files_written(), 0, "the first day is not over");
+        w.advance(Watermark(t(DAY0 + DAY))).unwrap();
+        assert_eq!(w.files_written(), 1, "the first day's file is sealed as the day ends");
+        w.write(hour(0, 23)).unwrap(); // a late pane of the first day
+        w.finish().unwrap();
+        assert_eq!(visible(dir.path()), ["date=2026-01-01", "date=2026-01-02"]);
+        assert_eq!(visible(&dir.path().join("date=2026-01-01")), ["part-w00003-1.parquet", "part-w00003.parquet"]);
+        assert_eq!(rows_in(&dir.path().join("date=2026-01-01/part-w00003.parquet")), 240);
+        assert_eq!(rows_in(&dir.path().join("date=2026-01-01/part-w00003-1.parquet")), 10);
+        assert_eq!(rows_in(&dir.path().join("date=2026-01-02/part-w00003.parquet")), 10);
+    }
+
+    #[test]
+    fn a_file_rolls_to_the_next_once_it_holds_the_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer_with(dir.path(), |w| w.files_per(FilesPer::Hour).max_file_size(64 << 10));
+        let t = EventTime::from_millis;
+        let window = Window::Interval { start: t(0), end: t(HOUR) };
+        for b in 0..8 {
+            let rows = (0..ROWS_PER_ENCODE as i64).map(|i| (format!("key-{b}-{i}-{}", "x".repeat(20)), i)).collect();
+            w.write(Batch::new(Elements::uniform(rows, t(HOUR - 1), window, PaneInfo::NO_FIRING))).unwrap();
+        }
+        w.finish().unwrap();
+        let files = visible(&dir.path().join("date=1970-01-01/hour=00"));
+        assert!(files.len() >= 2, "rolled by size: {files:?}");
+        let total: i64 = files.iter().map(|f| rows_in(&dir.path().join("date=1970-01-01/hour=00").join(f))).sum();
+        assert_eq!(total, 8 * ROWS_PER_ENCODE as i64, "every row once, across the rolled files");
     }
 }

@@ -152,14 +152,20 @@ fn written_files_read_back_identically_with_window_columns_as_timestamps() {
     WriteParquet::to(&output).timestamp_millis("window_start").timestamp_millis("window_end").write(&totals);
     riffle_timely::run(&p, &RunOptions::threads(3)).unwrap();
 
-    // One file per worker per window: every name carries its window's bounds.
-    let names: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+    // One file per worker per day of windows, in `date=` folders (five hours of events: one day).
+    let days: Vec<String> = std::fs::read_dir(dir.path().join("out"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.len() >= 5, "{names:?}");
+    assert!(!days.is_empty() && days.iter().all(|d| d.starts_with("date=")), "{days:?}");
+    let names: Vec<String> = days
+        .iter()
+        .flat_map(|d| std::fs::read_dir(dir.path().join("out").join(d)).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.is_empty() && names.len() <= 3 * days.len(), "at most a file per worker per day: {names:?}");
     for n in &names {
-        assert!(n.starts_with("part-") && n.ends_with(".parquet") && !n.contains('#'), "{n}");
+        assert!(n.starts_with("part-w") && n.ends_with(".parquet") && !n.contains('#'), "{n}");
     }
     let (schema, files) = riffle_parquet::inspect::schema(&output, &Default::default()).unwrap();
     assert_eq!(files, names.len());

@@ -459,9 +459,3 @@ impl<T: Data> CloneTupleTag for TupleTag<T> {
     }
 }
 
-impl<O: Data> ProcessContext<'_, O> {
-    /// Outputs with the current timestamp into another window (window assignment).
-    pub(crate) fn output_in_window(&mut self, value: O, window: Window) {
-        self.main.push(value, self.timestamp, window, self.pane);
-    }
-}

@@ -2,12 +2,16 @@
 
 use std::sync::Arc;
 
-use crate::element::Data;
-use crate::graph::{OutputInfo, Windowing};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::batch::Batch;
+use crate::element::{Data, Elements};
+use crate::error::{Error, Result};
+use crate::graph::{NodeKind, OutputInfo, PortRef, Windowing};
 use crate::pipeline::PCollection;
+use crate::runtime::{ParDoFn, ParDoInstance, PortBatches, StepContext};
 use crate::time::EventTime;
 use crate::transforms::map::closure_step;
-use crate::transforms::par_do::{DoFn, ProcessContext, add_dofn};
 use crate::window::{Window, WindowFn};
 
 impl<T: Data> PCollection<T> {
@@ -53,8 +57,10 @@ impl<T: Data> PCollection<T> {
             trigger: self.info().windowing.trigger,
         };
         let info = OutputInfo { windowing, ..self.derived_info::<T>() };
-        let step = AssignWindows { window_fn, scratch: Vec::new(), _t: std::marker::PhantomData };
-        add_dofn(self, "WindowInto", step, Vec::new(), info).0
+        let p = self.pipeline();
+        let step = AssignWindows::<T, _> { window_fn, _t: std::marker::PhantomData };
+        let node = p.add_step("WindowInto", NodeKind::ParDo(Arc::new(step)), vec![self.port()], vec![info]);
+        PCollection::from_port(p, PortRef { node, port: 0 })
     }
 }
 
@@ -201,26 +207,75 @@ impl<T: Data> PCollection<T> {
     }
 }
 
+/// The step of `window_into`: assigns each element to its windows by its timestamp. It
+/// takes each batch whole and moves its elements into the output (a copy only for the
+/// second and later windows of an element, under sliding windows), rather than going
+/// through a `DoFn`, which borrows every element and so must clone it.
 struct AssignWindows<T, W> {
     window_fn: Arc<W>,
-    scratch: Vec<Window>,
     _t: std::marker::PhantomData<fn(&T)>,
 }
 
-impl<T, W> Clone for AssignWindows<T, W> {
-    fn clone(&self) -> Self {
-        AssignWindows { window_fn: self.window_fn.clone(), scratch: Vec::new(), _t: std::marker::PhantomData }
+impl<T: Data, W: WindowFn> ParDoFn for AssignWindows<T, W> {
+    fn outputs(&self) -> usize {
+        1
+    }
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn ParDoInstance> {
+        Box::new(AssignInstance::<T, W> {
+            step: ctx.name.clone(),
+            window_fn: self.window_fn.clone(),
+            scratch: Vec::new(),
+            out: Elements::new(),
+        })
     }
 }
 
-impl<T: Data, W: WindowFn> DoFn for AssignWindows<T, W> {
-    type In = T;
-    type Out = T;
-    fn process(&mut self, element: &T, ctx: &mut ProcessContext<'_, T>) {
-        self.scratch.clear();
-        self.window_fn.assign(ctx.timestamp(), &mut self.scratch);
-        for w in &self.scratch {
-            ctx.output_in_window(element.clone(), *w);
-        }
+struct AssignInstance<T, W> {
+    step: Arc<str>,
+    window_fn: Arc<W>,
+    scratch: Vec<Window>,
+    out: Elements<T>,
+}
+
+impl<T: Data, W: WindowFn> ParDoInstance for AssignInstance<T, W> {
+    fn setup(&mut self) -> Result<()> {
+        Ok(())
     }
+
+    fn start_bundle(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn process(&mut self, input: Batch) -> Result<()> {
+        let (values, stamps) = input.try_into_elements::<T>()?.into_columns();
+        self.out.reserve(values.len());
+        let (window_fn, scratch, out) = (&*self.window_fn, &mut self.scratch, &mut self.out);
+        // A window function is user code too: a panic names the step.
+        catch_unwind(AssertUnwindSafe(|| {
+            for (i, value) in values.into_iter().enumerate() {
+                // The pane goes along: a retraction re-windowed is still one.
+                let (ts, pane) = (stamps.timestamp(i), stamps.pane(i));
+                scratch.clear();
+                window_fn.assign(ts, scratch);
+                if let Some((last, rest)) = scratch.split_last() {
+                    for w in rest {
+                        out.push(value.clone(), ts, *w, pane);
+                    }
+                    out.push(value, ts, *last, pane);
+                }
+            }
+        }))
+        .map_err(|p| Error::from_panic(&self.step, p, None))
+    }
+
+    fn finish_bundle(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn take_outputs(&mut self) -> PortBatches {
+        let out = std::mem::take(&mut self.out);
+        vec![(!out.is_empty()).then(|| Batch::new(out))]
+    }
+
+    fn teardown(&mut self) {}
 }

@@ -9,7 +9,7 @@
 //! Input columns: `user_id` (utf8), `ts` (timestamp ms UTC), `amount` (int64); any
 //! other columns (such as `date=` partitions) are not read. Output columns: `user_id`,
 //! `window_start` and `window_end` (timestamp ms UTC), `total` (int64), one file per
-//! worker per window.
+//! worker per day of windows, in `date=YYYY-MM-DD/` folders.
 //!
 //! `--mode batch` holds the watermark until everything is read, so every window's
 //! state is held at once; `--mode backfill` reads row groups in event-time order and

@@ -458,4 +458,3 @@ impl<T: Data> CloneTupleTag for TupleTag<T> {
         Box::new(self.clone())
     }
 }
-

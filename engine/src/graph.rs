@@ -248,9 +248,13 @@ impl Graph {
                     return Err(Error::Internal(format!("step '{}' reads a later step", node.name)));
                 }
             }
-            if let NodeKind::Group(_) = node.kind {
+            if let NodeKind::Group(g) = &node.kind {
                 let input = self.output(node.inputs[0]);
-                if !input.bounded && input.windowing.is_global && input.windowing.default_trigger {
+                if !g.outputs_before_window_end()
+                    && !input.bounded
+                    && input.windowing.is_global
+                    && input.windowing.default_trigger
+                {
                     return Err(Error::Validation {
                         step: node.name.clone(),
                         message: "a grouping of an unbounded collection in the global window with the \

@@ -188,6 +188,11 @@ pub trait GroupFn: Send + Sync {
     fn late_output(&self) -> bool {
         false
     }
+    /// Whether it outputs before its windows end by itself (a stateful DoFn outputs as
+    /// elements and timers come), so it runs in the global window of an unbounded input.
+    fn outputs_before_window_end(&self) -> bool {
+        false
+    }
 }
 
 /// How a grouping takes elements sent at the same watermark, which come from many senders

@@ -177,3 +177,24 @@ fn backfill_example_gives_the_same_rows_in_both_modes_at_any_scale() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("/nonexistent/x") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn dedupe_keeps_the_first_of_an_id_within_a_day_at_any_scale() {
+    // Written from the model: an id's state is cleared a day after its first event, by an
+    // event-time timer, so order-1 comes back at minute 1445 (after 1440) but not at 7,
+    // order-2 not at 1400 (before 5 + 1440), order-3 again at 1501 and not at 1600.
+    let want = [
+        "order-1\tminute 0",
+        "order-1\tminute 1445",
+        "order-2\tminute 5",
+        "order-3\tminute 1501",
+        "order-3\tminute 60",
+        "order-4\tminute 1502",
+    ];
+    for scale in [&["--workers", "1"][..], &["--workers", "4"][..], &["--processes", "2", "--workers", "2"][..]] {
+        let o = run(example("dedupe").args(scale));
+        let mut got: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect();
+        got.sort();
+        assert_eq!(got, want, "{scale:?}");
+    }
+}

@@ -11,5 +11,6 @@ pub mod par_do;
 pub mod partition;
 pub mod reshuffle;
 pub mod split_stream;
+pub mod stateful;
 pub mod test_stream;
 pub mod timestamps;

@@ -44,6 +44,7 @@ mod triggered;
 use groupings::*;
 use keyed::*;
 use merging::*;
+pub(crate) use shuffle::KeyShuffle;
 use shuffle::*;
 use triggered::*;
 

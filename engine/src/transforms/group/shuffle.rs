@@ -3,7 +3,7 @@
 use super::*;
 
 /// Splits keyed elements by the worker that owns each key's group.
-pub(super) struct KeyShuffle<K, V>(pub(super) PhantomData<fn() -> (K, V)>);
+pub(crate) struct KeyShuffle<K, V>(pub(crate) PhantomData<fn() -> (K, V)>);
 
 impl<K: Key, V: Data> ShuffleFn for KeyShuffle<K, V> {
     fn instantiate(&self, _ctx: &StepContext) -> Box<dyn Shuffle> {

@@ -130,6 +130,34 @@ impl<T: Data> riffle_engine::DoFn for Describe<T> {
     }
 }
 
+/// `(key, value, timestamp ms)` events as a stream: sorted by time in chunks cut at
+/// `cuts`, each chunk shuffled (by `seed`), the watermark advanced to each chunk's earliest
+/// timestamp before it, so that nothing is late, as a perfect watermark would have it.
+pub fn as_stream(events: &[(u8, i64, i64)], cuts: &[usize], seed: u64) -> riffle_engine::TestStream<(u8, i64)> {
+    use riffle_engine::EventTime;
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| e.2);
+    let mut script = riffle_engine::TestStream::new();
+    let mut rest: &[(u8, i64, i64)] = &sorted;
+    let mut x = seed | 1;
+    for &cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(cut.min(rest.len()));
+        let mut chunk: Vec<_> = chunk.iter().map(|&(k, v, t)| ((k, v), EventTime::from_millis(t))).collect();
+        for i in (1..chunk.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        script = script.advance_watermark_to(chunk.iter().map(|c| c.1).min().expect("a chunk")).add_elements(chunk);
+        rest = tail;
+    }
+    script
+}
+
 /// A headless Chromium for tests of the web view: Debian's `chromium` package (which
 /// `.ci/run` installs), or the binary `RIFFLE_CHROMIUM` names.
 pub mod browser {

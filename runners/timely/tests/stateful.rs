@@ -343,3 +343,78 @@ fn state_is_dropped_at_window_expiry_and_later_elements_with_it() {
     let state: u64 = report.steps.iter().filter(|s| s.step == "Batched").map(|s| s.state.entries).sum();
     assert_eq!(state, 0, "no state left");
 }
+
+/// Sessions written with state and timers: open sessions by start (end, sum) in a
+/// `MapState`; an element opens `[t, t + gap)` and merges every session it overlaps; each
+/// session has a timer at its last millisecond, which outputs it.
+#[derive(Clone)]
+struct StateSessions {
+    gap: i64,
+}
+
+impl StatefulDoFn for StateSessions {
+    type K = u8;
+    type V = i64;
+    type Out = (u8, i64, i64, i64);
+    type State = MapState<i64, (i64, i64)>;
+    fn process(&mut self, k: &u8, v: &i64, open: &mut Self::State, ctx: &mut StateContext<'_, Self::Out>) {
+        let _ = k;
+        let t = ctx.timestamp().millis();
+        let (mut start, mut end, mut sum) = (t, t + self.gap, *v);
+        let overlapping: Vec<i64> = open.entries().filter(|(s, (e, _))| **s < end && start < *e).map(|(s, _)| *s).collect();
+        for s in overlapping {
+            let (e, x) = open.remove(&s).expect("an open session");
+            ctx.clear_timer(&format!("{s}"));
+            (start, end, sum) = (start.min(s), end.max(e), sum + x);
+        }
+        open.put(start, (end, sum));
+        ctx.set_event_timer(&format!("{start}"), EventTime::from_millis(end - 1));
+    }
+    fn on_timer(&mut self, k: &u8, timer: &str, open: &mut Self::State, ctx: &mut StateContext<'_, Self::Out>) {
+        let start: i64 = timer.parse().expect("a session's start");
+        let (end, sum) = open.remove(&start).expect("the timer's session");
+        ctx.output((*k, start, end, sum));
+    }
+}
+
+mod sessions_by_state {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// The same sessions as the built-in `Sessions` window with a sum, on streams with
+        /// nothing late, at 1 and 3 workers.
+        #[test]
+        fn sessions_by_state_and_timers_match_the_built_in_sessions(
+            events in prop::collection::vec((0u8..4, -5i64..20, 0i64..400), 1..60),
+            cuts in prop::collection::vec(1usize..15, 0..6),
+            seed in any::<u64>(),
+            gap in 5i64..40,
+            workers in prop::sample::select(vec![1usize, 3]),
+        ) {
+            let script = riffle_timely::testing::as_stream(&events, &cuts, seed);
+            let opts = RunOptions::threads(workers);
+            let mut ours: Vec<(u8, i64, i64, i64)> =
+                try_run_windowed(&opts, |p| p.test_stream(script.clone()).par_do_stateful(StateSessions { gap }))
+                    .unwrap()
+                    .into_iter()
+                    .map(|wv| wv.value)
+                    .collect();
+            ours.sort();
+            let mut built_in: Vec<(u8, i64, i64, i64)> = try_run_windowed(&opts, |p| {
+                p.test_stream(script).window_into(Sessions::with_gap_millis(gap)).combine_per_key(Sum::new())
+            })
+            .unwrap()
+            .into_iter()
+            .map(|wv| {
+                let Window::Interval { start, end } = wv.window else { panic!("a session") };
+                (wv.value.0, start.millis(), end.millis(), wv.value.1)
+            })
+            .collect();
+            built_in.sort();
+            prop_assert_eq!(ours, built_in);
+        }
+    }
+}

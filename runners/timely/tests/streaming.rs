@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use riffle_engine::prelude::*;
 use riffle_engine::{Error, TimestampCombiner, Timing};
 use riffle_timely::RunOptions;
-use riffle_timely::testing::{Describe, cluster_scratch_dir, describe, local_cluster, try_run_windowed};
+use riffle_timely::testing::{Describe, as_stream, cluster_scratch_dir, describe, local_cluster, try_run_windowed};
 
 fn ms(t: i64) -> EventTime {
     EventTime::from_millis(t)
@@ -183,33 +183,6 @@ enum Windows {
     Fixed(i64),
     Sliding(i64, i64),
     Sessions(i64),
-}
-
-/// A stream of the same elements: sorted by time in random chunks, each chunk shuffled,
-/// the watermark advanced to each chunk's earliest timestamp before it (so nothing is
-/// late, as a perfect watermark would have it).
-fn as_stream(events: &[(u8, i64, i64)], cuts: &[usize], seed: u64) -> TestStream<(u8, i64)> {
-    let mut sorted = events.to_vec();
-    sorted.sort_by_key(|e| e.2);
-    let mut script = TestStream::new();
-    let mut rest: &[(u8, i64, i64)] = &sorted;
-    let mut x = seed | 1;
-    for &cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
-        if rest.is_empty() {
-            break;
-        }
-        let (chunk, tail) = rest.split_at(cut.min(rest.len()));
-        let mut chunk: Vec<_> = chunk.iter().map(|&(k, v, t)| ((k, v), ms(t))).collect();
-        for i in (1..chunk.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.swap(i, (x % (i as u64 + 1)) as usize);
-        }
-        script = script.advance_watermark_to(chunk.iter().map(|c| c.1).min().unwrap()).add_elements(chunk);
-        rest = tail;
-    }
-    script
 }
 
 fn windowed_sums(p: &Pipeline, input: PCollection<(u8, i64)>, windows: Windows) -> PCollection<(u8, i64)> {

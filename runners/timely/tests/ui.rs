@@ -13,7 +13,10 @@ use riffle_timely::RunOptions;
 use riffle_timely::status::JobSnapshot;
 use riffle_timely::testing::browser::{dom, node_attr, screenshot};
 
-const EVENTS: u64 = 2_000_000;
+const EVENTS: u64 = 3_000_000;
+
+/// Set once the browser has seen what it must: the job stops pacing itself and ends.
+static BROWSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn free_addr() -> String {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -39,8 +42,9 @@ fn the_web_view_shows_the_running_job_in_a_browser_and_agrees_with_the_run_repor
         no_progress: true,
         ..RunOptions::default()
     };
-    // Several seconds of a stream: one event per ms of event time, paced by a step that
-    // sleeps a millisecond every 200 events, into one-second windows.
+    // A stream of one event per ms of event time, paced by a step that sleeps a
+    // millisecond every 200 events until the browser has looked (however slow the
+    // machine), into one-second windows.
     let running = std::thread::spawn(move || {
         let p = Pipeline::new();
         let events = p
@@ -51,7 +55,7 @@ fn the_web_view_shows_the_running_job_in_a_browser_and_agrees_with_the_run_repor
             )
             .named("Events")
             .map(|(k, i)| {
-                if i % 200 == 0 {
+                if i % 200 == 0 && !BROWSED.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 (*k, 1i64)
@@ -90,6 +94,7 @@ fn the_web_view_shows_the_running_job_in_a_browser_and_agrees_with_the_run_repor
     std::fs::create_dir_all(&shots).unwrap();
     let shot = shots.join("running-job.png");
     screenshot(&url, &shot);
+    BROWSED.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "a screenshot at {}", shot.display());
 
     // After the end, the view lingers with the final figures: they must be the report's.

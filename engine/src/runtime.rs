@@ -255,7 +255,7 @@ pub trait GroupState {
 }
 
 /// What a grouping's state holds (see [`GroupState::size`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StateSize {
     /// Panes not yet emitted (windows with state, under a trigger).
     pub panes: u64,

@@ -124,8 +124,9 @@ impl StepCounter {
     }
 }
 
-/// What one step did on one worker.
-#[derive(Clone, Debug, PartialEq)]
+/// What one step did on one worker (also what a process of a cluster sends to the one
+/// holding the job's view, [`crate::status`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepReport {
     /// The step's name.
     pub step: String,
@@ -142,7 +143,7 @@ pub struct StepReport {
     /// A source's watermark on this worker (event-time ms); `None` for other steps.
     pub watermark: Option<i64>,
     /// A source's per-split gauges on this worker: (metric, split, value).
-    pub splits: Vec<(&'static str, String, i64)>,
+    pub splits: Vec<(String, String, i64)>,
     /// The step's input watermark on this worker (event-time ms); `None` for a source
     /// or before it has one.
     pub input_watermark: Option<i64>,
@@ -187,7 +188,9 @@ impl Metrics {
                 late_dropped: counter.late_dropped.load(Ordering::Relaxed),
                 waiting: counter.waiting.load(Ordering::Relaxed),
                 watermark: Some(counter.watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN),
-                splits: counter.splits.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                splits: (counter.splits.lock().unwrap_or_else(|p| p.into_inner()).iter())
+                    .map(|(m, split, v)| (m.to_string(), split.clone(), *v))
+                    .collect(),
                 input_watermark: Some(counter.input_watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN),
                 busy: std::time::Duration::from_nanos(counter.busy_ns.load(Ordering::Relaxed)),
                 state: StateSize {

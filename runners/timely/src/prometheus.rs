@@ -71,7 +71,7 @@ pub fn render(metrics: &Metrics, info: ProcessInfo) -> String {
     let files = Gauges::<StepLabels>::default();
     let (read_bytes, total_bytes) = (Gauges::<StepLabels>::default(), Gauges::<StepLabels>::default());
     let (read_units, total_units) = (Gauges::<StepLabels>::default(), Gauges::<StepLabels>::default());
-    let mut split_families: Vec<(&'static str, Gauges<SplitLabels>)> = Vec::new();
+    let mut split_families: Vec<(String, Gauges<SplitLabels>)> = Vec::new();
     let now = now_ms();
     for s in metrics.report() {
         let l = labels(&s.step, s.worker);
@@ -106,7 +106,7 @@ pub fn render(metrics: &Metrics, info: ProcessInfo) -> String {
             let family = match split_families.iter().position(|(m, _)| *m == metric) {
                 Some(i) => &split_families[i].1,
                 None => {
-                    split_families.push((metric, Gauges::default()));
+                    split_families.push((metric.clone(), Gauges::default()));
                     &split_families.last().expect("just pushed").1
                 }
             };
@@ -151,7 +151,7 @@ pub fn render(metrics: &Metrics, info: ProcessInfo) -> String {
     registry.register("source_units_read", "Units (Parquet row groups) a bounded source has read", read_units);
     registry.register("source_units_total", "Units (Parquet row groups) a bounded source was dealt", total_units);
     for (metric, family) in split_families {
-        let help = match metric {
+        let help = match metric.as_str() {
             "lag" => "A Kafka partition's lag: records between the reader's position and its end".to_string(),
             "offset" => "A Kafka partition's position: the next offset to read".to_string(),
             other => format!("A source's {other} per split (or per reader: split \"dealt\")"),

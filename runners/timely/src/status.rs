@@ -11,11 +11,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use riffle_engine::runtime::SourceProgress;
 use riffle_engine::{Graph, NodeKind};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StepReport};
 
 /// How often a process samples its counters for the view.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
@@ -25,41 +24,6 @@ const RATE_WINDOW: Duration = Duration::from_secs(3);
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// One step on one worker, as a process reports it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct StepSample {
-    /// The step's name.
-    pub step: String,
-    /// The worker's global index.
-    pub worker: usize,
-    /// Elements read.
-    pub elements_in: u64,
-    /// Elements emitted.
-    pub elements_out: u64,
-    /// Elements dropped as too late.
-    pub late_dropped: u64,
-    /// Elements a grouping holds for slower senders.
-    pub waiting: u64,
-    /// A source's watermark (ms); `None` before it has one.
-    pub watermark: Option<i64>,
-    /// The step's input watermark (ms).
-    pub input_watermark: Option<i64>,
-    /// Milliseconds spent in the step's operators.
-    pub busy_ms: f64,
-    /// A grouping's pending panes.
-    pub panes: u64,
-    /// A grouping's state entries.
-    pub state_entries: u64,
-    /// A grouping's estimated state bytes.
-    pub state_bytes: u64,
-    /// A sink's files written.
-    pub files_written: u64,
-    /// A source's per-split gauges: (metric, split, value).
-    pub splits: Vec<(String, String, i64)>,
-    /// A bounded source's progress.
-    pub progress: Option<SourceProgress>,
 }
 
 /// What one process reports.
@@ -76,34 +40,13 @@ pub struct ProcessStatus {
     /// Why it failed, if it did.
     pub error: Option<String>,
     /// Every step on every worker of the process.
-    pub steps: Vec<StepSample>,
+    pub steps: Vec<StepReport>,
 }
 
 impl ProcessStatus {
     /// Samples `metrics`, process `process`'s counters.
     pub fn sample(metrics: &Metrics, process: usize, started_ms: Option<i64>) -> Self {
-        let steps = metrics
-            .report()
-            .into_iter()
-            .map(|s| StepSample {
-                step: s.step,
-                worker: s.worker,
-                elements_in: s.elements_in,
-                elements_out: s.elements_out,
-                late_dropped: s.late_dropped,
-                waiting: s.waiting,
-                watermark: s.watermark,
-                input_watermark: s.input_watermark,
-                busy_ms: s.busy.as_secs_f64() * 1e3,
-                panes: s.state.panes,
-                state_entries: s.state.entries,
-                state_bytes: s.state.bytes,
-                files_written: s.files_written,
-                splits: s.splits.into_iter().map(|(m, split, v)| (m.to_string(), split, v)).collect(),
-                progress: s.progress,
-            })
-            .collect();
-        ProcessStatus { process, at_ms: now_ms(), started_ms, finished: false, error: None, steps }
+        ProcessStatus { process, at_ms: now_ms(), started_ms, finished: false, error: None, steps: metrics.report() }
     }
 }
 
@@ -340,14 +283,14 @@ impl JobView {
             let pick = |t: &Totals| t.steps.get(step).map_or(0, |v| if out { v.1 } else { v.0 });
             pick(last).saturating_sub(pick(first)) as f64 / secs
         };
-        let samples: Vec<&StepSample> = latest.by_process.values().flat_map(|p| &p.steps).collect();
+        let samples: Vec<&StepReport> = latest.by_process.values().flat_map(|p| &p.steps).collect();
         let worker_secs = elapsed_s * (self.processes * self.workers) as f64;
         let steps: Vec<StepView> = self
             .graph
             .iter()
             .map(|node| {
-                let mine: Vec<&&StepSample> = samples.iter().filter(|s| s.step == node.name).collect();
-                let sum = |f: fn(&StepSample) -> u64| mine.iter().map(|s| f(s)).sum::<u64>();
+                let mine: Vec<&&StepReport> = samples.iter().filter(|s| s.step == node.name).collect();
+                let sum = |f: fn(&StepReport) -> u64| mine.iter().map(|s| f(s)).sum::<u64>();
                 let marks: Vec<i64> = mine
                     .iter()
                     .filter_map(|s| if node.kind == "source" { s.watermark } else { s.input_watermark })
@@ -357,7 +300,7 @@ impl JobView {
                     .then(|| marks.iter().copied().filter(|w| *w != i64::MAX).min())
                     .flatten()
                     .filter(|w| *w > i64::MIN / 2);
-                let busy_s = mine.iter().map(|s| s.busy_ms).sum::<f64>() / 1e3;
+                let busy_s = mine.iter().map(|s| s.busy.as_secs_f64()).sum::<f64>();
                 StepView {
                     name: node.name.clone(),
                     kind: node.kind.clone(),
@@ -370,9 +313,9 @@ impl JobView {
                     watermark_lag_ms: watermark_ms.map(|w| (now - w).max(0)),
                     busy_s,
                     busy_share: if worker_secs > 0.0 { (busy_s / worker_secs).min(1.0) } else { 0.0 },
-                    panes: sum(|s| s.panes),
-                    state_entries: sum(|s| s.state_entries),
-                    state_bytes: sum(|s| s.state_bytes),
+                    panes: sum(|s| s.state.panes),
+                    state_entries: sum(|s| s.state.entries),
+                    state_bytes: sum(|s| s.state.bytes),
                     late_dropped: sum(|s| s.late_dropped),
                     waiting: sum(|s| s.waiting),
                     files_written: sum(|s| s.files_written),
@@ -412,7 +355,7 @@ impl JobView {
     fn progress(
         &self,
         latest: &Latest,
-        samples: &[&StepSample],
+        samples: &[&StepReport],
         steps: &[StepView],
         elapsed_s: f64,
         finished: bool,
@@ -565,9 +508,24 @@ fn kind(k: &NodeKind) -> &'static str {
 mod tests {
     use super::*;
     use riffle_engine::prelude::*;
+    use riffle_engine::runtime::SourceProgress;
 
-    fn sample(step: &str, worker: usize, out: u64, watermark: Option<i64>) -> StepSample {
-        StepSample { step: step.into(), worker, elements_out: out, watermark, ..StepSample::default() }
+    fn sample(step: &str, worker: usize, out: u64, watermark: Option<i64>) -> StepReport {
+        StepReport {
+            step: step.into(),
+            worker,
+            elements_in: 0,
+            elements_out: out,
+            late_dropped: 0,
+            waiting: 0,
+            watermark,
+            splits: Vec::new(),
+            input_watermark: None,
+            busy: std::time::Duration::ZERO,
+            state: riffle_engine::runtime::StateSize::default(),
+            files_written: 0,
+            progress: None,
+        }
     }
 
     #[test]
@@ -587,10 +545,10 @@ mod tests {
             event_time_end: Some(10_000),
         };
         let mut a = ProcessStatus { process: 0, started_ms: Some(now_ms() - 2_000), ..ProcessStatus::default() };
-        a.steps.push(StepSample { progress: Some(progress(1, 4)), ..sample(&source, 0, 100, Some(5_000)) });
+        a.steps.push(StepReport { progress: Some(progress(1, 4)), ..sample(&source, 0, 100, Some(5_000)) });
         view.update(a.clone());
         let mut b = ProcessStatus { process: 1, started_ms: Some(now_ms() - 1_000), ..ProcessStatus::default() };
-        b.steps.push(StepSample { progress: Some(progress(3, 4)), ..sample(&source, 1, 50, Some(3_000)) });
+        b.steps.push(StepReport { progress: Some(progress(3, 4)), ..sample(&source, 1, 50, Some(3_000)) });
         view.update(b.clone());
         let s = view.snapshot();
         assert_eq!(s.state, "running");

@@ -361,7 +361,8 @@ impl StatefulDoFn for StateSessions {
         let _ = k;
         let t = ctx.timestamp().millis();
         let (mut start, mut end, mut sum) = (t, t + self.gap, *v);
-        let overlapping: Vec<i64> = open.entries().filter(|(s, (e, _))| **s < end && start < *e).map(|(s, _)| *s).collect();
+        let overlapping: Vec<i64> =
+            open.entries().filter(|(s, (e, _))| **s < end && start < *e).map(|(s, _)| *s).collect();
         for s in overlapping {
             let (e, x) = open.remove(&s).expect("an open session");
             ctx.clear_timer(&format!("{s}"));

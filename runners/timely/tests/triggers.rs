@@ -178,24 +178,9 @@ fn sessions(
     lateness: i64,
     accumulating: bool,
 ) -> Vec<SessionPane> {
-    let p = Pipeline::new();
-    let mut windowed = p.test_stream(script).window_into(Sessions::with_gap_millis(10)).with_allowed_lateness(lateness);
-    if accumulating {
-        windowed = windowed.accumulating_fired_panes();
-    }
-    if let Some(t) = trigger {
-        windowed = windowed.triggering(t);
-    }
-    let out = riffle_connectors::memory::collect(&windowed.combine_per_key(Sum::new()));
-    riffle_timely::run(&p, &RunOptions::threads(3)).unwrap();
-    let mut panes: Vec<SessionPane> = out
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|wv| {
-            let Window::Interval { start, end } = wv.window else { panic!("sessions") };
-            (start.millis(), end.millis(), wv.value.1, wv.pane.timing, wv.pane.index, wv.pane.is_last)
-        })
+    let mut panes: Vec<SessionPane> = session_panes(script, trigger, lateness, accumulating)
+        .into_iter()
+        .map(|(start, end, sum, pane)| (start, end, sum, pane.timing, pane.index, pane.is_last))
         .collect();
     panes.sort_by_key(|p| (p.0, p.4));
     panes

@@ -126,3 +126,73 @@ fn the_web_view_shows_the_running_job_in_a_browser_and_agrees_with_the_run_repor
     assert_eq!(last.steps[0].elements_out, EVENTS);
     assert_eq!(last.progress.panes_fired, last.steps.iter().find(|s| s.name == "Sums").unwrap().elements_out);
 }
+
+/// Set in the two processes the next test starts: which one this is, the hostfile, and
+/// the web view's address.
+const MEMBER: &str = "RIFFLE_UI_TEST_MEMBER";
+
+#[test]
+fn in_a_cluster_across_hosts_process_0_serves_the_view_of_every_process() {
+    if let Ok(member) = std::env::var(MEMBER) {
+        // A member: a job of a few seconds, process I of two, from the hostfile.
+        let mut parts = member.split(',');
+        let (process, hostfile, ui) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        let opts = RunOptions {
+            workers: 1,
+            processes: 2,
+            process: Some(process.parse().unwrap()),
+            hostfile: Some(hostfile.into()),
+            ui_addr: Some(ui.to_string()),
+            ui_linger: 3,
+            no_progress: true,
+            ..RunOptions::default()
+        };
+        let p = Pipeline::new();
+        let paced = p.create((0..400u32).collect()).map(|x| {
+            std::thread::sleep(Duration::from_millis(10));
+            (x % 4, 1u64)
+        });
+        riffle_connectors::memory::discard(&paced.combine_per_key(Sum::new()));
+        riffle_timely::run(&p, &opts).expect("the member's job runs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts.txt");
+    let ports: Vec<String> = (0..2).map(|_| free_addr()).collect();
+    std::fs::write(&hostfile, ports.iter().map(|a| format!("{a}\n")).collect::<String>()).unwrap();
+    let ui = free_addr();
+    let members: Vec<std::process::Child> = (0..2)
+        .map(|i| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["in_a_cluster_across_hosts_process_0_serves_the_view_of_every_process", "--exact"])
+                .env(MEMBER, format!("{i},{},{ui}", hostfile.display()))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Process 0 serves the view; process 1 sends it its counters.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        if let Some(j) = job(&ui).filter(|j| j.reporting == 2 && j.state == "running") {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the view never showed both processes: {:?}", job(&ui));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(seen.processes, 2);
+    // Both processes' workers read: the create's elements are dealt to both.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        if let Some(j) = job(&ui).filter(|j| j.state == "finished") {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the view never showed the job finished: {:?}", job(&ui));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let map = last.steps.iter().find(|s| s.kind == "pardo").expect("the map");
+    assert_eq!(map.elements_in, 400, "every element, counted on both processes: {last:?}");
+    for mut m in members {
+        assert!(m.wait().unwrap().success());
+    }
+}

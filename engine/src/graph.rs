@@ -35,6 +35,9 @@ pub enum NodeKind {
     Group(Arc<dyn GroupFn>),
     /// Merges its inputs into one collection.
     Flatten,
+    /// Transforms each element of its first input with the value of its second, a side
+    /// input that every worker receives whole.
+    SideParDo(Arc<dyn crate::runtime::SideParDoFn>),
     /// Writes elements outside.
     Sink(Arc<dyn SinkFn>),
 }
@@ -47,6 +50,7 @@ impl NodeKind {
             NodeKind::Exchange(_) => "exchange",
             NodeKind::Group(_) => "group",
             NodeKind::Flatten => "flatten",
+            NodeKind::SideParDo(_) => "side-pardo",
             NodeKind::Sink(_) => "sink",
         }
     }
@@ -63,6 +67,8 @@ pub struct Windowing {
     pub default_trigger: bool,
     /// The window function, when its windows merge: groupings merge per key with it.
     pub merging: Option<Arc<dyn crate::window::WindowFn>>,
+    /// The window function itself: a side input maps main windows to its windows with it.
+    pub assign: Arc<dyn crate::window::WindowFn>,
     /// How long after a window's end its late elements are still accepted, ms.
     pub allowed_lateness_ms: i64,
     /// Whether a window's later panes repeat what its earlier panes held.
@@ -128,6 +134,7 @@ impl Default for Windowing {
             is_global: true,
             default_trigger: true,
             merging: None,
+            assign: Arc::new(crate::window::GlobalWindows),
             allowed_lateness_ms: 0,
             accumulation: AccumulationMode::Discarding,
             timestamp_combiner: TimestampCombiner::EndOfWindow,

@@ -266,6 +266,24 @@ pub struct StateSize {
     pub bytes: u64,
 }
 
+/// A step that reads a side input beside its main input ([`crate::transforms::side_input`]).
+pub trait SideParDoFn: Send + Sync {
+    /// A fresh instance for one worker.
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn SideParDoInstance>;
+}
+
+/// One worker's instance of a side-input step. The runner hands it every element of the
+/// side input (on every worker), and a main batch once the side input's watermark has
+/// passed the time [`SideParDoInstance::needs`] says (or the side input has ended).
+pub trait SideParDoInstance {
+    /// Takes elements of the side input.
+    fn add_side(&mut self, batch: Batch) -> Result<()>;
+    /// The end of the latest side window `main`'s elements read; gives the batch back.
+    fn needs(&mut self, main: Batch) -> Result<(EventTime, Batch)>;
+    /// Processes a main batch whose side windows are complete.
+    fn process(&mut self, main: Batch) -> Result<Option<Batch>>;
+}
+
 /// A sink: makes one writer per worker.
 pub trait SinkFn: Send + Sync {
     /// Whether all elements go to worker 0 (a single output file, stdout).

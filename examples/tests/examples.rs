@@ -198,3 +198,20 @@ fn dedupe_keeps_the_first_of_an_id_within_a_day_at_any_scale() {
         assert_eq!(got, want, "{scale:?}");
     }
 }
+
+#[test]
+fn enrich_joins_events_with_the_user_table_and_dead_letters_unknown_users_at_any_scale() {
+    let want = [
+        "Ana\tPT\t1250",
+        "Ana\tPT\t800",
+        "Bo\tSE\t399",
+        "Cy\tKE\t2500",
+        "dead letter: unknown user \"u9\" (amount 10)",
+    ];
+    for scale in [&["--workers", "1"][..], &["--workers", "3"][..], &["--processes", "2", "--workers", "2"][..]] {
+        let o = run(example("enrich").args(scale));
+        let mut got: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect();
+        got.sort();
+        assert_eq!(got, want, "{scale:?}");
+    }
+}

@@ -10,6 +10,7 @@ pub mod map;
 pub mod par_do;
 pub mod partition;
 pub mod reshuffle;
+pub mod side_input;
 pub mod split_stream;
 pub mod stateful;
 pub mod test_stream;

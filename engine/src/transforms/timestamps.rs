@@ -51,6 +51,7 @@ impl<T: Data> PCollection<T> {
             is_global: window_fn.is_global(),
             default_trigger: true,
             merging,
+            assign: window_fn.clone(),
             allowed_lateness_ms: self.info().windowing.allowed_lateness_ms,
             accumulation: self.info().windowing.accumulation,
             timestamp_combiner: self.info().windowing.timestamp_combiner,

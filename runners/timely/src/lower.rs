@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use riffle_engine::{Graph, NodeId, NodeKind, PortRef};
 use timely::worker::Worker;
 
-use crate::operators::{BatchStream, Env, flatten, group, par_do, shuffle, sink, source};
+use crate::operators::{BatchStream, Env, flatten, group, par_do, shuffle, side, sink, source};
 use crate::time::Time;
 
 /// The streams built so far, and how many steps still read each: the last reader takes
@@ -56,6 +56,10 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                     vec![shuffle::shuffle(input, name, s.instantiate(&env.step(name)), env)]
                 }
                 NodeKind::Group(g) => group::group(edges.take(&node.inputs[0]), name, g, env),
+                NodeKind::SideParDo(f) => {
+                    let (main, side_input) = (edges.take(&node.inputs[0]), edges.take(&node.inputs[1]));
+                    vec![side::side_par_do(main, side_input, name, f, env)]
+                }
                 NodeKind::Flatten => {
                     let inputs = node.inputs.iter().map(|p| edges.take(p)).collect();
                     vec![flatten::flatten(scope, inputs)]
@@ -83,7 +87,13 @@ fn pacing_probes(graph: &Graph) -> HashMap<NodeId, Vec<timely::dataflow::ProbeHa
     let mut probes = HashMap::new();
     let mut handles: HashMap<NodeId, timely::dataflow::ProbeHandle<Time>> = HashMap::new();
     for node in graph.nodes() {
-        let mut sources: Vec<NodeId> = node.inputs.iter().flat_map(|p| upstream[&p.node].clone()).collect();
+        // A side input is read whole before the main input it serves can go on: pacing its
+        // source on the sinks downstream would wait on itself. It is left unpaced.
+        let paced_inputs = match node.kind {
+            NodeKind::SideParDo(_) => &node.inputs[..1],
+            _ => &node.inputs[..],
+        };
+        let mut sources: Vec<NodeId> = paced_inputs.iter().flat_map(|p| upstream[&p.node].clone()).collect();
         if let NodeKind::Source(_) = node.kind {
             let probe = timely::dataflow::ProbeHandle::new();
             handles.insert(node.id, probe.clone());

@@ -500,6 +500,7 @@ fn kind(k: &NodeKind) -> &'static str {
         NodeKind::Exchange(_) => "exchange",
         NodeKind::Group(_) => "group",
         NodeKind::Flatten => "flatten",
+        NodeKind::SideParDo(_) => "pardo",
         NodeKind::Sink(_) => "sink",
     }
 }

@@ -13,6 +13,7 @@ pub mod flatten;
 pub mod group;
 pub mod par_do;
 pub mod shuffle;
+pub mod side;
 pub mod sink;
 pub mod source;
 

@@ -1,0 +1,314 @@
+//! Side inputs: a collection seen whole, as a singleton, a list, a map or a multimap, by
+//! a step over another collection (Beam's `View.asSingleton` and friends).
+//!
+//! The side collection goes to every worker. A main element reads the side input's value
+//! for the side window that contains its own window's end (Beam's default window mapping;
+//! a side input in the global window serves every main window), and waits until that side
+//! window is complete: the side input's watermark has passed its end (for the global window:
+//! the side input has ended). Waiting main elements hold the step's output watermark.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::batch::Batch;
+use crate::element::{Data, Elements, Key};
+use crate::error::{Error, Result, truncated_debug};
+use crate::graph::{NodeKind, PortRef};
+use crate::pipeline::PCollection;
+use crate::runtime::{SideParDoFn, SideParDoInstance, StepContext};
+use crate::time::EventTime;
+use crate::window::{Window, WindowFn};
+
+/// How a side collection's elements in one window become the value a step reads.
+pub trait View: Send + Sync + 'static {
+    /// The side collection's element.
+    type Elem: Data;
+    /// What the step reads.
+    type Value: Send + Sync + 'static;
+    /// The value of one side window's elements (in a canonical order); `Err`: why there
+    /// is none (an empty singleton without a default, a repeated map key).
+    fn build(&self, elements: Vec<Self::Elem>) -> std::result::Result<Self::Value, String>;
+}
+
+/// One value ([`PCollection::as_singleton`]).
+pub struct Singleton<T> {
+    default: Option<T>,
+}
+
+impl<T: Data + Sync> View for Singleton<T> {
+    type Elem = T;
+    type Value = T;
+    fn build(&self, mut elements: Vec<T>) -> std::result::Result<T, String> {
+        match (elements.len(), &self.default) {
+            (1, _) => Ok(elements.pop().expect("one element")),
+            (0, Some(d)) => Ok(d.clone()),
+            (0, None) => Err("the singleton side input is empty; give a default with as_singleton_or(..)".into()),
+            (n, _) => Err(format!("the singleton side input has {n} elements in one window, not one")),
+        }
+    }
+}
+
+/// Every element ([`PCollection::as_list`]).
+pub struct List<T>(PhantomData<fn() -> T>);
+
+impl<T: Data + Sync> View for List<T> {
+    type Elem = T;
+    type Value = Vec<T>;
+    fn build(&self, elements: Vec<T>) -> std::result::Result<Vec<T>, String> {
+        Ok(elements)
+    }
+}
+
+/// A value per key ([`PCollection::as_map`]).
+pub struct Map<K, V>(PhantomData<fn() -> (K, V)>);
+
+impl<K: Key + Sync, V: Data + Sync> View for Map<K, V> {
+    type Elem = (K, V);
+    type Value = HashMap<K, V>;
+    fn build(&self, elements: Vec<(K, V)>) -> std::result::Result<HashMap<K, V>, String> {
+        let mut map = HashMap::with_capacity(elements.len());
+        for (k, v) in elements {
+            if map.contains_key(&k) {
+                return Err(format!(
+                    "the map side input has key {} more than once; use as_multimap() for many values per key",
+                    truncated_debug(&k, 100)
+                ));
+            }
+            map.insert(k, v);
+        }
+        Ok(map)
+    }
+}
+
+/// Every value per key ([`PCollection::as_multimap`]).
+pub struct MultiMap<K, V>(PhantomData<fn() -> (K, V)>);
+
+impl<K: Key + Sync, V: Data + Sync> View for MultiMap<K, V> {
+    type Elem = (K, V);
+    type Value = HashMap<K, Vec<V>>;
+    fn build(&self, elements: Vec<(K, V)>) -> std::result::Result<HashMap<K, Vec<V>>, String> {
+        let mut map: HashMap<K, Vec<V>> = HashMap::new();
+        for (k, v) in elements {
+            map.entry(k).or_default().push(v);
+        }
+        Ok(map)
+    }
+}
+
+/// A side input: a collection, the view to read it through, and its window function.
+pub struct SideInput<W: View> {
+    port: PortRef,
+    window_fn: Arc<dyn WindowFn>,
+    view: Arc<W>,
+}
+
+impl<W: View> Clone for SideInput<W> {
+    fn clone(&self) -> Self {
+        SideInput { port: self.port, window_fn: self.window_fn.clone(), view: self.view.clone() }
+    }
+}
+
+impl<T: Data + Sync> PCollection<T> {
+    fn view<W: View<Elem = T>>(&self, view: W) -> SideInput<W> {
+        SideInput { port: self.port(), window_fn: self.info().windowing.assign.clone(), view: Arc::new(view) }
+    }
+
+    /// This collection as one value per window (Beam's `View.asSingleton`); an empty
+    /// window is an error naming the step that reads it.
+    pub fn as_singleton(&self) -> SideInput<Singleton<T>> {
+        self.view(Singleton { default: None })
+    }
+
+    /// This collection as one value per window, `default` where it is empty.
+    pub fn as_singleton_or(&self, default: T) -> SideInput<Singleton<T>> {
+        self.view(Singleton { default: Some(default) })
+    }
+
+    /// This collection as a list per window, in a canonical order (timestamp, then value).
+    pub fn as_list(&self) -> SideInput<List<T>> {
+        self.view(List(PhantomData))
+    }
+}
+
+impl<K: Key + Sync, V: Data + Sync> PCollection<(K, V)> {
+    /// This collection as a map per window (Beam's `View.asMap`); a key seen twice is an
+    /// error naming the step that reads it.
+    pub fn as_map(&self) -> SideInput<Map<K, V>> {
+        self.view(Map(PhantomData))
+    }
+
+    /// This collection as a map of every value per key, per window (`View.asMultimap`).
+    pub fn as_multimap(&self) -> SideInput<MultiMap<K, V>> {
+        self.view(MultiMap(PhantomData))
+    }
+}
+
+impl<T: Data> PCollection<T> {
+    /// `f(element, side value)` for every element, with `side` read for the element's
+    /// window (see [`crate::transforms::side_input`]).
+    ///
+    /// ```
+    /// use riffle_engine::prelude::*;
+    /// let mut out = riffle_timely::testing::run_bounded(|p| {
+    ///     let names = p.create(vec![(1u32, "ana".to_string()), (2, "bo".to_string())]).as_map();
+    ///     p.create(vec![(1u32, 10i64), (2, 5), (3, 1)]).map_with(&names, |(id, amount), names| {
+    ///         (names.get(id).cloned().unwrap_or_else(|| "?".into()), *amount)
+    ///     })
+    /// });
+    /// out.sort();
+    /// assert_eq!(out, [("?".to_string(), 1), ("ana".to_string(), 10), ("bo".to_string(), 5)]);
+    /// ```
+    pub fn map_with<W: View, U: Data>(
+        &self,
+        side: &SideInput<W>,
+        f: impl Fn(&T, &W::Value) -> U + Send + Sync + 'static,
+    ) -> PCollection<U> {
+        add_side_step(self, side, "MapWithSide", move |x: &T, v: &W::Value, out: &mut Vec<U>| out.push(f(x, v)))
+    }
+
+    /// The elements for which `f(element, side value)` holds.
+    pub fn filter_with<W: View>(
+        &self,
+        side: &SideInput<W>,
+        f: impl Fn(&T, &W::Value) -> bool + Send + Sync + 'static,
+    ) -> PCollection<T> {
+        add_side_step(self, side, "FilterWithSide", move |x: &T, v: &W::Value, out: &mut Vec<T>| {
+            if f(x, v) {
+                out.push(x.clone());
+            }
+        })
+    }
+
+    /// Zero or more outputs per element, from `f(element, side value)`.
+    pub fn flat_map_with<W: View, U: Data, I: IntoIterator<Item = U>>(
+        &self,
+        side: &SideInput<W>,
+        f: impl Fn(&T, &W::Value) -> I + Send + Sync + 'static,
+    ) -> PCollection<U> {
+        add_side_step(self, side, "FlatMapWithSide", move |x: &T, v: &W::Value, out: &mut Vec<U>| out.extend(f(x, v)))
+    }
+}
+
+type SideFn<T, V, U> = dyn Fn(&T, &V, &mut Vec<U>) + Send + Sync;
+
+fn add_side_step<T: Data, W: View, U: Data>(
+    main: &PCollection<T>,
+    side: &SideInput<W>,
+    transform: &str,
+    f: impl Fn(&T, &W::Value, &mut Vec<U>) + Send + Sync + 'static,
+) -> PCollection<U> {
+    let p = main.pipeline();
+    let step = SideStep::<T, W, U> { side: side.clone(), f: Arc::new(f) };
+    let info = main.derived_info::<U>();
+    let node = p.add_step(transform, NodeKind::SideParDo(Arc::new(step)), vec![main.port(), side.port], vec![info]);
+    PCollection::from_port(p, PortRef { node, port: 0 })
+}
+
+struct SideStep<T, W: View, U> {
+    side: SideInput<W>,
+    f: Arc<SideFn<T, W::Value, U>>,
+}
+
+impl<T: Data, W: View, U: Data> SideParDoFn for SideStep<T, W, U> {
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn SideParDoInstance> {
+        Box::new(SideInstance::<T, W, U> {
+            step: ctx.name.clone(),
+            side: self.side.clone(),
+            f: self.f.clone(),
+            elements: HashMap::new(),
+            built: HashMap::new(),
+            scratch: Vec::new(),
+        })
+    }
+}
+
+/// A side element with what orders it: its timestamp and its encoding.
+type Stamped<E> = (EventTime, Vec<u8>, E);
+
+struct SideInstance<T, W: View, U> {
+    step: Arc<str>,
+    side: SideInput<W>,
+    f: Arc<SideFn<T, W::Value, U>>,
+    /// The side input's elements by window: (timestamp, encoding, element).
+    elements: HashMap<Window, Vec<Stamped<W::Elem>>>,
+    /// Values built, by side window; dropped when more elements come for it.
+    built: HashMap<Window, Arc<W::Value>>,
+    scratch: Vec<Window>,
+}
+
+impl<T: Data, W: View, U: Data> SideInstance<T, W, U> {
+    /// The side window for main window `w`: the one containing its end, the latest if
+    /// several (sliding windows).
+    fn side_window(&mut self, w: Window) -> Window {
+        self.scratch.clear();
+        self.side.window_fn.assign(w.max_timestamp(), &mut self.scratch);
+        self.scratch.iter().copied().max_by_key(|sw| sw.max_timestamp()).unwrap_or(Window::Global)
+    }
+
+    fn value(&mut self, sw: Window) -> Result<Arc<W::Value>> {
+        if let Some(v) = self.built.get(&sw) {
+            return Ok(v.clone());
+        }
+        let mut elements = self.elements.get(&sw).cloned().unwrap_or_default();
+        elements.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let built = self.side.view.build(elements.into_iter().map(|(_, _, e)| e).collect()).map_err(|why| {
+            Error::Validation { step: self.step.to_string(), message: format!("side input, window {sw:?}: {why}") }
+        })?;
+        let v = Arc::new(built);
+        self.built.insert(sw, v.clone());
+        Ok(v)
+    }
+}
+
+impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
+    fn add_side(&mut self, batch: Batch) -> Result<()> {
+        for wv in batch.try_into_elements::<W::Elem>()?.into_iter_windowed() {
+            let bytes = bitcode::serialize(&wv.value).expect("internal error: encoding a side element failed");
+            self.built.remove(&wv.window);
+            self.elements.entry(wv.window).or_default().push((wv.timestamp, bytes, wv.value));
+        }
+        Ok(())
+    }
+
+    fn needs(&mut self, main: Batch) -> Result<(EventTime, Batch)> {
+        let elements = main.try_into_elements::<T>()?;
+        let mut latest = EventTime::MIN;
+        let mut last = None;
+        for i in 0..elements.len() {
+            let w = elements.window(i);
+            if last == Some(w) {
+                continue;
+            }
+            last = Some(w);
+            latest = latest.max(self.side_window(w).max_timestamp());
+        }
+        Ok((latest, Batch::new(elements)))
+    }
+
+    fn process(&mut self, main: Batch) -> Result<Option<Batch>> {
+        let input = main.try_into_elements::<T>()?;
+        let mut out = Elements::<U>::with_capacity(input.len());
+        let mut produced = Vec::new();
+        let mut current: Option<(Window, Arc<W::Value>)> = None;
+        for wv in input.into_iter_windowed() {
+            let value = match &current {
+                Some((w, v)) if *w == wv.window => v.clone(),
+                _ => {
+                    let sw = self.side_window(wv.window);
+                    let v = self.value(sw)?;
+                    current = Some((wv.window, v.clone()));
+                    v
+                }
+            };
+            let f = &self.f;
+            catch_unwind(AssertUnwindSafe(|| f(&wv.value, &value, &mut produced)))
+                .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(&wv.value, 200))))?;
+            for u in produced.drain(..) {
+                out.push(u, wv.timestamp, wv.window, wv.pane);
+            }
+        }
+        Ok((!out.is_empty()).then(|| Batch::new(out)))
+    }
+}

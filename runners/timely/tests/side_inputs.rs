@@ -1,0 +1,139 @@
+//! Side inputs: singleton, list, map and multimap views read by map/filter steps, per
+//! window by Beam's default window mapping, waiting for the side window to be complete.
+//! Expected outputs are written from the Beam model.
+
+use riffle_engine::prelude::*;
+use riffle_timely::RunOptions;
+use riffle_timely::testing::{Describe, cluster_scratch_dir, describe, local_cluster, try_run_windowed};
+
+fn ms(t: i64) -> EventTime {
+    EventTime::from_millis(t)
+}
+
+fn values<T: Clone + Ord>(out: Vec<WindowedValue<T>>) -> Vec<T> {
+    let mut v: Vec<T> = out.into_iter().map(|wv| wv.value).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_computed_singleton_filters_the_main_input_at_any_worker_count() {
+    // The mean of the amounts (computed by a combine) as a threshold.
+    for workers in [1, 4] {
+        let got = try_run_windowed(&RunOptions::threads(workers), |p| {
+            let amounts = p.create(vec![1i64, 5, 9, 2, 8]);
+            let mean = amounts.map(|x| *x as f64).combine_globally(Mean::new()).as_singleton();
+            amounts.filter_with(&mean, |x, mean| *x as f64 > *mean)
+        })
+        .unwrap();
+        assert_eq!(values(got), [8, 9], "{workers} workers: above the mean of 5");
+    }
+}
+
+#[test]
+fn list_map_and_multimap_views() {
+    let s = |x: &str| x.to_string();
+    let got = try_run_windowed(&RunOptions::threads(3), |p| {
+        let tags = p.create(vec![(s("u1"), s("vip")), (s("u2"), s("new")), (s("u1"), s("eu"))]).as_multimap();
+        let users = p.create(vec![(s("u1"), s("Ana")), (s("u2"), s("Bo"))]).as_map();
+        let all = p.create(vec![3i64, 1, 2]).as_list();
+        p.create(vec![s("u1"), s("u2"), s("u3")])
+            .map_with(&users, |id, users| (id.clone(), users.get(id).cloned().unwrap_or_else(|| "?".into())))
+            .map_with(&tags, |(id, name), tags| {
+                let mut t = tags.get(id).cloned().unwrap_or_default();
+                t.sort();
+                (name.clone(), t.join("+"))
+            })
+            .map_with(&all, |(name, tags), all| format!("{name} {tags} {all:?}"))
+    })
+    .unwrap();
+    // The list in a canonical order (timestamp, then value): 1, 2, 3.
+    assert_eq!(values(got), ["?  [1, 2, 3]", "Ana eu+vip [1, 2, 3]", "Bo new [1, 2, 3]"]);
+}
+
+/// Main elements in 5 ms windows read the side window (10 ms) that contains their window's
+/// end: `[0, 5)` and `[5, 10)` read side `[0, 10)`, `[10, 15)` reads `[10, 20)`.
+fn windowed(opts: &RunOptions) -> Vec<WindowedValue<(i64, i64)>> {
+    try_run_windowed(opts, |p| {
+        let side = p
+            .create_timestamped(vec![(100i64, ms(1)), (20, ms(7)), (3, ms(12))])
+            .window_into(FixedWindows::of_millis(10))
+            .combine_globally(Sum::new())
+            .as_singleton_or(0);
+        p.create_timestamped(vec![(1i64, ms(2)), (2, ms(6)), (3, ms(11)), (4, ms(23))])
+            .window_into(FixedWindows::of_millis(5))
+            .map_with(&side, |x, total| (*x, *total))
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_main_window_reads_the_side_window_containing_its_end() {
+    for workers in [1, 4] {
+        // [20, 25) reads side [20, 30), which has no element: the default, 0.
+        assert_eq!(values(windowed(&RunOptions::threads(workers))), [(1, 120), (2, 120), (3, 3), (4, 0)]);
+    }
+}
+
+#[test]
+fn side_inputs_are_the_same_on_two_processes_of_two_workers() {
+    const TEST: &str = "side_inputs_are_the_same_on_two_processes_of_two_workers";
+    let dir = cluster_scratch_dir(TEST);
+    let out = dir.join("out.txt");
+    let p = Pipeline::new();
+    let side = p
+        .create_timestamped(vec![(100i64, ms(1)), (20, ms(7)), (3, ms(12))])
+        .window_into(FixedWindows::of_millis(10))
+        .combine_globally(Sum::new())
+        .as_singleton_or(0);
+    let lines = p
+        .create_timestamped(vec![(1i64, ms(2)), (2, ms(6)), (3, ms(11)), (4, ms(23))])
+        .window_into(FixedWindows::of_millis(5))
+        .map_with(&side, |x, total| (*x, *total))
+        .par_do(Describe::new());
+    riffle_connectors::text::write_lines(&lines, &out, |l| l.clone());
+    riffle_timely::run(&p, &local_cluster(2, 2, TEST)).unwrap();
+    let mut got: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();
+    std::fs::remove_dir_all(&dir).ok();
+    got.sort();
+    let mut want: Vec<String> = windowed(&RunOptions::threads(1)).iter().map(describe).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_main_element_waits_for_a_side_input_that_arrives_after_it() {
+    // The main stream is all there at once; the side stream's value comes after a
+    // watermark advance. The main elements wait for it (and hold their output).
+    let main = TestStream::new().add_elements(vec![((), ms(1)), ((), ms(2))]).advance_watermark_to(ms(500));
+    let side = TestStream::new()
+        .advance_watermark_to(ms(100))
+        .add_elements(vec![(7i64, ms(150))])
+        .advance_watermark_to(ms(200));
+    for workers in [1, 3] {
+        let got = try_run_windowed(&RunOptions::threads(workers), |p| {
+            let threshold = p.test_stream(side.clone()).as_singleton();
+            p.test_stream(main.clone()).map_with(&threshold, |_, t| *t)
+        })
+        .unwrap();
+        assert_eq!(values(got), [7, 7], "{workers} workers: both read the side value");
+    }
+}
+
+#[test]
+fn an_empty_singleton_without_a_default_is_an_error_naming_the_step() {
+    let err = try_run_windowed(&RunOptions::threads(2), |p| {
+        let none = p.create(Vec::<i64>::new()).as_singleton();
+        p.create(vec![1i64]).map_with(&none, |x, t| x + t).named("AddThreshold")
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("AddThreshold") && err.contains("as_singleton_or"), "{err}");
+    let err = try_run_windowed(&RunOptions::threads(2), |p| {
+        let twice = p.create(vec![("k".to_string(), 1i64), ("k".to_string(), 2)]).as_map();
+        p.create(vec!["k".to_string()]).map_with(&twice, |k, m| m[k]).named("Lookup")
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("Lookup") && err.contains("as_multimap"), "{err}");
+}

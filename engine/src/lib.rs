@@ -52,6 +52,7 @@ pub use window::{FixedWindows, GlobalWindows, Sessions, SlidingWindows, Window, 
 pub mod prelude {
     pub use crate::transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
     pub use crate::transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TupleTag};
+    pub use crate::transforms::side_input::{SideDoFn, SideInput};
     pub use crate::transforms::stateful::{
         BagState, CombiningState, MapState, OrderedListState, StateContext, StatefulDoFn, ValueState,
     };

@@ -170,6 +170,12 @@ pub trait Shuffle {
         let _ = (peers, out);
         Ok(())
     }
+    /// How many elements it dropped as too late, since the start: a lifted combine drops
+    /// them before folding, so that they are counted one by one, not as partials whose
+    /// makeup depends on bundling.
+    fn late_dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Makes shuffles; the graph holds one per exchange step.

@@ -333,6 +333,18 @@ impl Trigger {
         }
     }
 
+    /// Whether the trigger can finish (close its window for a key) before the window
+    /// expires, after which the window's later elements are dropped: conservatively, any
+    /// trigger but one that repeats forever, `Never`, or `after_watermark` with late
+    /// firings (which repeat).
+    pub fn may_finish(&self) -> bool {
+        match self {
+            Trigger::Repeatedly(_) | Trigger::Never => false,
+            Trigger::AfterWatermark { late, .. } => late.is_none(),
+            _ => true,
+        }
+    }
+
     /// Whether an element that arrives before the end of its window cannot make this
     /// trigger fire nor change what it does later (`after_watermark()` without early
     /// firings, which waits only on the watermark until then, and `Never`), so a runner

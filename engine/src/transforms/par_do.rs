@@ -126,6 +126,18 @@ fn push_tagged<T: Data>(tags: &mut [TagBuffer], tag: &TupleTag<T>, value: T, ts:
     }
 }
 
+/// Runs `f` with a context for one element that outputs into `main` (no tagged outputs):
+/// for steps other than a ParDo that run a DoFn-like callback (a side-input DoFn).
+pub(crate) fn with_context<O: Data, R>(
+    main: &mut Elements<O>,
+    timestamp: EventTime,
+    window: Window,
+    pane: PaneInfo,
+    f: impl FnOnce(&mut ProcessContext<'_, O>) -> R,
+) -> R {
+    f(&mut ProcessContext { main, tags: &mut [], timestamp, window, pane })
+}
+
 /// What [`DoFn::process`] sees of the current element, and where it writes outputs.
 pub struct ProcessContext<'a, O> {
     main: &'a mut Elements<O>,

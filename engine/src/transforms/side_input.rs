@@ -16,9 +16,11 @@ use crate::batch::Batch;
 use crate::element::{Data, Elements, Key};
 use crate::error::{Error, Result, truncated_debug};
 use crate::graph::{NodeKind, PortRef};
+use crate::pane::PaneInfo;
 use crate::pipeline::PCollection;
 use crate::runtime::{SideParDoFn, SideParDoInstance, StepContext};
 use crate::time::EventTime;
+use crate::transforms::par_do::ProcessContext;
 use crate::window::{Window, WindowFn};
 
 /// How a side collection's elements in one window become the value a step reads.
@@ -165,7 +167,11 @@ impl<T: Data> PCollection<T> {
         side: &SideInput<W>,
         f: impl Fn(&T, &W::Value) -> U + Send + Sync + 'static,
     ) -> PCollection<U> {
-        add_side_step(self, side, "MapWithSide", move |x: &T, v: &W::Value, out: &mut Vec<U>| out.push(f(x, v)))
+        let f = Arc::new(f);
+        add_side_step(self, side, "MapWithSide", move || {
+            let f = f.clone();
+            Box::new(move |x: &T, v: &W::Value, ts, w, pane, out: &mut Elements<U>| out.push(f(x, v), ts, w, pane))
+        })
     }
 
     /// The elements for which `f(element, side value)` holds.
@@ -174,10 +180,14 @@ impl<T: Data> PCollection<T> {
         side: &SideInput<W>,
         f: impl Fn(&T, &W::Value) -> bool + Send + Sync + 'static,
     ) -> PCollection<T> {
-        add_side_step(self, side, "FilterWithSide", move |x: &T, v: &W::Value, out: &mut Vec<T>| {
-            if f(x, v) {
-                out.push(x.clone());
-            }
+        let f = Arc::new(f);
+        add_side_step(self, side, "FilterWithSide", move || {
+            let f = f.clone();
+            Box::new(move |x: &T, v: &W::Value, ts, w, pane, out: &mut Elements<T>| {
+                if f(x, v) {
+                    out.push(x.clone(), ts, w, pane);
+                }
+            })
         })
     }
 
@@ -187,20 +197,58 @@ impl<T: Data> PCollection<T> {
         side: &SideInput<W>,
         f: impl Fn(&T, &W::Value) -> I + Send + Sync + 'static,
     ) -> PCollection<U> {
-        add_side_step(self, side, "FlatMapWithSide", move |x: &T, v: &W::Value, out: &mut Vec<U>| out.extend(f(x, v)))
+        let f = Arc::new(f);
+        add_side_step(self, side, "FlatMapWithSide", move || {
+            let f = f.clone();
+            Box::new(move |x: &T, v: &W::Value, ts, w, pane, out: &mut Elements<U>| {
+                for u in f(x, v) {
+                    out.push(u, ts, w, pane);
+                }
+            })
+        })
+    }
+
+    /// Runs a [`SideDoFn`] over every element, with `side` read for its window: a DoFn
+    /// with a side input (Beam's `ParDo.of(..).withSideInputs(..)`).
+    pub fn par_do_with_side<W: View, D: SideDoFn<W::Value, In = T>>(
+        &self,
+        side: &SideInput<W>,
+        dofn: D,
+    ) -> PCollection<D::Out> {
+        add_side_step(self, side, "ParDoWithSide", move || {
+            let mut dofn = dofn.clone();
+            Box::new(move |x: &T, v: &W::Value, ts, w, pane, out: &mut Elements<D::Out>| {
+                crate::transforms::par_do::with_context(out, ts, w, pane, |ctx| dofn.process(x, v, ctx));
+            })
+        })
     }
 }
 
-type SideFn<T, V, U> = dyn Fn(&T, &V, &mut Vec<U>) + Send + Sync;
+/// A DoFn that reads a side input's value beside each element.
+pub trait SideDoFn<V>: Clone + Send + Sync + 'static {
+    /// The main input's element.
+    type In: Data;
+    /// What it outputs.
+    type Out: Data;
+    /// Called for each element, with the side input's value for its window.
+    fn process(&mut self, element: &Self::In, side: &V, ctx: &mut ProcessContext<'_, Self::Out>);
+}
+
+/// One worker's per-element function of a side-input step: element, side value,
+/// timestamp, window, pane, and where its outputs go.
+type ElementFn<T, V, U> = Box<dyn FnMut(&T, &V, EventTime, Window, PaneInfo, &mut Elements<U>)>;
+
+/// Makes a worker's [`ElementFn`].
+type Factory<T, V, U> = Arc<dyn Fn() -> ElementFn<T, V, U> + Send + Sync>;
 
 fn add_side_step<T: Data, W: View, U: Data>(
     main: &PCollection<T>,
     side: &SideInput<W>,
     transform: &str,
-    f: impl Fn(&T, &W::Value, &mut Vec<U>) + Send + Sync + 'static,
+    make: impl Fn() -> ElementFn<T, W::Value, U> + Send + Sync + 'static,
 ) -> PCollection<U> {
     let p = main.pipeline();
-    let step = SideStep::<T, W, U> { side: side.clone(), f: Arc::new(f) };
+    let step = SideStep::<T, W, U> { side: side.clone(), make: Arc::new(make) };
     let info = main.derived_info::<U>();
     let node = p.add_step(transform, NodeKind::SideParDo(Arc::new(step)), vec![main.port(), side.port], vec![info]);
     PCollection::from_port(p, PortRef { node, port: 0 })
@@ -208,7 +256,7 @@ fn add_side_step<T: Data, W: View, U: Data>(
 
 struct SideStep<T, W: View, U> {
     side: SideInput<W>,
-    f: Arc<SideFn<T, W::Value, U>>,
+    make: Factory<T, W::Value, U>,
 }
 
 impl<T: Data, W: View, U: Data> SideParDoFn for SideStep<T, W, U> {
@@ -216,7 +264,7 @@ impl<T: Data, W: View, U: Data> SideParDoFn for SideStep<T, W, U> {
         Box::new(SideInstance::<T, W, U> {
             step: ctx.name.clone(),
             side: self.side.clone(),
-            f: self.f.clone(),
+            f: (self.make)(),
             elements: HashMap::new(),
             built: HashMap::new(),
             scratch: Vec::new(),
@@ -230,7 +278,7 @@ type Stamped<E> = (EventTime, Vec<u8>, E);
 struct SideInstance<T, W: View, U> {
     step: Arc<str>,
     side: SideInput<W>,
-    f: Arc<SideFn<T, W::Value, U>>,
+    f: ElementFn<T, W::Value, U>,
     /// The side input's elements by window: (timestamp, encoding, element).
     elements: HashMap<Window, Vec<Stamped<W::Elem>>>,
     /// Values built, by side window; dropped when more elements come for it.
@@ -290,7 +338,6 @@ impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
     fn process(&mut self, main: Batch) -> Result<Option<Batch>> {
         let input = main.try_into_elements::<T>()?;
         let mut out = Elements::<U>::with_capacity(input.len());
-        let mut produced = Vec::new();
         let mut current: Option<(Window, Arc<W::Value>)> = None;
         for wv in input.into_iter_windowed() {
             let value = match &current {
@@ -302,12 +349,9 @@ impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
                     v
                 }
             };
-            let f = &self.f;
-            catch_unwind(AssertUnwindSafe(|| f(&wv.value, &value, &mut produced)))
+            let f = &mut self.f;
+            catch_unwind(AssertUnwindSafe(|| f(&wv.value, &value, wv.timestamp, wv.window, wv.pane, &mut out)))
                 .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(&wv.value, 200))))?;
-            for u in produced.drain(..) {
-                out.push(u, wv.timestamp, wv.window, wv.pane);
-            }
         }
         Ok((!out.is_empty()).then(|| Batch::new(out)))
     }

@@ -621,6 +621,15 @@ impl<K: Key, V: Data> PCollection<(K, V)> {
         // Outputs are in the window of the element or timer that made them.
         let info = self.derived_info::<F::Out>();
         let node = p.add_step("StatefulParDo", NodeKind::Group(Arc::new(step)), vec![self.port()], vec![info]);
+        if w.merging.is_some() {
+            // A key's state cannot follow its windows as they merge (Beam refuses it too,
+            // for state that cannot be merged).
+            p.defer_error(
+                &p.step_name(node),
+                "a stateful DoFn needs windows that do not merge (not Sessions); group the sessions first, \
+                 or keep the state in the global window",
+            );
+        }
         PCollection::from_port(p, PortRef { node, port: 0 })
     }
 }

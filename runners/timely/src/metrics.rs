@@ -15,6 +15,8 @@ pub struct StepCounter {
     elements_in: AtomicU64,
     elements_out: AtomicU64,
     late_dropped: AtomicU64,
+    /// Elements a lifted combine dropped as too late before its shuffle.
+    late_dropped_before_shuffle: AtomicU64,
     waiting: AtomicU64,
     /// A source's watermark (event-time ms); i64::MIN until it has one.
     watermark: AtomicI64,
@@ -40,6 +42,7 @@ impl Default for StepCounter {
             elements_in: AtomicU64::new(0),
             elements_out: AtomicU64::new(0),
             late_dropped: AtomicU64::new(0),
+            late_dropped_before_shuffle: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             splits: std::sync::Mutex::new(Vec::new()),
@@ -81,6 +84,11 @@ impl StepCounter {
     #[inline]
     pub fn set_late_dropped(&self, n: u64) {
         self.late_dropped.store(n, Ordering::Relaxed);
+    }
+    /// Records how many elements a lifted combine dropped as too late before its shuffle.
+    #[inline]
+    pub fn set_late_dropped_before_shuffle(&self, n: u64) {
+        self.late_dropped_before_shuffle.store(n, Ordering::Relaxed);
     }
     /// Records a source's watermark.
     #[inline]
@@ -185,7 +193,8 @@ impl Metrics {
                 worker: *worker,
                 elements_in: counter.elements_in.load(Ordering::Relaxed),
                 elements_out: counter.elements_out.load(Ordering::Relaxed),
-                late_dropped: counter.late_dropped.load(Ordering::Relaxed),
+                late_dropped: counter.late_dropped.load(Ordering::Relaxed)
+                    + counter.late_dropped_before_shuffle.load(Ordering::Relaxed),
                 waiting: counter.waiting.load(Ordering::Relaxed),
                 watermark: Some(counter.watermark.load(Ordering::Relaxed)).filter(|w| *w != i64::MIN),
                 splits: (counter.splits.lock().unwrap_or_else(|p| p.into_inner()).iter())

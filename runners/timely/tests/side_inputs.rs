@@ -137,3 +137,29 @@ fn an_empty_singleton_without_a_default_is_an_error_naming_the_step() {
     .to_string();
     assert!(err.contains("Lookup") && err.contains("as_multimap"), "{err}");
 }
+
+/// A DoFn that reads a side input: scales each element by the side's factor, stamping the
+/// output with the element's timestamp.
+#[derive(Clone)]
+struct Scale;
+
+impl SideDoFn<i64> for Scale {
+    type In = i64;
+    type Out = (i64, i64);
+    fn process(&mut self, x: &i64, factor: &i64, ctx: &mut ProcessContext<'_, (i64, i64)>) {
+        let ts = ctx.timestamp().millis();
+        ctx.output((x * factor, ts));
+    }
+}
+
+#[test]
+fn a_dofn_reads_a_side_input_through_its_context() {
+    for workers in [1, 3] {
+        let got = try_run_windowed(&RunOptions::threads(workers), |p| {
+            let factor = p.create(vec![10i64]).as_singleton();
+            p.create_timestamped(vec![(1i64, ms(5)), (2, ms(6))]).par_do_with_side(&factor, Scale)
+        })
+        .unwrap();
+        assert_eq!(values(got), [(10, 5), (20, 6)], "{workers} workers");
+    }
+}

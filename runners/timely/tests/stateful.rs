@@ -419,3 +419,15 @@ mod sessions_by_state {
         }
     }
 }
+
+#[test]
+fn a_stateful_dofn_over_merging_windows_is_refused_at_start_naming_the_step() {
+    let err = try_run_windowed(&RunOptions::threads(1), |p| {
+        p.create_timestamped(vec![(('a', 1i64), ms(1))])
+            .window_into(Sessions::with_gap_millis(10))
+            .par_do_stateful(Batched)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("StatefulParDo") && err.contains("do not merge"), "{err}");
+}

@@ -335,3 +335,22 @@ fn a_stream_gives_the_same_panes_on_two_processes_of_two_workers() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_lifted_combine_counts_each_late_element_it_drops_not_each_partial() {
+    // Three late elements of one key, sent together: a lifted combine would fold them
+    // into one partial; each is dropped and counted.
+    let script = TestStream::new()
+        .add_elements(vec![(('k', 1i64), ms(1))])
+        .advance_watermark_to(ms(50))
+        .add_elements(vec![(('k', 2), ms(2)), (('k', 3), ms(3)), (('k', 4), ms(4))]);
+    for workers in [1, 3] {
+        let p = Pipeline::new();
+        let sums = p.test_stream(script.clone()).window_into(FixedWindows::of_millis(10)).combine_per_key(Sum::new());
+        let out = riffle_connectors::memory::collect(&sums.named("Sums"));
+        let report = riffle_timely::run(&p, &RunOptions::threads(workers)).unwrap();
+        let got: Vec<i64> = out.lock().unwrap().iter().map(|wv| wv.value.1).collect();
+        assert_eq!(got, [1], "{workers} workers");
+        assert_eq!(report.late_dropped("Sums"), 3, "{workers} workers: three elements dropped");
+    }
+}

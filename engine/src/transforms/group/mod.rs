@@ -343,15 +343,23 @@ fn add_combine<K: Key, C: CombineFn>(
     // on bundling. So does the default trigger on sessions with allowed lateness, which
     // fires a late pane per late element. Triggers that wait only on the watermark and
     // the clock see the same panes either way, and are lifted.
+    // A trigger that finishes while its window may still get elements drops those as
+    // its window closes for the key: per partial, when lifted. Such combines are not
+    // lifted either, so that every dropped element is counted.
     let counts = match &w.trigger {
-        Some(t) => t.counts_elements(),
+        Some(t) => t.counts_elements() || (t.may_finish() && w.allowed_lateness_ms > 0),
         None => w.merging.is_some() && w.allowed_lateness_ms > 0,
     };
     if counts {
         return add_group(input, transform, GroupStep::keyed(AddGrouping { combine, _k: PhantomData }, &w));
     }
     let grouping = MergeGrouping { combine: combine.clone(), default_on_empty, _k: PhantomData };
-    let shuffle = LiftedShuffleFn::<K, C> { combine, combiner: w.timestamp_combiner, _k: PhantomData };
+    let shuffle = LiftedShuffleFn::<K, C> {
+        combine,
+        combiner: w.timestamp_combiner,
+        lateness_ms: w.allowed_lateness_ms,
+        _k: PhantomData,
+    };
     let step = GroupStep { shuffle: Box::new(shuffle), default_key, ..GroupStep::keyed(grouping, &w) };
     add_group(input, transform, step)
 }

@@ -41,11 +41,16 @@ pub(super) struct LiftedShuffle<K, C: CombineFn> {
     /// many keys as the last one, and growing a fresh map each bundle costs rehashing.
     pub(super) spare: Vec<Stamped<K, C::Accum>>,
     pub(super) combiner: TimestampCombiner,
+    /// The allowed lateness: an element sent past its window's end plus this is dropped
+    /// here, and counted, rather than folded into a partial the grouping would drop.
+    pub(super) lateness_ms: i64,
+    pub(super) dropped: u64,
 }
 
 pub(super) struct LiftedShuffleFn<K, C> {
     pub(super) combine: Arc<C>,
     pub(super) combiner: TimestampCombiner,
+    pub(super) lateness_ms: i64,
     pub(super) _k: PhantomData<fn() -> K>,
 }
 
@@ -57,6 +62,8 @@ impl<K: Key, C: CombineFn> ShuffleFn for LiftedShuffleFn<K, C> {
             partials: Vec::new(),
             spare: Vec::new(),
             combiner: self.combiner,
+            lateness_ms: self.lateness_ms,
+            dropped: 0,
         })
     }
 }
@@ -66,11 +73,17 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
         let input = input.into_elements::<(K, C::Input)>();
         let mut current = 0;
         let (combine, partials, spare, combiner) = (&self.combine, &mut self.partials, &mut self.spare, self.combiner);
+        let (lateness, dropped) = (self.lateness_ms, &mut self.dropped);
         catch_unwind(AssertUnwindSafe(|| {
             let mut slot = 0;
             for i in 0..input.len() {
                 current = i;
                 let w = input.window(i);
+                // Droppable: counted here, one by one.
+                if arrival.is_past(w.max_timestamp().plus_millis(lateness)) {
+                    *dropped += 1;
+                    continue;
+                }
                 if partials.get(slot).is_none_or(|(pw, _)| *pw != w) {
                     slot = match partials.iter().position(|(pw, _)| *pw == w) {
                         Some(s) => s,
@@ -91,6 +104,10 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
             }
         }))
         .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(input.value(current), 200))))
+    }
+
+    fn late_dropped(&self) -> u64 {
+        self.dropped
     }
 
     fn flush(&mut self, peers: usize, out: &mut Vec<Batch>) -> Result<()> {

@@ -41,6 +41,7 @@ pub fn shuffle<'scope>(
                         }
                         shuffle.flush(peers, &mut out)
                     })();
+                    counter.set_late_dropped_before_shuffle(shuffle.late_dropped());
                     if let Err(e) = routed {
                         job.fail(e);
                         out.clear();

@@ -266,6 +266,7 @@ fn execute(
     let clock: Arc<dyn Clock> = if scripted { Arc::new(ManualClock::new()) } else { Arc::new(SystemClock) };
     let worker_metrics = metrics.clone();
     let worker_job = job.clone();
+    let in_cluster = cluster.is_some();
     let config = timely::Config { communication: comm, worker: WorkerConfig::default() };
     let start = move || {
         timely::execute(config, move |worker| {
@@ -283,6 +284,14 @@ fn execute(
                 lower::build(worker, &graph, &env);
                 while worker.has_dataflows() {
                     if job.has_failed() {
+                        if in_cluster {
+                            // Dropping the dataflows would release their capabilities, and
+                            // the other processes could then finish as if nothing failed.
+                            // This process is about to exit: they must see it go instead.
+                            loop {
+                                std::thread::park();
+                            }
+                        }
                         for id in worker.installed_dataflows() {
                             worker.drop_dataflow(id);
                         }

@@ -43,7 +43,8 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
-    fn label(&self) -> &'static str {
+    /// Its kind in a word: source, pardo, exchange, group, flatten, side-pardo or sink.
+    pub fn label(&self) -> &'static str {
         match self {
             NodeKind::Source(_) => "source",
             NodeKind::ParDo(_) => "pardo",

@@ -430,37 +430,38 @@ impl<T: Data> ParquetWriter<T> {
 
 impl<T: Data> SinkWriter for ParquetWriter<T> {
     fn write(&mut self, input: Batch) -> riffle_engine::Result<()> {
-        // Rows of one window (and partition) go to one file: name it once per run of them.
-        let mut last: Option<(Window, String, String, Option<EventTime>)> = None;
+        // Rows of one window (and partition) go to one file: it stays out of the map, by
+        // name, while a run of such rows goes into it.
+        let mut current: Option<(Window, String, OpenFile<T>)> = None;
         for wv in input.try_into_elements::<T>()?.into_iter_windowed() {
-            let (base, name, seal_at) = match &last {
-                Some((w, base, name, seal_at)) if *w == wv.window && self.config.partition.is_none() => {
-                    (base.clone(), name.clone(), *seal_at)
+            let same = self.config.partition.is_none() && current.as_ref().is_some_and(|(w, ..)| *w == wv.window);
+            if !same {
+                if let Some((_, name, file)) = current.take() {
+                    self.files.insert(name, file);
                 }
-                _ => {
-                    let (base, name, seal_at) = self.file_name(&wv.value, wv.window);
-                    last = Some((wv.window, base.clone(), name.clone(), seal_at));
-                    (base, name, seal_at)
-                }
-            };
-            let mut file = match self.files.remove(&name) {
-                Some(f) => f,
-                None => self.open_file(base, &name, seal_at)?,
-            };
-            file.seal_at = file.seal_at.max(seal_at);
+                let (base, name, seal_at) = self.file_name(&wv.value, wv.window);
+                let mut file = match self.files.remove(&name) {
+                    Some(f) => f,
+                    None => self.open_file(base, &name, seal_at)?,
+                };
+                file.seal_at = file.seal_at.max(seal_at);
+                current = Some((wv.window, name, file));
+            }
+            let (_, _, file) = current.as_mut().expect("a file for the row");
             file.rows.push(wv.value);
-            let mut full = false;
             if file.rows.len() >= ROWS_PER_ENCODE {
-                self.encode(&mut file)?;
-                full =
-                    file.writer.bytes_written() + file.writer.in_progress_size() >= self.config.max_file_bytes as usize;
+                self.encode(file)?;
+                let written = file.writer.bytes_written() + file.writer.in_progress_size();
+                if written >= self.config.max_file_bytes as usize {
+                    // Big enough: the next rows of this day start the next file.
+                    let (_, name, file) = current.take().expect("the file just written");
+                    self.files.insert(name.clone(), file);
+                    self.seal(&name)?;
+                }
             }
-            self.files.insert(name.clone(), file);
-            if full {
-                // Big enough: the next rows of this day start the next file.
-                self.seal(&name)?;
-                last = None;
-            }
+        }
+        if let Some((_, name, file)) = current {
+            self.files.insert(name, file);
         }
         Ok(())
     }

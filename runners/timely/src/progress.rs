@@ -97,12 +97,13 @@ fn draw(bar: &ProgressBar, snap: &JobSnapshot, bounded: &mut Option<bool>) {
     if let Some(f) = snap.progress.fraction {
         bar.set_position((f * STEPS as f64).round() as u64);
     }
-    bar.set_message(
-        line(snap)
-            .split_once(" · ")
-            .filter(|_| snap.progress.fraction.is_some())
-            .map_or_else(|| line(snap), |(_, rest)| rest.to_string()),
-    );
+    // The bar shows the share done: the message goes on from what follows it.
+    let text = line(snap);
+    let rest = match snap.progress.fraction {
+        Some(_) => text.split_once(" · ").map_or(text.as_str(), |(_, rest)| rest),
+        None => text.as_str(),
+    };
+    bar.set_message(rest.to_string());
     bar.tick();
 }
 

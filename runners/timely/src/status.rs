@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use riffle_engine::{Graph, NodeKind};
+use riffle_engine::Graph;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Metrics, StepReport};
@@ -59,7 +59,7 @@ pub struct GraphNode {
     pub name: String,
     /// The transform it came from.
     pub transform: String,
-    /// source, pardo, exchange, group, flatten or sink.
+    /// source, pardo, exchange, group, flatten, side-pardo or sink.
     pub kind: String,
     /// The steps it reads.
     pub inputs: Vec<usize>,
@@ -223,7 +223,7 @@ impl JobView {
                 id: n.id.0,
                 name: n.name.clone(),
                 transform: n.transform.clone(),
-                kind: kind(&n.kind).into(),
+                kind: n.kind.label().into(),
                 inputs: n.inputs.iter().map(|p| p.node.0).collect(),
             })
             .collect();
@@ -490,18 +490,6 @@ impl Sampler {
 impl Drop for Sampler {
     fn drop(&mut self) {
         self.halt();
-    }
-}
-
-fn kind(k: &NodeKind) -> &'static str {
-    match k {
-        NodeKind::Source(_) => "source",
-        NodeKind::ParDo(_) => "pardo",
-        NodeKind::Exchange(_) => "exchange",
-        NodeKind::Group(_) => "group",
-        NodeKind::Flatten => "flatten",
-        NodeKind::SideParDo(_) => "pardo",
-        NodeKind::Sink(_) => "sink",
     }
 }
 

@@ -64,10 +64,6 @@ pub fn side_par_do<'scope>(
             let _busy = counter.busy();
             counter.set_input_watermark(watermark(&frontiers[0]).0.millis());
             let mut out = output.activate();
-            let failed = |e, waiting: &mut Vec<_>| {
-                job.fail(e);
-                waiting.clear();
-            };
             side_in.for_each_stamp(|_, containers| {
                 for container in containers {
                     for batch in container.drain(..) {
@@ -115,7 +111,8 @@ pub fn side_par_do<'scope>(
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        failed(e, &mut waiting);
+                        job.fail(e);
+                        waiting.clear();
                         return;
                     }
                 }

@@ -279,14 +279,18 @@ pub trait SideParDoFn: Send + Sync {
 }
 
 /// One worker's instance of a side-input step. The runner hands it every element of the
-/// side input (on every worker), and a main batch once the side input's watermark has
-/// passed the time [`SideParDoInstance::needs`] says (or the side input has ended).
+/// side input (on every worker), and a main batch once every side window it reads
+/// ([`SideParDoInstance::needs`]) is [`SideParDoInstance::ready`] (or the side input has
+/// ended).
 pub trait SideParDoInstance {
     /// Takes elements of the side input.
     fn add_side(&mut self, batch: Batch) -> Result<()>;
-    /// The end of the latest side window `main`'s elements read; gives the batch back.
-    fn needs(&mut self, main: Batch) -> Result<(EventTime, Batch)>;
-    /// Processes a main batch whose side windows are complete.
+    /// Fills `windows` with the side windows `main`'s elements read; gives the batch back.
+    fn needs(&mut self, main: Batch, windows: &mut Vec<crate::window::Window>) -> Result<Batch>;
+    /// Whether side window `window` can be read, given whether the side input's watermark
+    /// has passed its end.
+    fn ready(&self, window: crate::window::Window, side_watermark_past_end: bool) -> bool;
+    /// Processes a main batch whose side windows are ready.
     fn process(&mut self, main: Batch) -> Result<Option<Batch>>;
 }
 

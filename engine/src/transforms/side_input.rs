@@ -6,6 +6,15 @@
 //! a side input in the global window serves every main window), and waits until that side
 //! window is complete: the side input's watermark has passed its end (for the global window:
 //! the side input has ended). Waiting main elements hold the step's output watermark.
+//!
+//! A side collection with a trigger other than the default updates while the job runs
+//! (a slowly changing table, a value recomputed every minute). As Beam's runners do, its
+//! elements are first gathered per window under one key with the collection's own
+//! windowing and trigger: each firing of that gathering is the whole view, a side window
+//! is ready at its first firing, and later main elements read the latest firing (Beam's
+//! programming guide: "If the side input has multiple trigger firings, Beam uses the
+//! value from the latest trigger firing"). With discarding panes a firing holds what came
+//! since the last one; with accumulating panes, everything so far.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -104,17 +113,32 @@ pub struct SideInput<W: View> {
     port: PortRef,
     window_fn: Arc<dyn WindowFn>,
     view: Arc<W>,
+    /// Whether `port` carries firings of the gathered view, `((), Vec<Elem>)`, each one
+    /// replacing the last (a triggered side collection), rather than the elements.
+    gathered: bool,
 }
 
 impl<W: View> Clone for SideInput<W> {
     fn clone(&self) -> Self {
-        SideInput { port: self.port, window_fn: self.window_fn.clone(), view: self.view.clone() }
+        SideInput {
+            port: self.port,
+            window_fn: self.window_fn.clone(),
+            view: self.view.clone(),
+            gathered: self.gathered,
+        }
     }
 }
 
 impl<T: Data + Sync> PCollection<T> {
     fn view<W: View<Elem = T>>(&self, view: W) -> SideInput<W> {
-        SideInput { port: self.port(), window_fn: self.info().windowing.assign.clone(), view: Arc::new(view) }
+        let windowing = self.info().windowing;
+        let (port, gathered) = if windowing.default_trigger {
+            (self.port(), false)
+        } else {
+            let keyed = crate::transforms::map::closure_step(self, "SideInputKey", |x: &T, ctx| ctx.output(((), x.clone())));
+            (keyed.group_by_key().port(), true)
+        };
+        SideInput { port, window_fn: windowing.assign, view: Arc::new(view), gathered }
     }
 
     /// This collection as one value per window (Beam's `View.asSingleton`); an empty
@@ -266,6 +290,7 @@ impl<T: Data, W: View, U: Data> SideParDoFn for SideStep<T, W, U> {
             side: self.side.clone(),
             f: (self.make)(),
             elements: HashMap::new(),
+            firings: HashMap::new(),
             built: HashMap::new(),
             scratch: Vec::new(),
         })
@@ -281,6 +306,8 @@ struct SideInstance<T, W: View, U> {
     f: ElementFn<T, W::Value, U>,
     /// The side input's elements by window: (timestamp, encoding, element).
     elements: HashMap<Window, Vec<Stamped<W::Elem>>>,
+    /// For a gathered side input: the index of the firing each window holds.
+    firings: HashMap<Window, u64>,
     /// Values built, by side window; dropped when more elements come for it.
     built: HashMap<Window, Arc<W::Value>>,
     scratch: Vec<Window>,
@@ -301,8 +328,14 @@ impl<T: Data, W: View, U: Data> SideInstance<T, W, U> {
         }
         let mut elements = self.elements.get(&sw).cloned().unwrap_or_default();
         elements.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let gathered = self.side.gathered;
         let built = self.side.view.build(elements.into_iter().map(|(_, _, e)| e).collect()).map_err(|why| {
-            Error::Validation { step: self.step.to_string(), message: format!("side input, window {sw:?}: {why}") }
+            let hint = if gathered {
+                " (a triggered side input reads its latest firing: with accumulating panes that holds every value so far; discarding panes, the default, hold what came since the last firing)"
+            } else {
+                ""
+            };
+            Error::Validation { step: self.step.to_string(), message: format!("side input, window {sw:?}: {why}{hint}") }
         })?;
         let v = Arc::new(built);
         self.built.insert(sw, v.clone());
@@ -312,6 +345,24 @@ impl<T: Data, W: View, U: Data> SideInstance<T, W, U> {
 
 impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
     fn add_side(&mut self, batch: Batch) -> Result<()> {
+        if self.side.gathered {
+            for wv in batch.try_into_elements::<((), Vec<W::Elem>)>()?.into_iter_windowed() {
+                // The latest firing is the view; a retraction only takes back an older one.
+                let held = self.firings.get(&wv.window).copied();
+                if wv.pane.retraction || held.is_some_and(|i| i > wv.pane.index) {
+                    continue;
+                }
+                self.firings.insert(wv.window, wv.pane.index);
+                self.built.remove(&wv.window);
+                let firing = self.elements.entry(wv.window).or_default();
+                firing.clear();
+                for e in wv.value.1 {
+                    let bytes = bitcode::serialize(&e).expect("internal error: encoding a side element failed");
+                    firing.push((wv.timestamp, bytes, e));
+                }
+            }
+            return Ok(());
+        }
         for wv in batch.try_into_elements::<W::Elem>()?.into_iter_windowed() {
             let bytes = bitcode::serialize(&wv.value).expect("internal error: encoding a side element failed");
             self.built.remove(&wv.window);
@@ -320,9 +371,9 @@ impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
         Ok(())
     }
 
-    fn needs(&mut self, main: Batch) -> Result<(EventTime, Batch)> {
+    fn needs(&mut self, main: Batch, windows: &mut Vec<Window>) -> Result<Batch> {
         let elements = main.try_into_elements::<T>()?;
-        let mut latest = EventTime::MIN;
+        windows.clear();
         let mut last = None;
         for i in 0..elements.len() {
             let w = elements.window(i);
@@ -330,9 +381,16 @@ impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
                 continue;
             }
             last = Some(w);
-            latest = latest.max(self.side_window(w).max_timestamp());
+            let sw = self.side_window(w);
+            if !windows.contains(&sw) {
+                windows.push(sw);
+            }
         }
-        Ok((latest, Batch::new(elements)))
+        Ok(Batch::new(elements))
+    }
+
+    fn ready(&self, window: Window, side_watermark_past_end: bool) -> bool {
+        side_watermark_past_end || (self.side.gathered && self.firings.contains_key(&window))
     }
 
     fn process(&mut self, main: Batch) -> Result<Option<Batch>> {

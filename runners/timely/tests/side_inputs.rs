@@ -163,3 +163,89 @@ fn a_dofn_reads_a_side_input_through_its_context() {
         assert_eq!(values(got), [(10, 5), (20, 6)], "{workers} workers");
     }
 }
+
+/// One script for both inputs, tagged: 0 for the side input, 1 for the main one. Side
+/// values 10 then 20, each fired by a processing-time trigger; main elements 1 and 2
+/// come after the first firing, 3 after the second. The processing-time advances are
+/// barriers: everything before one is processed, side input included, before anything
+/// after it is read.
+fn updating_script() -> TestStream<(u8, i64)> {
+    TestStream::new()
+        .add_elements(vec![((0, 10), ms(1))])
+        .advance_processing_time(1_000)
+        .add_elements(vec![((1, 1), ms(2)), ((1, 2), ms(3))])
+        .advance_processing_time(1_000)
+        .add_elements(vec![((0, 20), ms(4))])
+        .advance_processing_time(1_000)
+        .add_elements(vec![((1, 3), ms(5))])
+}
+
+/// The side values (global window, a pane a second after each first element) and the
+/// main elements of [`updating_script`].
+fn split(p: &Pipeline, accumulating: bool) -> (PCollection<i64>, PCollection<i64>) {
+    let input = p.test_stream(updating_script());
+    let side = input
+        .filter(|(tag, _)| *tag == 0)
+        .map(|(_, v)| *v)
+        .triggering(Trigger::repeatedly(Trigger::after_processing_time(1_000)));
+    let side = if accumulating { side.accumulating_fired_panes() } else { side };
+    (side, input.filter(|(tag, _)| *tag == 1).map(|(_, v)| *v))
+}
+
+#[test]
+fn a_triggered_singleton_side_input_gives_later_elements_its_latest_firing() {
+    // Beam: a side input with many trigger firings reads the latest one; a main element
+    // waits for the first. Discarding panes: each firing is the one new value.
+    for workers in [1, 3] {
+        let got = try_run_windowed(&RunOptions::threads(workers), |p| {
+            let (side, main) = split(p, false);
+            let latest = side.as_singleton();
+            main.map_with(&latest, |x, v| (*x, *v))
+        })
+        .unwrap();
+        assert_eq!(values(got), [(1, 10), (2, 10), (3, 20)], "{workers} workers");
+    }
+}
+
+#[test]
+fn a_triggered_list_side_input_with_accumulating_panes_holds_everything_so_far() {
+    for workers in [1, 3] {
+        let got = try_run_windowed(&RunOptions::threads(workers), |p| {
+            let (side, main) = split(p, true);
+            let all = side.as_list();
+            main.map_with(&all, |x, v| (*x, v.clone()))
+        })
+        .unwrap();
+        assert_eq!(values(got), [(1, vec![10]), (2, vec![10]), (3, vec![10, 20])], "{workers} workers");
+    }
+}
+
+#[test]
+fn a_triggered_singleton_with_accumulating_panes_is_an_error_that_says_why() {
+    let err = try_run_windowed(&RunOptions::threads(2), |p| {
+        let (side, main) = split(p, true);
+        let latest = side.as_singleton();
+        main.map_with(&latest, |x, v| (*x, *v))
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("MapWithSide") && err.contains("2 elements") && err.contains("discarding"), "{err}");
+}
+
+
+#[test]
+fn a_triggered_side_input_updates_the_same_on_two_processes_of_two_workers() {
+    const TEST: &str = "a_triggered_side_input_updates_the_same_on_two_processes_of_two_workers";
+    let dir = cluster_scratch_dir(TEST);
+    let out = dir.join("out.txt");
+    let p = Pipeline::new();
+    let (side, main) = split(&p, false);
+    let latest = side.as_singleton();
+    let lines = main.map_with(&latest, |x, v| (*x, *v));
+    riffle_connectors::text::write_lines(&lines, &out, |(x, v)| format!("{x} {v}"));
+    riffle_timely::run(&p, &local_cluster(2, 2, TEST)).unwrap();
+    let mut got: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();
+    std::fs::remove_dir_all(&dir).ok();
+    got.sort();
+    assert_eq!(got, ["1 10", "2 10", "3 20"]);
+}

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use riffle_engine::runtime::SideParDoFn;
-use riffle_engine::{Batch, EventTime};
+use riffle_engine::Batch;
+use riffle_engine::window::Window;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
-use timely::dataflow::operators::{Capability, Exchange};
+use timely::dataflow::operators::{Capability, Exchange, Probe};
 
 use super::{BatchStream, Env};
 use crate::time::{Time, watermark};
@@ -45,10 +46,14 @@ pub fn side_par_do<'scope>(
     f: &Arc<dyn SideParDoFn>,
     env: &Env,
 ) -> BatchStream<'scope> {
-    let side = broadcast(side, name, env.worker.peers);
+    // The side input ends here: a processing-time barrier waits for it as for a sink.
+    let side = broadcast(side, name, env.worker.peers).probe_with(&env.sinks_progress);
     let mut builder = OperatorBuilder::new(name.to_string(), main.scope());
     let mut main_in = builder.new_input(main, Pipeline);
-    let mut side_in = builder.new_input(side, Pipeline);
+    // The side input does not hold the output: only main batches waiting for their side
+    // windows do, through their capabilities (a live side input in the global window would
+    // otherwise hold every main window back for ever).
+    let mut side_in = builder.new_input_connection(side, Pipeline, []);
     let (output, stream) = builder.new_output::<Vec<Batch>>();
     let mut output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<Batch>>>::from(output);
     let ctx = env.step(name);
@@ -58,8 +63,8 @@ pub fn side_par_do<'scope>(
     builder.build(move |capabilities| {
         drop(capabilities);
         let mut instance = f.instantiate(&ctx);
-        // Main batches waiting for their side windows: capability, batch, what it needs.
-        let mut waiting: Vec<(Capability<Time>, Batch, EventTime)> = Vec::new();
+        // Main batches waiting for their side windows: capability, batch, the side windows.
+        let mut waiting: Vec<(Capability<Time>, Batch, Vec<Window>)> = Vec::new();
         move |frontiers| {
             let _busy = counter.busy();
             counter.set_input_watermark(watermark(&frontiers[0]).0.millis());
@@ -82,8 +87,9 @@ pub fn side_par_do<'scope>(
                             continue;
                         }
                         counter.add_in(batch.len());
-                        match instance.needs(batch) {
-                            Ok((needs, batch)) => {
+                        let mut needs = Vec::new();
+                        match instance.needs(batch, &mut needs) {
+                            Ok(batch) => {
                                 let t = *cap.stamp().iter().next().expect("a stamp has a time");
                                 waiting.push((cap.delayed(&t, 0), batch, needs));
                             }
@@ -96,12 +102,13 @@ pub fn side_par_do<'scope>(
                 waiting.clear();
                 return;
             }
-            // A side window is complete once the side input's watermark passed its end,
-            // or the side input ended.
+            // A side window is complete once the side input's watermark passed its end, or
+            // the side input ended; a triggered one is ready at its first firing.
             let side_done = frontiers[1].frontier().is_empty();
             let side_at = watermark(&frontiers[1]);
-            let (ready, still): (Vec<_>, Vec<_>) =
-                waiting.drain(..).partition(|(_, _, needs)| side_done || side_at.is_past(*needs));
+            let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(_, _, needs)| {
+                side_done || needs.iter().all(|w| instance.ready(*w, side_at.is_past(w.max_timestamp())))
+            });
             waiting = still;
             for (cap, batch, _) in ready {
                 match instance.process(batch) {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 /// clock) or since the start of a test (for a manual clock).
 ///
 /// A different type from [`crate::EventTime`]: the two clocks are never comparable.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct ProcessingTime(i64);
 
 impl ProcessingTime {

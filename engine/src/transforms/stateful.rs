@@ -21,17 +21,24 @@
 //!
 //! It runs as a grouping step (shuffle by key, then this state), so runners need nothing
 //! new for it, and its state sits by key and window as the groupings' does (DESIGN.md 4).
+//! The state is serializable (as Beam's state needs a coder, and Flink's a serializer), and
+//! [`GroupState::snapshot`] writes it by key group, so a snapshot taken at one worker count
+//! restores at another.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::batch::Batch;
 use crate::clock::{Clock, ProcessingTime};
 use crate::element::{Data, Elements, Key};
 use crate::error::{Error, Result, truncated_debug};
 use crate::graph::{NodeKind, PortRef};
+use crate::keys::KeyGroup;
 use crate::pane::PaneInfo;
 use crate::pipeline::PCollection;
 use crate::runtime::{GroupFn, GroupState, SameWatermark, ShuffleFn, StateSize, StepContext};
@@ -50,8 +57,9 @@ pub trait StatefulDoFn: Clone + Send + Sync + 'static {
     type V: Data;
     /// What it outputs.
     type Out: Data;
-    /// Its state for one key in one window; `Default` is the empty state.
-    type State: Default + Send + 'static;
+    /// Its state for one key in one window; `Default` is the empty state. It is saved in
+    /// snapshots, so it serializes (derive `Serialize` and `Deserialize` on your own).
+    type State: Default + Send + Serialize + DeserializeOwned + 'static;
 
     /// Called for each element.
     fn process(
@@ -69,7 +77,7 @@ pub trait StatefulDoFn: Clone + Send + Sync + 'static {
 }
 
 /// A single value (Beam's `ValueState`).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ValueState<T>(Option<T>);
 
 impl<T: Clone> ValueState<T> {
@@ -88,7 +96,7 @@ impl<T: Clone> ValueState<T> {
 }
 
 /// An unordered bag of values (Beam's `BagState`).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BagState<T>(Vec<T>);
 
 impl<T> BagState<T> {
@@ -126,6 +134,19 @@ impl<C: CombineFn + Default> Default for CombiningState<C> {
     }
 }
 
+/// Saved as its accumulator: the combine is code, made again by `Default`.
+impl<C: CombineFn> Serialize for CombiningState<C> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.acc.serialize(s)
+    }
+}
+
+impl<'de, C: CombineFn + Default> Deserialize<'de> for CombiningState<C> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(CombiningState { combine: C::default(), acc: Option::deserialize(d)? })
+    }
+}
+
 impl<C: CombineFn> CombiningState<C> {
     /// Adds an input.
     pub fn add(&mut self, input: &C::Input) {
@@ -146,7 +167,7 @@ impl<C: CombineFn> CombiningState<C> {
 }
 
 /// A map from keys to values (Beam's `MapState`), iterated in key order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MapState<K: Ord, V>(BTreeMap<K, V>);
 
 impl<K: Ord, V> Default for MapState<K, V> {
@@ -179,7 +200,7 @@ impl<K: Ord, V> MapState<K, V> {
 }
 
 /// Values ordered by timestamp (Beam's `OrderedListState`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderedListState<T>(BTreeMap<EventTime, Vec<T>>);
 
 impl<T> Default for OrderedListState<T> {
@@ -275,7 +296,7 @@ impl<O> StateContext<'_, O> {
 }
 
 /// A timer as set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Timer {
     Event { at: EventTime, output: EventTime },
     Processing { at: ProcessingTime, output: EventTime },
@@ -320,6 +341,16 @@ impl<F: StatefulDoFn> GroupFn for StatefulStep<F> {
         })
     }
 }
+
+/// One cell as a snapshot writes it: the key's encoding (to order by), key, window, state
+/// and timers.
+type SavedCell<'a, F> = (
+    Vec<u8>,
+    &'a <F as StatefulDoFn>::K,
+    Window,
+    &'a <F as StatefulDoFn>::State,
+    &'a Timers,
+);
 
 /// A timer's place in the firing order: time, window, the key's encoding, its name.
 type Due<T> = (T, Window, Vec<u8>, String);
@@ -578,6 +609,44 @@ impl<F: StatefulDoFn> GroupState for Stateful<F> {
         Ok(())
     }
 
+    fn snapshot(&self, out: &mut BTreeMap<KeyGroup, Vec<u8>>) -> Result<()> {
+        if !self.out.is_empty() {
+            return Err(Error::Internal(format!("step '{}': a snapshot with output still waiting", self.step)));
+        }
+        // Per key group, its cells in the key's encoding's order: the same state gives the
+        // same bytes. Timers, holds and expiries follow from the cells.
+        let mut groups: BTreeMap<KeyGroup, Vec<SavedCell<'_, F>>> = BTreeMap::new();
+        for ((k, w), cell) in &self.cells {
+            groups.entry(KeyGroup::of(k)).or_default().push((encode(k), k, *w, &cell.state, &cell.timers));
+        }
+        for (group, mut cells) in groups {
+            cells.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+            let saved: Vec<_> = cells.into_iter().map(|(_, k, w, state, timers)| (k, w, state, timers)).collect();
+            let bytes = bitcode::serialize(&saved)
+                .map_err(|e| Error::Internal(format!("step '{}': saving the state of {group:?}: {e}", self.step)))?;
+            out.entry(group).or_default().extend(bytes);
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<()> {
+        let saved: Vec<(F::K, Window, F::State, Timers)> = bitcode::deserialize(bytes).map_err(|e| {
+            Error::Config(format!(
+                "step '{}': the saved state of {group:?} does not read as this step's state ({e}); \
+                 was the snapshot taken of another version of the pipeline?",
+                self.step
+            ))
+        })?;
+        for (k, w, state, timers) in saved {
+            let kenc = encode(&k);
+            let expires = w.max_timestamp().plus_millis(self.lateness_ms);
+            self.expiry.insert((expires, w, kenc.clone(), KeyRef(k.clone())));
+            self.retime(&k, w, &kenc, &Timers::new(), &timers);
+            self.cells.insert((k, w), Cell { state, timers });
+        }
+        Ok(())
+    }
+
     fn size(&self) -> StateSize {
         let entries = self.cells.len() as u64;
         let bytes = entries * std::mem::size_of::<((F::K, Window), Cell<F::State>)>() as u64;
@@ -680,5 +749,97 @@ mod tests {
         assert_eq!(state.earliest_pending(), None, "no timer holds anything now");
         state.fire(Watermark(t(15)), &mut out).unwrap();
         assert_eq!(state.size(), StateSize::default(), "past the expiry (9 + 5): nothing left");
+    }
+
+    /// Sums a key's values per window in state, keeps them in a bag too, and outputs both
+    /// at the window's end (an event-time timer).
+    #[derive(Clone)]
+    struct SumAtEnd;
+
+    impl StatefulDoFn for SumAtEnd {
+        type K = u32;
+        type V = i64;
+        type Out = (u32, i64, i64, usize);
+        type State = (CombiningState<crate::transforms::combine_fns::Sum<i64>>, BagState<i64>);
+        fn process(&mut self, _: &u32, v: &i64, s: &mut Self::State, ctx: &mut StateContext<'_, Self::Out>) {
+            s.0.add(v);
+            s.1.add(*v);
+            ctx.set_event_timer("end", ctx.window().max_timestamp());
+        }
+        fn on_timer(&mut self, k: &u32, _: &str, s: &mut Self::State, ctx: &mut StateContext<'_, Self::Out>) {
+            ctx.output((*k, ctx.window().max_timestamp().millis(), s.0.read(), s.1.read().len()));
+        }
+    }
+
+    fn instances(peers: usize) -> Vec<Box<dyn GroupState>> {
+        let step = StatefulStep { dofn: SumAtEnd, lateness_ms: 0, shuffle: KeyShuffle(PhantomData) };
+        let clock: Arc<dyn Clock> = Arc::new(crate::ManualClock::new());
+        (0..peers)
+            .map(|index| {
+                step.instantiate(&StepContext { name: "S".into(), worker: WorkerInfo { index, peers }, clock: clock.clone() })
+            })
+            .collect()
+    }
+
+    /// Elements of 40 keys over 4 windows of 10 ms, handed over per watermark 0, 10, 20, 30:
+    /// each worker gets its keys' elements, then every worker fires.
+    fn feed(workers: &mut [Box<dyn GroupState>], rounds: std::ops::Range<i64>, out: &mut Vec<(u32, i64, i64, usize)>) {
+        let t = EventTime::from_millis;
+        for round in rounds {
+            let w = Window::Interval { start: t(round * 10), end: t(round * 10 + 10) };
+            let peers = workers.len();
+            for (i, state) in workers.iter_mut().enumerate() {
+                let mut input = Elements::with_capacity(120);
+                for k in 0..40u32 {
+                    if KeyGroup::of(&k).worker(peers) != i {
+                        continue;
+                    }
+                    for j in 0..=(i64::from(k) + round) % 3 {
+                        input.push((k, i64::from(k) * 100 + round * 10 + j), t(round * 10 + j), w, PaneInfo::NO_FIRING);
+                    }
+                }
+                state.insert(Batch::new(input), Watermark(t(round * 10))).unwrap();
+                let mut fired = Vec::new();
+                state.fire(Watermark(t(round * 10)), &mut fired).unwrap();
+                for (_, b) in fired {
+                    out.extend(b.try_into_elements::<(u32, i64, i64, usize)>().unwrap().into_iter_windowed().map(|wv| wv.value));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn state_saved_by_key_group_at_two_workers_restores_at_one_and_three() {
+        let mut want = Vec::new();
+        feed(&mut instances(1), 0..5, &mut want);
+        want.sort_unstable();
+        assert_eq!(want.len(), 4 * 40, "a sum per key for windows 0..4, fired by watermarks 10..40");
+
+        for restored_at in [1, 3] {
+            let mut got = Vec::new();
+            let mut before = instances(2);
+            feed(&mut before, 0..2, &mut got);
+            let mut saved = BTreeMap::new();
+            for state in &before {
+                state.snapshot(&mut saved).unwrap();
+            }
+            assert!(saved.len() > 1, "the state is split into key groups");
+            let mut after = instances(restored_at);
+            for (group, bytes) in &saved {
+                after[group.worker(restored_at)].restore(*group, bytes).unwrap();
+            }
+            let held: u64 = after.iter().map(|s| s.size().entries).sum();
+            assert_eq!(held, 40, "window 1's state of every key came over");
+            feed(&mut after, 2..5, &mut got);
+            got.sort_unstable();
+            assert_eq!(got, want, "saved at 2 workers, restored at {restored_at}");
+        }
+    }
+
+    #[test]
+    fn state_that_does_not_decode_is_an_error_that_names_the_step() {
+        let mut state = instances(1).pop().unwrap();
+        let err = state.restore(KeyGroup(7), b"not a snapshot").unwrap_err().to_string();
+        assert!(err.contains("'S'") && err.contains("KeyGroup(7)"), "{err}");
     }
 }

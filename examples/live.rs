@@ -19,6 +19,14 @@
 //! Unbounded by default: it runs until SIGINT or SIGTERM, which stop it cleanly (windows
 //! in flight fire with what they have, the sink flushes, exit 0). `--bounded` reads each
 //! partition to the end it had at start, then stops: the topic's history as a batch.
+//!
+//! **Backfill, then live**: `--history URL --switch-at TIME` first replays the Parquet
+//! files at URL (as `backfill --mode backfill` reads them), then goes on with the topic, as
+//! one source: events before TIME come from the files, events at or after it from the
+//! topic, each partition starting at the offset for TIME less the out-of-orderness. TIME
+//! is ISO-8601 (`2026-01-03T00:00:00Z`), milliseconds since the epoch, or `auto`: the
+//! earliest time every partition still holds. Windows that span the switch fire once,
+//! with both parts. See docs/connectors.md, "Backfill, then live".
 
 #[path = "shared/user_totals.rs"]
 mod user_totals;
@@ -26,8 +34,8 @@ mod user_totals;
 use clap::Parser;
 use riffle_engine::WatermarkStrategy;
 use riffle_engine::prelude::*;
-use riffle_kafka::{ReadKafka, StartAt, WriteKafka};
-use riffle_parquet::WriteParquet;
+use riffle_kafka::{ReadKafka, StartAt, SwitchAt, WriteKafka};
+use riffle_parquet::{ReadParquet, WriteParquet};
 use user_totals::{Event, parse_duration_ms, user_totals};
 
 /// Sums amount per user per fixed window over a Kafka-protocol topic, live.
@@ -64,8 +72,17 @@ struct Args {
     #[arg(long)]
     bounded: bool,
     /// Start from this consumer group's committed offsets (default: the earliest).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "history")]
     group_id: Option<String>,
+    /// Replay these Parquet files first (a path, file://, s3:// or hdfs:// URL), then go on
+    /// with the topic from --switch-at.
+    #[arg(long, value_name = "URL", requires = "switch_at")]
+    history: Option<String>,
+    /// Where history hands over to the topic: ISO-8601 (2026-01-03T00:00:00Z),
+    /// milliseconds since the epoch, or `auto` (the earliest time every partition still
+    /// holds). Events before it come from --history, events at or after it from the topic.
+    #[arg(long, value_name = "TIME", requires = "history", value_parser = parse_switch_at)]
+    switch_at: Option<SwitchAt>,
     #[command(flatten)]
     run: riffle_timely::RunOptions,
 }
@@ -84,6 +101,16 @@ fn main() -> anyhow::Result<()> {
         .event_time(|e| EventTime::from_millis(e.ts));
     if let Some(group) = &args.group_id {
         read = read.group_id(group).start_at(StartAt::Committed);
+    }
+    if let (Some(url), Some(at)) = (&args.history, args.switch_at) {
+        let switch_at = read.switch_point(at)?;
+        eprintln!("live example: history from {url} before {}, then topic {}", show_time(switch_at), args.topic);
+        let history = ReadParquet::<Event>::from(url)
+            .timestamp_column("ts")
+            .backfill(true)
+            .time_range(EventTime::MIN, switch_at)
+            .source()?;
+        read = read.after_history(history, switch_at);
     }
     let p = Pipeline::new();
     let (events, dead) = read.read(&p);
@@ -106,4 +133,23 @@ fn main() -> anyhow::Result<()> {
     let report = riffle_timely::run(&p, &args.run)?;
     eprintln!("live example: stopped after {:.2} s", report.elapsed.as_secs_f64());
     Ok(())
+}
+
+/// `--switch-at`: `auto`, ISO-8601, or milliseconds since the epoch.
+fn parse_switch_at(s: &str) -> Result<SwitchAt, String> {
+    if s == "auto" {
+        return Ok(SwitchAt::Auto);
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(SwitchAt::At(EventTime::from_millis(ms)));
+    }
+    let t: jiff::Timestamp = s.parse().map_err(|e| {
+        format!("{s:?}: expected `auto`, an ISO-8601 time such as 2026-01-03T00:00:00Z, or milliseconds ({e})")
+    })?;
+    Ok(SwitchAt::At(EventTime::from_millis(t.as_millisecond())))
+}
+
+/// An event time as ISO-8601, for the log.
+fn show_time(t: EventTime) -> String {
+    jiff::Timestamp::from_millisecond(t.millis()).map_or_else(|_| format!("{} ms", t.millis()), |ts| ts.to_string())
 }

@@ -125,6 +125,18 @@ pub struct SourceProgress {
     /// The latest event time (ms) in what this reader was dealt, when the source knows
     /// it (Parquet's column statistics): where a backfill's watermark is heading.
     pub event_time_end: Option<i64>,
+    /// For a source of history then live input ([`crate::transforms::hybrid`]): which it
+    /// is reading now. The other figures are the history's.
+    pub phase: Option<Phase>,
+}
+
+/// What a hybrid source is reading ([`SourceProgress::phase`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Phase {
+    /// Its history (files), before the switch.
+    History,
+    /// Its live source, having read all its history.
+    Live,
 }
 
 /// A step that transforms each bundle of elements: every ParDo-like transform.

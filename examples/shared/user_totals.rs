@@ -63,7 +63,7 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     if n <= 0 {
         return Err(format!("{s:?}: a window is longer than zero"));
     }
-    Ok(n * ms)
+    n.checked_mul(ms).ok_or_else(|| format!("{s:?}: too long (at most {} days)", i64::MAX / 86_400_000))
 }
 
 /// Attaches the window to each total.

@@ -49,6 +49,24 @@ pub enum Error {
         /// What librdkafka said.
         reason: String,
     },
+    /// A hybrid read's switch point is older than what a partition still holds: events
+    /// after the switch may have been deleted by retention.
+    #[error(
+        "topic {topic:?} partition {partition} no longer holds the switch point{}: {holds}; the events between would \
+         be missed. Switch later (--switch-at auto picks the earliest point every partition still holds), with \
+         history files that reach it",
+        .switch_at_ms.map(|t| format!(" ({t} ms)")).unwrap_or_default()
+    )]
+    Gap {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The switch point asked for, ms (`None`: the one `auto` was to find).
+        switch_at_ms: Option<i64>,
+        /// What the partition holds instead.
+        holds: String,
+    },
     /// Records could not be delivered.
     #[error("writing to topic {topic:?}: {reason}")]
     Delivery {
@@ -63,7 +81,7 @@ impl Error {
     /// Whether the user must fix something (a setting, a missing topic) rather than an
     /// external system being down.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::NoTopic { .. } | Error::Client { .. })
+        matches!(self, Error::NoTopic { .. } | Error::Client { .. } | Error::Gap { .. })
     }
 }
 

@@ -19,4 +19,4 @@ pub mod testing;
 
 pub use error::{Error, Result};
 pub use sink::WriteKafka;
-pub use source::{DeadLetter, KafkaRecord, ReadKafka, StartAt};
+pub use source::{DeadLetter, KafkaRecord, ReadKafka, StartAt, SwitchAt};

@@ -31,6 +31,7 @@ mod predicate;
 mod schema;
 mod sink;
 mod source;
+pub mod testing;
 
 pub use columns::ArrowRecords;
 pub use error::{Error, Result};

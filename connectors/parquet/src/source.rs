@@ -164,20 +164,34 @@ impl<T: Data> ReadParquet<T> {
             windowing: Windowing::default(),
             tag: None,
         };
-        if (self.config.backfill || self.config.range.is_some()) && self.config.time_column.is_none() {
-            p.defer_error(
-                "ReadParquet",
-                "backfill mode and time ranges need a timestamp column: call .timestamp_column(\"ts\")",
-            );
+        if let Some(why) = self.needs_time_column() {
+            p.defer_error("ReadParquet", why);
         }
-        let source = ParquetSource::<T> {
+        let node = p.add_step("ReadParquet", NodeKind::Source(self.into_source()), vec![], vec![info]);
+        PCollection::from_port(p, PortRef { node, port: 0 })
+    }
+
+    /// The source alone, to read as part of another: history before a live topic
+    /// (`riffle_kafka::ReadKafka::after_history`).
+    pub fn source(self) -> riffle_engine::Result<Arc<dyn SourceFn>> {
+        match self.needs_time_column() {
+            Some(why) => Err(riffle_engine::Error::Config(format!("reading {}: {why}", self.config.url))),
+            None => Ok(self.into_source()),
+        }
+    }
+
+    fn needs_time_column(&self) -> Option<&'static str> {
+        ((self.config.backfill || self.config.range.is_some()) && self.config.time_column.is_none())
+            .then_some("backfill mode and time ranges need a timestamp column: call .timestamp_column(\"ts\")")
+    }
+
+    fn into_source(self) -> Arc<dyn SourceFn> {
+        Arc::new(ParquetSource::<T> {
             config: Arc::new(self.config),
             fields: row_fields::<T>().map(Arc::new),
             dataset: Mutex::new(None),
             _row: PhantomData,
-        };
-        let node = p.add_step("ReadParquet", NodeKind::Source(Arc::new(source)), vec![], vec![info]);
-        PCollection::from_port(p, PortRef { node, port: 0 })
+        })
     }
 }
 

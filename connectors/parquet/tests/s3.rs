@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::moto::Moto;
 use common::*;
 use riffle_engine::prelude::*;
+use riffle_parquet::testing::Moto;
 use riffle_parquet::{ReadParquet, StoreOptions, WriteParquet};
 use riffle_timely::RunOptions;
 

@@ -6,6 +6,7 @@ pub mod combine_fns;
 pub mod create;
 pub mod flatten;
 pub mod group;
+pub mod hybrid;
 pub mod map;
 pub mod par_do;
 pub mod partition;

@@ -344,13 +344,7 @@ impl<F: StatefulDoFn> GroupFn for StatefulStep<F> {
 
 /// One cell as a snapshot writes it: the key's encoding (to order by), key, window, state
 /// and timers.
-type SavedCell<'a, F> = (
-    Vec<u8>,
-    &'a <F as StatefulDoFn>::K,
-    Window,
-    &'a <F as StatefulDoFn>::State,
-    &'a Timers,
-);
+type SavedCell<'a, F> = (Vec<u8>, &'a <F as StatefulDoFn>::K, Window, &'a <F as StatefulDoFn>::State, &'a Timers);
 
 /// A timer's place in the firing order: time, window, the key's encoding, its name.
 type Due<T> = (T, Window, Vec<u8>, String);
@@ -776,7 +770,11 @@ mod tests {
         let clock: Arc<dyn Clock> = Arc::new(crate::ManualClock::new());
         (0..peers)
             .map(|index| {
-                step.instantiate(&StepContext { name: "S".into(), worker: WorkerInfo { index, peers }, clock: clock.clone() })
+                step.instantiate(&StepContext {
+                    name: "S".into(),
+                    worker: WorkerInfo { index, peers },
+                    clock: clock.clone(),
+                })
             })
             .collect()
     }
@@ -802,7 +800,12 @@ mod tests {
                 let mut fired = Vec::new();
                 state.fire(Watermark(t(round * 10)), &mut fired).unwrap();
                 for (_, b) in fired {
-                    out.extend(b.try_into_elements::<(u32, i64, i64, usize)>().unwrap().into_iter_windowed().map(|wv| wv.value));
+                    out.extend(
+                        b.try_into_elements::<(u32, i64, i64, usize)>()
+                            .unwrap()
+                            .into_iter_windowed()
+                            .map(|wv| wv.value),
+                    );
                 }
             }
         }

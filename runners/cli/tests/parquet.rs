@@ -7,10 +7,6 @@ use std::sync::Arc;
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 
-#[path = "../../../connectors/parquet/tests/common/moto.rs"]
-#[allow(dead_code)]
-mod moto;
-
 /// Runs `riffle` with no AWS settings but `env`, so nothing can reach a real AWS endpoint.
 fn riffle_env(args: &[&str], env: &[(&str, String)]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_riffle"));
@@ -77,16 +73,10 @@ fn schema_and_stats_describe_the_file() {
     assert!(!ok && err.contains("no AWS credentials") && !err.contains("panicked"), "{err}");
 
     // The standard AWS variables reach the store: the same file on moto's S3.
-    let moto = moto::Moto::start(false);
+    let moto = riffle_parquet::testing::Moto::start(false);
     moto.create_bucket("cli");
     moto.put("cli", "t/t.parquet", &std::fs::read(&path).unwrap());
-    let env = [
-        ("AWS_ENDPOINT_URL", moto.endpoint()),
-        ("AWS_ALLOW_HTTP", "true".to_string()),
-        ("AWS_ACCESS_KEY_ID", "k".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "s".to_string()),
-        ("AWS_REGION", "us-east-1".to_string()),
-    ];
+    let env = moto.env();
     let (ok, out, err) = riffle_env(&["parquet", "stats", "s3://cli/t/", "--column", "amount"], &env);
     assert!(ok, "{err}");
     assert!(out.starts_with("2 row group(s), 5 rows") && out.contains("s3://cli/t/t.parquet row group 1"), "{out}");

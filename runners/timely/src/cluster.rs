@@ -264,6 +264,12 @@ pub fn launch_local(opts: &RunOptions, graph: &Graph) -> Result<()> {
             }
         }
     }
+    // A signal to the launcher stops the whole cluster: it is passed on (below), and the
+    // processes drain as one would. Without this, the launcher would die alone and leave
+    // its processes running (and they die with it regardless: `die_with_launcher`).
+    if crate::stop::stop_on_signals().is_err() {
+        tracing::debug!("the program handles SIGINT and SIGTERM itself");
+    }
     let result = supervise(&mut children);
     // The children have exited, so their pipes close and the forwarders finish.
     forwarders.into_iter().for_each(|f| drop(f.join()));
@@ -342,10 +348,39 @@ fn forward_stdout(out: ChildStdout) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// In a process a local cluster's launcher started: when the launcher dies (killed, or
+/// told twice to quit now), this process dies too, rather than run on unsupervised.
+pub fn die_with_launcher() {
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)) {
+        tracing::warn!(error = %e, "cannot tie this process's life to its launcher's");
+    }
+    if std::os::unix::process::parent_id() == 1 {
+        // The launcher died before this process could tie itself to it.
+        std::process::exit(1);
+    }
+}
+
+/// Asks the running `children` to stop as a signal to them would (SIGTERM).
+fn pass_on_stop(children: &[Child], status: &[Option<ExitStatus>]) {
+    let running: Vec<&Child> = children.iter().zip(status).filter(|(_, s)| s.is_none()).map(|(c, _)| c).collect();
+    eprintln!("riffle: stopping the local cluster: SIGTERM to its {} running processes", running.len());
+    for c in running {
+        let pid = rustix::process::Pid::from_raw(c.id() as i32).expect("a child's pid is positive");
+        if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+            tracing::warn!(pid = c.id(), error = %e, "passing the stop on");
+        }
+    }
+}
+
 fn supervise(children: &mut [Child]) -> Result<()> {
     let mut status: Vec<Option<ExitStatus>> = vec![None; children.len()];
     let mut first_failure: Option<Instant> = None;
+    let mut stop_passed_on = false;
     loop {
+        if !stop_passed_on && crate::stop::stop_requested() {
+            stop_passed_on = true;
+            pass_on_stop(children, &status);
+        }
         for (i, c) in children.iter_mut().enumerate() {
             if status[i].is_none() {
                 if let Ok(Some(s)) = c.try_wait() {

@@ -106,6 +106,9 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
             execute(graph, comm, None, watch)
         }
         Role::Member { process, addresses, launched } => {
+            if launched {
+                cluster::die_with_launcher();
+            }
             let result = run_member(graph, opts, process, addresses, launched);
             if launched {
                 // A launched process is only a job executor: its launcher reports.

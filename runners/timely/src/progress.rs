@@ -97,21 +97,26 @@ fn draw(bar: &ProgressBar, snap: &JobSnapshot, bounded: &mut Option<bool>) {
     if let Some(f) = snap.progress.fraction {
         bar.set_position((f * STEPS as f64).round() as u64);
     }
-    // The bar shows the share done: the message goes on from what follows it.
-    let text = line(snap);
-    let rest = match snap.progress.fraction {
-        Some(_) => text.split_once(" · ").map_or(text.as_str(), |(_, rest)| rest),
-        None => text.as_str(),
-    };
-    bar.set_message(rest.to_string());
+    // The bar shows the share done: the message says the rest.
+    bar.set_message(text(snap, false));
     bar.tick();
 }
 
 /// The progress as one line: what is known of rate, event time, input, output and ETA.
 pub fn line(snap: &JobSnapshot) -> String {
+    text(snap, true)
+}
+
+/// [`line`], with or without the share done.
+fn text(snap: &JobSnapshot, share: bool) -> String {
     let p = &snap.progress;
     let mut parts = Vec::new();
-    if let Some(f) = p.fraction {
+    match p.phase.as_deref() {
+        Some("history") => parts.push("replaying history".to_string()),
+        Some("live") => parts.push("live (history replayed)".to_string()),
+        _ => {}
+    }
+    if let Some(f) = p.fraction.filter(|_| share) {
         parts.push(format!("{:.0}%", f * 100.0));
     }
     match p.eta_s {
@@ -204,5 +209,17 @@ mod tests {
         ] {
             assert!(l.contains(part), "{part:?} in {l:?}");
         }
+    }
+
+    #[test]
+    fn a_hybrid_job_says_which_phase_it_is_in_before_the_rest() {
+        let mut snap = JobSnapshot::default();
+        snap.progress.phase = Some("history".into());
+        snap.progress.fraction = Some(0.5);
+        assert!(line(&snap).starts_with("replaying history · 50%"), "{}", line(&snap));
+        assert!(text(&snap, false).starts_with("replaying history · "), "the bar's message keeps the phase");
+        assert!(!text(&snap, false).contains("50%"), "the bar shows the share itself");
+        snap.progress.phase = Some("live".into());
+        assert!(line(&snap).starts_with("live (history replayed)"), "{}", line(&snap));
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use riffle_engine::Graph;
+use riffle_engine::runtime::Phase;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Metrics, StepReport};
@@ -151,6 +152,9 @@ pub struct Progress {
     pub files_written: u64,
     /// Seconds left at the pace so far, when it can be said.
     pub eta_s: Option<f64>,
+    /// For a job reading history then a live source: `"history"` while some reader still
+    /// replays its history, then `"live"`.
+    pub phase: Option<String>,
 }
 
 /// The whole job at one moment: what `/api/job` serves.
@@ -380,6 +384,12 @@ impl JobView {
             p.bytes_done += r.bytes_done;
             p.bytes_total += r.bytes_total;
             p.event_time_end = p.event_time_end.max(r.event_time_end);
+            p.phase = match (p.phase.take(), r.phase) {
+                (Some(h), _) if h == "history" => Some(h),
+                (_, Some(Phase::History)) => Some("history".into()),
+                (_, Some(Phase::Live)) => Some("live".into()),
+                (kept, None) => kept,
+            };
         }
         if finished {
             p.watermark_ms = p.event_time_end.or(p.watermark_ms);
@@ -532,6 +542,7 @@ mod tests {
             bytes_done: 10 * done,
             bytes_total: 10 * total,
             event_time_end: Some(10_000),
+            phase: None,
         };
         let mut a = ProcessStatus { process: 0, started_ms: Some(now_ms() - 2_000), ..ProcessStatus::default() };
         a.steps.push(StepReport { progress: Some(progress(1, 4)), ..sample(&source, 0, 100, Some(5_000)) });

@@ -232,7 +232,6 @@ fn a_triggered_singleton_with_accumulating_panes_is_an_error_that_says_why() {
     assert!(err.contains("MapWithSide") && err.contains("2 elements") && err.contains("discarding"), "{err}");
 }
 
-
 #[test]
 fn a_triggered_side_input_updates_the_same_on_two_processes_of_two_workers() {
     const TEST: &str = "a_triggered_side_input_updates_the_same_on_two_processes_of_two_workers";

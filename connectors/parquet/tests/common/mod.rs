@@ -3,8 +3,6 @@
 //! the windowed sum, and the windowed-sum pipeline under test.
 #![allow(dead_code)]
 
-pub mod moto;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

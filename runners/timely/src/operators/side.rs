@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use riffle_engine::runtime::SideParDoFn;
 use riffle_engine::Batch;
+use riffle_engine::runtime::SideParDoFn;
 use riffle_engine::window::Window;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;

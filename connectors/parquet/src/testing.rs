@@ -1,5 +1,5 @@
-//! A real S3 API server on loopback for the tests: moto in server mode, started on a
-//! free port and killed when the handle drops.
+//! For tests of pipelines that read and write S3: a real S3 API server on loopback, moto
+//! in server mode, started on a free port and killed when the handle drops.
 //!
 //! `.ci/run` installs it (`pip install 'moto[server]'`); when it is missing, the harness
 //! installs it the same way, once per test binary. A test that needs it and still cannot
@@ -10,11 +10,12 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use riffle_parquet::StoreOptions;
+use crate::StoreOptions;
 
 /// A running moto server.
 pub struct Moto {
     child: Child,
+    /// The loopback port it listens on.
     pub port: u16,
 }
 
@@ -93,6 +94,7 @@ impl Moto {
         );
     }
 
+    /// Its URL.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -105,6 +107,18 @@ impl Moto {
             .s3("access_key_id", ACCESS_KEY)
             .s3("secret_access_key", SECRET_KEY)
             .s3("region", "us-east-1")
+    }
+
+    /// The environment that points a child process's S3 client (a pipeline binary) at
+    /// this server with the test's keys.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
     }
 
     /// Creates a bucket (moto accepts an unsigned request).

@@ -36,7 +36,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use rand::{Rng, SeedableRng};
 use rand_distr::Distribution;
 use riffle_engine::prelude::*;
-use riffle_parquet::{ReadParquet, WriteParquet};
+use riffle_parquet::{OutputMode, ReadParquet, WriteParquet};
 use user_totals::{Event, user_totals};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -133,7 +133,11 @@ fn riffle_child(input: &str, output: &str) {
     let p = Pipeline::new();
     let events = ReadParquet::<Event>::from(input).timestamp_column("ts").backfill(true).read(&p).named("ReadEvents");
     let totals = user_totals(&events, HOUR, None);
-    WriteParquet::to(output).timestamp_millis("window_start").timestamp_millis("window_end").write(&totals);
+    WriteParquet::to(output)
+        .mode(OutputMode::Overwrite)
+        .timestamp_millis("window_start")
+        .timestamp_millis("window_end")
+        .write(&totals);
     let opts = riffle_timely::RunOptions { no_progress: true, ..riffle_timely::RunOptions::threads(WORKERS) };
     let report = riffle_timely::run(&p, &opts).expect("the backfill runs");
     println!("{{\"seconds\":{},\"peak_rss_kib\":{}}}", report.elapsed.as_secs_f64(), peak_rss_kib());

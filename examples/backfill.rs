@@ -22,7 +22,7 @@ mod user_totals;
 
 use clap::{Parser, ValueEnum};
 use riffle_engine::prelude::*;
-use riffle_parquet::{ReadParquet, WriteParquet};
+use riffle_parquet::{OutputMode, ReadParquet, WriteParquet};
 use user_totals::{Event, parse_duration_ms, user_totals};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -46,6 +46,11 @@ struct Args {
     /// printed, sorted.
     #[arg(long, value_name = "URL")]
     output: Option<String>,
+    /// What to do with files already at --output: error-if-exists (refuse to start),
+    /// overwrite (replace them at the commit), overwrite-partitions (replace the `date=`
+    /// folders this run writes), append (add beside them).
+    #[arg(long, value_name = "MODE", default_value = "error-if-exists")]
+    output_mode: OutputMode,
     /// Window length: a number with a unit, s, m, h or d (e.g. 15m, 1h, 1d).
     #[arg(long, default_value = "1h", value_parser = parse_duration_ms)]
     window: i64,
@@ -109,9 +114,11 @@ fn main() -> anyhow::Result<()> {
         .named("ReadEvents");
     let totals = user_totals(&events, args.window, None);
     match &args.output {
-        Some(url) => {
-            WriteParquet::to(url).timestamp_millis("window_start").timestamp_millis("window_end").write(&totals)
-        }
+        Some(url) => WriteParquet::to(url)
+            .mode(args.output_mode)
+            .timestamp_millis("window_start")
+            .timestamp_millis("window_end")
+            .write(&totals),
         None => riffle_connectors::stdout::print_lines(&totals, |t| {
             format!("{}\t{}\t{}\t{}", t.user_id, t.window_start, t.window_end, t.total)
         }),

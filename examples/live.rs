@@ -35,7 +35,7 @@ use clap::Parser;
 use riffle_engine::WatermarkStrategy;
 use riffle_engine::prelude::*;
 use riffle_kafka::{ReadKafka, StartAt, SwitchAt, WriteKafka};
-use riffle_parquet::{ReadParquet, WriteParquet};
+use riffle_parquet::{OutputMode, ReadParquet, WriteParquet};
 use user_totals::{Event, parse_duration_ms, user_totals};
 
 /// Sums amount per user per fixed window over a Kafka-protocol topic, live.
@@ -56,6 +56,10 @@ struct Args {
     /// Write Parquet here instead (a path, file://, s3:// or hdfs:// URL).
     #[arg(long, value_name = "URL", conflicts_with = "output_topic")]
     output: Option<String>,
+    /// What to do with files already at --output: error-if-exists (refuse to start),
+    /// overwrite, overwrite-partitions or append.
+    #[arg(long, value_name = "MODE", default_value = "error-if-exists")]
+    output_mode: OutputMode,
     /// Window length: a number with a unit, ms, s, m, h or d.
     #[arg(long, default_value = "1h", value_parser = parse_duration_ms)]
     window: i64,
@@ -123,9 +127,11 @@ fn main() -> anyhow::Result<()> {
             .brokers(&args.brokers)
             .key(|t: &user_totals::Total| t.user_id.clone())
             .write(&totals),
-        (None, Some(url)) => {
-            WriteParquet::to(url).timestamp_millis("window_start").timestamp_millis("window_end").write(&totals)
-        }
+        (None, Some(url)) => WriteParquet::to(url)
+            .mode(args.output_mode)
+            .timestamp_millis("window_start")
+            .timestamp_millis("window_end")
+            .write(&totals),
         (None, None) => riffle_connectors::stdout::print_lines(&totals, |t| {
             format!("{}\t{}\t{}\t{}", t.user_id, t.window_start, t.window_end, t.total)
         }),

@@ -42,7 +42,7 @@ pub use graph::{AccumulationMode, Graph, Node, NodeId, NodeKind, OutputInfo, Por
 pub use pane::{PaneInfo, Timing};
 pub use pipeline::{PCollection, Pipeline};
 pub use time::{EventTime, Watermark, WatermarkEstimator, WatermarkStrategy};
-pub use transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Top};
+pub use transforms::combine_fns::{CombineFn, Count, Max, Mean, Min, Sum, Summable, Top};
 pub use transforms::par_do::{DoFn, FinishBundleContext, ProcessContext, TaggedOutputs, TupleTag};
 pub use transforms::test_stream::{TestEvent, TestStream};
 pub use trigger::Trigger;

@@ -330,6 +330,18 @@ pub trait SinkFn: Send + Sync {
     }
     /// The writer for one worker.
     fn open(&self, ctx: &StepContext) -> Result<Box<dyn SinkWriter>>;
+    /// Whether the output becomes visible in one job-wide commit ([`SinkFn::commit`])
+    /// rather than writer by writer.
+    fn commits(&self) -> bool {
+        false
+    }
+    /// Makes the whole job's output visible, once every writer of every process has
+    /// finished: called once per job (on worker 0), with what each writer staged
+    /// ([`SinkWriter::staged`]), and never when the job failed.
+    fn commit(&self, staged: Vec<Vec<u8>>) -> Result<()> {
+        let _ = staged;
+        Ok(())
+    }
 }
 
 /// One worker's part of a sink.
@@ -344,8 +356,14 @@ pub trait SinkWriter {
         let _ = watermark;
         Ok(())
     }
-    /// The input is complete: make the output visible.
+    /// The input is complete: make the output visible, or (a sink that
+    /// [`SinkFn::commits`]) ready for the job's commit.
     fn finish(&mut self) -> Result<()>;
+    /// After [`SinkWriter::finish`], for a sink that commits as a job: what this writer
+    /// staged, handed to [`SinkFn::commit`].
+    fn staged(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
     /// Files written out so far (sealed, visible once the input is complete), for
     /// progress; 0 for a sink that writes no files.
     fn files_written(&self) -> u64 {

@@ -87,6 +87,10 @@ fn read_totals(dir: &std::path::Path) -> Vec<(String, i64, i64, i64)> {
     while let Some(d) = dirs.pop() {
         for entry in std::fs::read_dir(d).unwrap() {
             let path = entry.unwrap().path();
+            // `_SUCCESS` and `_temporary/` are not data, for any reader.
+            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('_')) {
+                continue;
+            }
             if path.is_dir() { dirs.push(path) } else { files.push(path) }
         }
     }
@@ -214,4 +218,53 @@ fn enrich_joins_events_with_the_user_table_and_dead_letters_unknown_users_at_any
         got.sort();
         assert_eq!(got, want, "{scale:?}");
     }
+}
+
+/// A second run of `backfill` into the output of a first, at another worker count: by
+/// default it is refused (before, the first run's files stayed beside the second's and the
+/// totals in the directory came out about 1.5x too large); `overwrite` replaces them,
+/// `append` adds beside them.
+#[test]
+fn backfill_into_an_existing_output_is_refused_replaced_or_appended_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events");
+    run(example("make_events").args(["--events", "5000", "--days", "2", "--users", "7", "--output"]).arg(&input));
+    let out = dir.path().join("totals");
+    let backfill = |workers: &str, mode: &str| {
+        example("backfill")
+            .args(["--window", "1h", "--mode", "backfill", "--workers", workers, "--output-mode", mode, "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let first = backfill("2", "error-if-exists");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let want = read_totals(&out);
+    assert!(out.join("_SUCCESS").exists(), "the output is marked complete");
+
+    let again = backfill("3", "error-if-exists");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "a second run is refused");
+    assert!(err.contains("already holds files") && err.contains("overwrite") && err.contains("append"), "{err}");
+    assert_eq!(read_totals(&out), want, "and changed nothing");
+
+    let replaced = backfill("3", "overwrite");
+    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    assert_eq!(read_totals(&out), want, "overwrite: the totals once, at any worker count");
+
+    let appended = backfill("1", "append");
+    assert!(appended.status.success(), "{}", String::from_utf8_lossy(&appended.stderr));
+    let mut twice: Vec<_> = want.iter().flat_map(|r| [r.clone(), r.clone()]).collect();
+    twice.sort();
+    assert_eq!(read_totals(&out), twice, "append: both runs' rows");
+
+    let bad = example("backfill").args(["--output-mode", "replace"]).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("overwrite-partitions"), "{err}");
+    // A window too long for i64 milliseconds is refused, not wrapped to another length.
+    let bad = example("backfill").args(["--window", "99999999999999d"]).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("too long"), "{err}");
 }

@@ -82,6 +82,14 @@ pub enum Error {
         /// What serde_arrow or the writer said.
         message: String,
     },
+    /// Writing a file failed (no space left, a read-only file system, a refused upload).
+    #[error("writing {url} failed: {message}")]
+    Write {
+        /// The file being written (its final name; it was being staged).
+        url: String,
+        /// What the file system or the store said.
+        message: String,
+    },
     /// An option of the source or sink is invalid (a row type that is not a struct, a
     /// timestamp column of the wrong type, a missing feature).
     #[error("{0}")]
@@ -92,7 +100,7 @@ impl Error {
     /// Whether the user (their pipeline, data or configuration) must act, rather than an
     /// external system recovering.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, Error::Store { .. })
+        !matches!(self, Error::Store { .. } | Error::Write { .. })
     }
 
     /// Classifies an object store error about `url`.
@@ -121,6 +129,22 @@ impl Error {
                 }
             }
         }
+    }
+
+    /// A Parquet writer's error while writing the file that goes to `url`: what the file
+    /// system or store said, not a claim about the file.
+    pub(crate) fn parquet_write(url: &str, e: parquet::errors::ParquetError) -> Self {
+        let message = match e {
+            parquet::errors::ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+                Ok(os) => match *os {
+                    object_store::Error::Generic { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                },
+                Err(other) => other.to_string(),
+            },
+            other => other.to_string(),
+        };
+        Error::Write { url: url.to_string(), message }
     }
 
     /// Classifies a Parquet reader error about the file at `url`.

@@ -37,7 +37,7 @@ pub use columns::ArrowRecords;
 pub use error::{Error, Result};
 pub use location::StoreOptions;
 pub use predicate::{Op, Predicate, Scalar};
-pub use sink::{Compression, DEFAULT_MAX_FILE_BYTES, FilesPer, WriteParquet};
+pub use sink::{Compression, DEFAULT_MAX_FILE_BYTES, FilesPer, OutputMode, WriteParquet};
 pub use source::ReadParquet;
 
 /// Arrow and Parquet as this crate uses them, for callers that build schemas or batches.

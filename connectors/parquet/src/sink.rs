@@ -48,6 +48,37 @@ pub enum FilesPer {
     Window,
 }
 
+/// What the sink does with output already at its location (Spark's save modes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputMode {
+    /// A location that already holds files is an error at start (the default): a second
+    /// run into the same place never mixes its files with the first's.
+    #[default]
+    ErrorIfExists,
+    /// The job's output replaces what was there, at the commit.
+    Overwrite,
+    /// Only the partition directories the job writes are replaced, at the commit; the
+    /// others stay (Spark's dynamic partition overwrite).
+    OverwritePartitions,
+    /// The job's files are added beside what is there, with names of their own.
+    Append,
+}
+
+/// `error-if-exists`, `overwrite`, `overwrite-partitions` or `append`, as a command line
+/// spells them (`--output-mode`).
+impl std::str::FromStr for OutputMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "error-if-exists" => Ok(OutputMode::ErrorIfExists),
+            "overwrite" => Ok(OutputMode::Overwrite),
+            "overwrite-partitions" => Ok(OutputMode::OverwritePartitions),
+            "append" => Ok(OutputMode::Append),
+            _ => Err(format!("{s:?}: expected error-if-exists, overwrite, overwrite-partitions or append")),
+        }
+    }
+}
+
 /// The default most bytes a file holds before the sink rolls to the next (128 MiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 128 << 20;
 
@@ -69,13 +100,15 @@ type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 /// # Atomicity
 /// Files are written under `URL/_temporary/` (readers of this crate skip names starting
 /// with `_`), each completed there once its window is sealed (the sink's watermark passed
-/// its end, which frees its memory) or at the end, and all moved to their names only
-/// when the input is complete: a rename on local disk, a server-side copy on S3, each
-/// atomic, so a reader never sees half a file. A job that fails aborts its uploads and
-/// deletes what it staged: no file of it becomes visible. What is not covered yet: a job
-/// that fails while its workers are moving files into place can leave some of them
-/// visible (a two-phase commit needs the checkpoints of DESIGN.md section 5), and a
-/// process killed outright leaves its staging files under `_temporary/`.
+/// its end, which frees its memory) or at the end. Nothing is visible until the **job's
+/// commit**: once every worker of every process has finished, one worker moves every
+/// file to its name (a rename on local disk, a server-side copy on S3, each atomic, so a
+/// reader never sees half a file), applies the [`OutputMode`], removes what is left under
+/// `_temporary/` (a killed run's staging too) and writes `URL/_SUCCESS` last. A job that
+/// fails before the commit makes nothing visible, and its writers delete what they
+/// staged; a process killed outright leaves its staging, which the next run that commits
+/// there removes. A reader that must not see a commit in progress (or one a crash cut
+/// short) waits for `_SUCCESS`.
 ///
 /// # Watermarks
 /// A file is sealed (encoded and uploaded to staging) once the sink's input watermark
@@ -115,6 +148,7 @@ struct WriteConfig<T> {
     part_size: usize,
     files_per: FilesPer,
     max_file_bytes: u64,
+    mode: OutputMode,
 }
 
 impl<T: Data> WriteParquet<T> {
@@ -131,6 +165,7 @@ impl<T: Data> WriteParquet<T> {
                 part_size: 10 << 20,
                 files_per: FilesPer::Day,
                 max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+                mode: OutputMode::ErrorIfExists,
             },
         }
     }
@@ -192,6 +227,13 @@ impl<T: Data> WriteParquet<T> {
         self
     }
 
+    /// What to do with files already at the location (default
+    /// [`OutputMode::ErrorIfExists`]).
+    pub fn mode(mut self, mode: OutputMode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
     /// Adds the sink to `input`'s pipeline.
     pub fn write(self, input: &PCollection<T>) {
         input.write_to("WriteParquet", Arc::new(ParquetSink { config: Arc::new(self.config) }));
@@ -237,6 +279,124 @@ impl<T: Data> ParquetSink<T> {
     }
 }
 
+impl<T: Data> ParquetSink<T> {
+    /// [`OutputMode::ErrorIfExists`]: a location with a visible file is an error now.
+    fn refuse_existing_output(&self, location: &Location) -> riffle_engine::Result<()> {
+        let store = location.store()?;
+        let base = location.base.clone();
+        let url = self.config.url.clone();
+        let found = at_start(&self.config.url, &self.config.options, async move {
+            use futures::StreamExt;
+            let mut listing = store.list(Some(&base));
+            let mut found = None;
+            while let Some(meta) = listing.next().await {
+                match meta {
+                    Ok(m) if is_visible(&base, &m.location) => {
+                        found = Some(m.location);
+                        break;
+                    }
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(Error::store(&url, e)),
+                }
+            }
+            Ok(found)
+        })?;
+        match found {
+            None => Ok(()),
+            Some(path) => Err(Error::Config(format!(
+                "the output {} already holds files ({}, ...): a second run would mix its files with those. \
+                 Write elsewhere, or choose an output mode: overwrite, overwrite-partitions or append",
+                self.config.url,
+                location.url_of(&path)
+            ))
+            .into()),
+        }
+    }
+}
+
+/// Whether `path` under `base` is output a reader sees: no part of it below `base` starts
+/// with `_` or `.` (`_temporary/`, `_SUCCESS`).
+fn is_visible(base: &Path, path: &Path) -> bool {
+    let below: Vec<_> = path.prefix_match(base).map(|parts| parts.collect()).unwrap_or_default();
+    !below.is_empty() && below.iter().all(|p| !p.as_ref().starts_with('_') && !p.as_ref().starts_with('.'))
+}
+
+/// The job's commit: moves every staged file to its name, applies `mode` to what was
+/// there, removes the staging left under `_temporary/`, and writes `_SUCCESS` last.
+async fn commit(
+    location: &Location,
+    store: Arc<dyn ObjectStore>,
+    mode: OutputMode,
+    moves: Vec<(Path, Path)>,
+) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let base = &location.base;
+    let success = Path::parse(format!("{base}/_SUCCESS"))
+        .map_err(|e| Error::BadUrl { url: location.url.clone(), reason: e.to_string() })?;
+    let store_err = |path: &Path, e| Error::store(&location.url_of(path), e);
+    // While the output changes it is not complete: the old marker goes first.
+    match store.delete(&success).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(store_err(&success, e)),
+    }
+    let existing: Vec<Path> = match mode {
+        OutputMode::Overwrite | OutputMode::OverwritePartitions => {
+            let listed: Vec<_> = store.list(Some(base)).try_collect().await.or_else(|e| match e {
+                object_store::Error::NotFound { .. } => Ok(Vec::new()),
+                e => Err(store_err(base, e)),
+            })?;
+            listed.into_iter().map(|m| m.location).filter(|p| is_visible(base, p)).collect()
+        }
+        OutputMode::ErrorIfExists | OutputMode::Append => Vec::new(),
+    };
+    let moved: std::collections::HashSet<Path> = moves.iter().map(|(_, to)| to.clone()).collect();
+    futures::stream::iter(moves.into_iter().map(|(from, to)| {
+        let store = store.clone();
+        async move { store.rename(&from, &to).await.map_err(|e| store_err(&to, e)) }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<()>>()
+    .await?;
+    // What the new output replaces: everything (overwrite), or what shares a directory
+    // with a new file (overwrite-partitions).
+    let parent = |p: &Path| p.as_ref().rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+    let written_dirs: std::collections::HashSet<String> = moved.iter().map(parent).collect();
+    let replaced: Vec<Path> = existing
+        .into_iter()
+        .filter(|p| !moved.contains(p))
+        .filter(|p| mode == OutputMode::Overwrite || written_dirs.contains(&parent(p)))
+        .collect();
+    delete_all(&store, replaced, location).await?;
+    // The staging of this job (emptied by the moves) and of runs killed before theirs.
+    let temporary = Path::parse(format!("{base}/_temporary"))
+        .map_err(|e| Error::BadUrl { url: location.url.clone(), reason: e.to_string() })?;
+    let left: Vec<Path> = store.list(Some(&temporary)).map_ok(|m| m.location).try_collect().await.unwrap_or_default();
+    delete_all(&store, left, location).await?;
+    if location.is_local() {
+        let dir = std::path::Path::new("/").join(temporary.as_ref());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    store.put(&success, Vec::new().into()).await.map_err(|e| store_err(&success, e))?;
+    Ok(())
+}
+
+async fn delete_all(store: &Arc<dyn ObjectStore>, paths: Vec<Path>, location: &Location) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(paths.into_iter().map(|p| {
+        let store = store.clone();
+        async move {
+            match store.delete(&p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(Error::store(&location.url_of(&p), e)),
+            }
+        }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<()>>()
+    .await?;
+    Ok(())
+}
+
 impl<T: Data> SinkFn for ParquetSink<T> {
     fn gathers(&self) -> bool {
         false
@@ -264,7 +424,32 @@ impl<T: Data> SinkFn for ParquetSink<T> {
             }
         });
         drop(store); // outside the runtime: an HDFS client owns a runtime of its own
-        checked.map_err(Into::into)
+        checked?;
+        if self.config.mode == OutputMode::ErrorIfExists {
+            self.refuse_existing_output(&location)?;
+        }
+        Ok(())
+    }
+
+    fn commits(&self) -> bool {
+        true
+    }
+
+    fn commit(&self, staged: Vec<Vec<u8>>) -> riffle_engine::Result<()> {
+        let mut moves: Vec<(Path, Path)> = Vec::new();
+        for s in staged {
+            let pairs: Vec<(String, String)> = serde_json::from_slice(&s)
+                .map_err(|e| Error::Config(format!("internal error: a writer's staged files do not read back: {e}")))?;
+            moves.extend(pairs.into_iter().map(|(a, b)| (Path::from(a), Path::from(b))));
+        }
+        let location = Location::parse(&self.config.url, &self.config.options)?;
+        let store = location.store()?;
+        let n = moves.len();
+        let result = runtime().block_on(commit(&location, store.clone(), self.config.mode, moves));
+        drop(store);
+        result?;
+        tracing::info!(files = n, url = %self.config.url, mode = ?self.config.mode, "committed the output");
+        Ok(())
     }
 
     fn open(&self, ctx: &StepContext) -> riffle_engine::Result<Box<dyn SinkWriter>> {
@@ -285,6 +470,7 @@ impl<T: Data> SinkFn for ParquetSink<T> {
             properties: self.properties(),
             config: self.config.clone(),
             worker: ctx.worker.index,
+            run: format!("{unique:x}"),
             files: BTreeMap::new(),
             sealed: Vec::new(),
             generations: BTreeMap::new(),
@@ -315,6 +501,9 @@ struct ParquetWriter<T: Data> {
     properties: WriterProperties,
     config: Arc<WriteConfig<T>>,
     worker: usize,
+    /// This writer's own token: in append mode its files' names end with it, so that they
+    /// never replace another run's.
+    run: String,
     /// `URL/_temporary/<worker>-<unique>`: hidden from readers (names starting with `_`
     /// are skipped), and this writer's alone.
     staging: Path,
@@ -354,6 +543,7 @@ impl<T: Data> ParquetWriter<T> {
                 (format!("{dir}{bucket_dir}/part-w{w:05}"), Some(end.max(EventTime::from_millis(bucket + span))))
             }
         };
+        let base = if self.config.mode == OutputMode::Append { format!("{base}-{}", self.run) } else { base };
         let name = match self.generations.get(&base) {
             None | Some(0) => format!("{base}.parquet"),
             Some(g) => format!("{base}-{g}.parquet"),
@@ -384,7 +574,7 @@ impl<T: Data> ParquetWriter<T> {
         let rb = serde_arrow::to_record_batch(&self.fields, &file.rows)
             .map_err(|e| Error::Convert { url: url.clone(), message: format!("writing rows: {e}") })?;
         file.rows.clear();
-        runtime().block_on(file.writer.write(&rb)).map_err(|e| Error::parquet(&url, e))
+        runtime().block_on(file.writer.write(&rb)).map_err(|e| Error::parquet_write(&url, e))
     }
 
     /// Encodes the rest of a file and its footer and completes its upload to the staging
@@ -393,7 +583,7 @@ impl<T: Data> ParquetWriter<T> {
         let Some(mut file) = self.files.remove(name) else { return Ok(()) };
         self.encode(&mut file)?;
         let url = self.location.url_of(&file.path);
-        runtime().block_on(file.writer.close()).map_err(|e| Error::parquet(&url, e))?;
+        runtime().block_on(file.writer.close()).map_err(|e| Error::parquet_write(&url, e))?;
         *self.generations.entry(file.base).or_insert(0) += 1;
         self.sealed.push((file.staging, file.path));
         self.written += 1;
@@ -484,19 +674,15 @@ impl<T: Data> SinkWriter for ParquetWriter<T> {
         for name in names {
             self.seal(&name)?;
         }
-        // Each move is atomic (a rename on local disk; a server-side copy, then a delete
-        // of the staged object, on S3), so every file appears whole.
-        for (staging, path) in std::mem::take(&mut self.sealed) {
-            let url = self.location.url_of(&path);
-            let store = self.store.clone();
-            runtime()
-                .block_on(async move { store.rename(&staging, &path).await })
-                .map_err(|e| Error::store(&url, e))?;
-            tracing::debug!("wrote {url}");
-        }
-        self.remove_local_staging();
+        // The files wait in staging for the job's commit.
         self.done = true;
         Ok(())
+    }
+
+    fn staged(&mut self) -> Vec<u8> {
+        let pairs: Vec<(String, String)> =
+            std::mem::take(&mut self.sealed).into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        serde_json::to_vec(&pairs).expect("paths encode as JSON")
     }
 
     fn files_written(&self) -> u64 {
@@ -534,14 +720,42 @@ mod tests {
     use riffle_engine::runtime::WorkerInfo;
     use riffle_engine::{Elements, EventTime, PaneInfo};
 
-    fn writer(dir: &std::path::Path) -> Box<dyn SinkWriter> {
+    /// A sink's writer for worker 3 of 4, and `finish`, which finishes it and commits the
+    /// job as the runner does.
+    struct Writer {
+        sink: ParquetSink<(String, i64)>,
+        w: Box<dyn SinkWriter>,
+    }
+
+    impl std::ops::Deref for Writer {
+        type Target = Box<dyn SinkWriter>;
+        fn deref(&self) -> &Self::Target {
+            &self.w
+        }
+    }
+
+    impl std::ops::DerefMut for Writer {
+        fn deref_mut(&mut self) -> &mut Self::Target {
+            &mut self.w
+        }
+    }
+
+    impl Writer {
+        fn finish(&mut self) -> riffle_engine::Result<()> {
+            self.w.finish()?;
+            let staged = self.w.staged();
+            self.sink.commit(vec![staged])
+        }
+    }
+
+    fn writer(dir: &std::path::Path) -> Writer {
         writer_with(dir, |w| w)
     }
 
     fn writer_with(
         dir: &std::path::Path,
         f: impl FnOnce(WriteParquet<(String, i64)>) -> WriteParquet<(String, i64)>,
-    ) -> Box<dyn SinkWriter> {
+    ) -> Writer {
         let sink = ParquetSink::<(String, i64)> {
             config: Arc::new(
                 f(WriteParquet::to(&dir.display().to_string()).row_group_size(100).upload_part_size(256)).config,
@@ -553,7 +767,8 @@ mod tests {
             worker: WorkerInfo { index: 3, peers: 4 },
             clock: std::sync::Arc::new(riffle_engine::SystemClock),
         };
-        sink.open(&ctx).unwrap()
+        let w = sink.open(&ctx).unwrap();
+        Writer { sink, w }
     }
 
     fn batch(n: i64) -> Batch {
@@ -579,7 +794,7 @@ mod tests {
         // Parts are uploading (to the staging directory), but nothing has the final name.
         assert_eq!(visible(dir.path()), ["_temporary"]);
         w.finish().unwrap();
-        assert_eq!(visible(dir.path()), ["part-w00003.parquet"]);
+        assert_eq!(visible(dir.path()), ["_SUCCESS", "part-w00003.parquet"]);
     }
 
     #[test]
@@ -605,7 +820,7 @@ mod tests {
         w.finish().unwrap();
         assert_eq!(
             visible(dir.path()),
-            ["part-0-10-w00003-1.parquet", "part-0-10-w00003.parquet", "part-10-20-w00003.parquet"]
+            ["_SUCCESS", "part-0-10-w00003-1.parquet", "part-0-10-w00003.parquet", "part-10-20-w00003.parquet"]
         );
         let rows_in_named = |name: &str| rows_in(&dir.path().join(name));
         assert_eq!(rows_in_named("part-0-10-w00003.parquet"), 5);
@@ -659,7 +874,7 @@ mod tests {
         assert_eq!(w.files_written(), 1, "the first day's file is sealed as the day ends");
         w.write(hour(0, 23)).unwrap(); // a late pane of the first day
         w.finish().unwrap();
-        assert_eq!(visible(dir.path()), ["date=2026-01-01", "date=2026-01-02"]);
+        assert_eq!(visible(dir.path()), ["_SUCCESS", "date=2026-01-01", "date=2026-01-02"]);
         assert_eq!(visible(&dir.path().join("date=2026-01-01")), ["part-w00003-1.parquet", "part-w00003.parquet"]);
         assert_eq!(rows_in(&dir.path().join("date=2026-01-01/part-w00003.parquet")), 240);
         assert_eq!(rows_in(&dir.path().join("date=2026-01-01/part-w00003-1.parquet")), 10);
@@ -681,5 +896,86 @@ mod tests {
         assert!(files.len() >= 2, "rolled by size: {files:?}");
         let total: i64 = files.iter().map(|f| rows_in(&dir.path().join("date=1970-01-01/hour=00").join(f))).sum();
         assert_eq!(total, 8 * ROWS_PER_ENCODE as i64, "every row once, across the rolled files");
+    }
+
+    /// One committed run of worker 3 writing `rows` rows in the global window, under
+    /// `partition`, with `mode`.
+    fn run(dir: &std::path::Path, mode: OutputMode, partition: &'static str, rows: i64) -> riffle_engine::Result<()> {
+        let sink = ParquetSink::<(String, i64)> {
+            config: Arc::new(
+                WriteParquet::to(&dir.display().to_string()).mode(mode).partition_by(move |_| partition.into()).config,
+            ),
+        };
+        sink.check()?;
+        let ctx = StepContext {
+            name: "W".into(),
+            worker: WorkerInfo { index: 3, peers: 4 },
+            clock: std::sync::Arc::new(riffle_engine::SystemClock),
+        };
+        let mut w = Writer { w: sink.open(&ctx)?, sink };
+        w.write(batch(rows))?;
+        w.finish()
+    }
+
+    /// Rows per visible file under `dir`, by path.
+    fn rows_by_file(dir: &std::path::Path) -> BTreeMap<String, i64> {
+        let mut found = BTreeMap::new();
+        for part in visible(dir).into_iter().filter(|p| !p.starts_with('_')) {
+            for f in visible(&dir.join(&part)) {
+                found.insert(format!("{part}/{f}"), rows_in(&dir.join(&part).join(&f)));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_second_run_into_the_same_output_is_refused_unless_a_mode_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), OutputMode::ErrorIfExists, "p=a", 5).unwrap();
+        run(dir.path(), OutputMode::ErrorIfExists, "p=b", 5).unwrap_err(); // checked first: nothing written
+        let err = run(dir.path(), OutputMode::ErrorIfExists, "p=a", 5).unwrap_err().to_string();
+        assert!(err.contains("already holds files") && err.contains("overwrite") && err.contains("append"), "{err}");
+        assert_eq!(rows_by_file(dir.path()), BTreeMap::from([("p=a/part-w00003.parquet".into(), 5)]));
+
+        // Overwrite: only the new run's rows are left.
+        run(dir.path(), OutputMode::Overwrite, "p=b", 7).unwrap();
+        assert_eq!(rows_by_file(dir.path()), BTreeMap::from([("p=b/part-w00003.parquet".into(), 7)]));
+
+        // Overwrite partitions: p=a is added, p=b replaced by the run that writes it.
+        run(dir.path(), OutputMode::OverwritePartitions, "p=a", 3).unwrap();
+        run(dir.path(), OutputMode::OverwritePartitions, "p=b", 2).unwrap();
+        assert_eq!(
+            rows_by_file(dir.path()),
+            BTreeMap::from([("p=a/part-w00003.parquet".into(), 3), ("p=b/part-w00003.parquet".into(), 2)])
+        );
+
+        // Append: both runs' files, under names of their own.
+        run(dir.path(), OutputMode::Append, "p=a", 4).unwrap();
+        let files = rows_by_file(dir.path());
+        assert_eq!(files.values().sum::<i64>(), 3 + 2 + 4, "{files:?}");
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert!(visible(dir.path()).contains(&"_SUCCESS".to_string()));
+        assert!(!visible(dir.path()).contains(&"_temporary".to_string()), "staging cleaned");
+    }
+
+    #[test]
+    fn the_commit_removes_what_a_killed_run_left_in_staging() {
+        let dir = tempfile::tempdir().unwrap();
+        let left = dir.path().join("_temporary/w00000-1-dead/p=a");
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::write(left.join("part-w00000.parquet"), b"half a file").unwrap();
+        run(dir.path(), OutputMode::ErrorIfExists, "p=a", 5).unwrap();
+        assert_eq!(visible(dir.path()), ["_SUCCESS", "p=a"]);
+    }
+
+    #[test]
+    fn a_write_that_fails_says_which_file_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        // The output's staging cannot be created: its parent is a file.
+        std::fs::write(dir.path().join("out"), b"a file, not a directory").unwrap();
+        let err = run(&dir.path().join("out"), OutputMode::Append, "p=a", 5).unwrap_err().to_string();
+        assert!(err.contains("writing ") && err.contains("p=a/part-w00003"), "names the file: {err}");
+        assert!(err.to_lowercase().contains("not a directory"), "says why: {err}");
+        assert!(!err.contains("not a readable Parquet file"), "{err}");
     }
 }

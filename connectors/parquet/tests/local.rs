@@ -157,6 +157,9 @@ fn written_files_read_back_identically_with_window_columns_as_timestamps() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
+    // `_SUCCESS`, written last, says the job's output is complete.
+    assert!(days.contains(&"_SUCCESS".to_string()), "{days:?}");
+    let days: Vec<String> = days.into_iter().filter(|d| d != "_SUCCESS").collect();
     assert!(!days.is_empty() && days.iter().all(|d| d.starts_with("date=")), "{days:?}");
     let names: Vec<String> = days
         .iter()
@@ -419,4 +422,50 @@ fn columns_the_row_type_does_not_name_are_never_read() {
     riffle_connectors::memory::collect(&read_events(&url).read(&p));
     let e = riffle_timely::run(&p, &RunOptions::threads(1)).unwrap_err().to_string();
     assert!(e.contains("bad-amount.parquet"), "{e}");
+}
+
+/// A 2 x 2 job whose process 1 fails midway: no file becomes visible (the job's commit
+/// never happens), and the next run into the same place starts (staging is not output)
+/// and removes what the failed one left staged.
+#[test]
+fn a_cluster_job_that_fails_makes_nothing_visible_and_the_next_run_cleans_its_staging() {
+    let name = "a_cluster_job_that_fails_makes_nothing_visible_and_the_next_run_cleans_its_staging";
+    let dir = cluster_scratch_dir(name);
+    let ev = events(8000, 30);
+    if !riffle_timely::testing::is_cluster_member() {
+        write_files(&dir.join("in"), &ev, 3, 600);
+    }
+    let input = dir.join("in").display().to_string();
+    let out = dir.join("out");
+    let url = out.display().to_string();
+    let p = Pipeline::new();
+    static SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let totals = windowed_sum(&read_events(&input).backfill(true).read(&p), HOUR).map(|t| {
+        let seen = SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let process = std::env::var(riffle_timely::cluster::ENV_PROCESS);
+        assert!(!(seen == 200 && process.as_deref() == Ok("1")), "a failure in process 1, midway");
+        t.clone()
+    });
+    WriteParquet::to(&url).row_group_size(100).write(&totals);
+    let err = riffle_timely::run(&p, &local_cluster(2, 2, name)).expect_err("process 1 fails");
+    assert!(err.to_string().contains("process 1"), "{err}");
+    let visible: Vec<String> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(visible.iter().all(|n| n == "_temporary"), "nothing visible, no _SUCCESS: {visible:?}");
+
+    // The next run (one process) is not refused: staging is not output. It commits, and
+    // removes the failed run's staging.
+    let p = Pipeline::new();
+    WriteParquet::to(&url).write(&windowed_sum(&read_events(&input).backfill(true).read(&p), HOUR));
+    riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names.first().map(String::as_str), Some("_SUCCESS"), "{names:?}");
+    assert!(!names.contains(&"_temporary".to_string()), "the failed run's staging is gone: {names:?}");
+    let mut back = riffle_timely::testing::run_bounded(|p| ReadParquet::<Total>::from(&url).read(p));
+    back.sort();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(back, oracle(&ev, HOUR));
 }

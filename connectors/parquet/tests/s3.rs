@@ -73,9 +73,12 @@ fn writes_to_s3_atomically_and_reads_back() {
     WriteParquet::to("s3://out/totals/").options(opts.clone()).timestamp_millis("window_start").write(&totals);
     riffle_timely::run(&p, &RunOptions::threads(2)).unwrap();
     let keys = moto.keys("out", "totals/");
-    // A file per worker per day of windows (six hours: one day), and nothing staged left.
-    let whole = |k: &String| k.starts_with("totals/date=2026-01-01/part-w") && k.ends_with(".parquet");
-    assert!((1..=2).contains(&keys.len()) && keys.iter().all(whole), "{keys:?}");
+    // A file per worker per day of windows (six hours: one day), nothing staged left, and
+    // `_SUCCESS`, written last.
+    assert!(keys.contains(&"totals/_SUCCESS".to_string()), "{keys:?}");
+    let files: Vec<&String> = keys.iter().filter(|k| *k != "totals/_SUCCESS").collect();
+    let whole = |k: &&String| k.starts_with("totals/date=2026-01-01/part-w") && k.ends_with(".parquet");
+    assert!((1..=2).contains(&files.len()) && files.iter().all(whole), "{keys:?}");
     let mut back = riffle_timely::testing::run_bounded(|p| {
         ReadParquet::<Total>::from("s3://out/totals").options(opts.clone()).read(p)
     });

@@ -1,7 +1,6 @@
 //! `CombineFn` and the built-in combiners: sum, count, min, max, mean, top-k.
 
 use std::marker::PhantomData;
-use std::ops::AddAssign;
 
 use crate::element::Data;
 
@@ -45,7 +44,51 @@ impl<T> Sum<T> {
     }
 }
 
-impl<T: Data + Default + AddAssign + Clone> CombineFn for Sum<T> {
+/// A value [`Sum`] adds up. Integers add with overflow checked: a sum that overflows
+/// fails the job, naming the step and the element (so the key) it was adding, where
+/// Rust's `+` would wrap silently in a release build. Floats add as they are (an
+/// overflow is infinity). Implement it for a type of your own to sum it.
+pub trait Summable: Data + Default {
+    /// `self + other`, or `None` if it overflows.
+    fn checked_sum(&self, other: &Self) -> Option<Self>;
+}
+
+macro_rules! summable_integers {
+    ($($t:ty),*) => {$(
+        impl Summable for $t {
+            #[inline]
+            fn checked_sum(&self, other: &Self) -> Option<Self> {
+                self.checked_add(*other)
+            }
+        }
+    )*};
+}
+summable_integers!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
+
+impl Summable for f32 {
+    #[inline]
+    fn checked_sum(&self, other: &Self) -> Option<Self> {
+        Some(self + other)
+    }
+}
+
+impl Summable for f64 {
+    #[inline]
+    fn checked_sum(&self, other: &Self) -> Option<Self> {
+        Some(self + other)
+    }
+}
+
+/// Adds `b` to `a`, or panics (in the step's code: the job fails naming the element).
+#[inline]
+fn add_checked<T: Summable>(a: &mut T, b: &T) {
+    match a.checked_sum(b) {
+        Some(s) => *a = s,
+        None => panic!("Sum overflowed {}: {a:?} + {b:?}", std::any::type_name::<T>()),
+    }
+}
+
+impl<T: Summable> CombineFn for Sum<T> {
     type Input = T;
     type Accum = T;
     type Output = T;
@@ -54,10 +97,10 @@ impl<T: Data + Default + AddAssign + Clone> CombineFn for Sum<T> {
     }
     #[inline]
     fn add_input(&self, acc: &mut T, input: &T) {
-        *acc += input.clone();
+        add_checked(acc, input);
     }
     fn merge_accumulators(&self, acc: &mut T, other: T) {
-        *acc += other;
+        add_checked(acc, &other);
     }
     fn extract_output(&self, acc: T) -> T {
         acc

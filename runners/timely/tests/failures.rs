@@ -35,6 +35,25 @@ fn a_panic_in_user_code_names_the_step_and_the_element() {
 }
 
 #[test]
+fn a_sum_that_overflows_fails_the_job_at_any_scale() {
+    for workers in [1, 2] {
+        let err = try_run_windowed(&RunOptions::threads(workers), |p| {
+            let rows = vec![("small".to_string(), 1i64), ("big".to_string(), i64::MAX), ("big".to_string(), 1)];
+            p.create(rows).combine_per_key(Sum::new()).named("Totals")
+        })
+        .expect_err("an i64 sum past i64::MAX fails rather than wraps");
+        let msg = err.to_string();
+        assert!(msg.contains("step 'Totals'") && msg.contains("Sum overflowed i64"), "{workers} workers: {msg}");
+        assert!(msg.contains(&i64::MAX.to_string()), "{workers} workers: the operands are named: {msg}");
+        if workers == 1 {
+            // Adding an element names it (and so its key); merging two workers' partial
+            // sums after the shuffle names the operands only.
+            assert!(msg.contains("\"big\""), "the key is named: {msg}");
+        }
+    }
+}
+
+#[test]
 fn a_panic_in_a_combine_fn_names_the_step() {
     #[derive(Clone)]
     struct Fragile;

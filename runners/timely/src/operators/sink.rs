@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use riffle_engine::Batch;
 use riffle_engine::runtime::SinkFn;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Exchange, Probe};
@@ -29,42 +30,93 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
         input = input.probe_with(probe);
     }
     let mut last_watermark = riffle_engine::Watermark::MIN;
-    input.sink(Pipeline, name, move |(input, frontier)| {
-        let _busy = counter.busy();
-        input.for_each_stamp(|_cap, containers| {
-            for container in containers {
-                for batch in container.drain(..) {
-                    counter.add_in(batch.len());
+    let commits = f.commits();
+    let staged =
+        input.unary_frontier::<CapacityContainerBuilder<Vec<Vec<u8>>>, _, _, _>(Pipeline, name, move |cap, _| {
+            // Held until this worker's writer has finished and handed over what it staged.
+            let mut cap = Some(cap);
+            move |(input, frontier), output| {
+                let _busy = counter.busy();
+                if job.has_failed() {
+                    // A failed job makes nothing visible: the writer aborts its staging when dropped.
+                    writer = None;
+                    cap = None;
+                }
+                input.for_each_stamp(|_cap, containers| {
+                    for container in containers {
+                        for batch in container.drain(..) {
+                            counter.add_in(batch.len());
+                            if let Some(w) = writer.as_mut() {
+                                if let Err(e) = w.write(batch) {
+                                    job.fail(e);
+                                    writer = None;
+                                }
+                            }
+                        }
+                    }
+                });
+                // Tell the writer how far its input is complete, so it can seal finished windows.
+                let watermark = crate::time::watermark(frontier);
+                counter.set_input_watermark(watermark.0.millis());
+                if let Some(w) = writer.as_ref() {
+                    counter.set_files(w.files_written());
+                }
+                if watermark > last_watermark && watermark < riffle_engine::Watermark::MAX && !job.has_failed() {
+                    last_watermark = watermark;
                     if let Some(w) = writer.as_mut() {
-                        if let Err(e) = w.write(batch) {
+                        if let Err(e) = w.advance(watermark) {
                             job.fail(e);
                             writer = None;
                         }
                     }
                 }
+                if frontier.is_empty() && !job.has_failed() {
+                    if let Some(mut w) = writer.take() {
+                        match w.finish() {
+                            Ok(()) if commits => {
+                                if let Some(c) = cap.as_ref() {
+                                    output.session(c).give(w.staged());
+                                }
+                            }
+                            Ok(()) => {}
+                            Err(e) => job.fail(e),
+                        }
+                        counter.set_files(w.files_written());
+                    }
+                    cap = None;
+                }
             }
         });
-        // Tell the writer how far its input is complete, so it can seal finished windows.
-        let watermark = crate::time::watermark(frontier);
-        counter.set_input_watermark(watermark.0.millis());
-        if let Some(w) = writer.as_ref() {
-            counter.set_files(w.files_written());
-        }
-        if watermark > last_watermark && watermark < riffle_engine::Watermark::MAX && !job.has_failed() {
-            last_watermark = watermark;
-            if let Some(w) = writer.as_mut() {
-                if let Err(e) = w.advance(watermark) {
-                    job.fail(e);
-                    writer = None;
-                }
+    if commits {
+        commit(staged, name, f, env);
+    }
+}
+
+/// The job's commit: what every writer staged goes to worker 0, which commits once every
+/// writer has finished (the stream is complete), unless the job failed.
+fn commit(
+    staged: timely::dataflow::Stream<'_, crate::time::Time, Vec<Vec<u8>>>,
+    name: &str,
+    f: &Arc<dyn SinkFn>,
+    env: &Env,
+) {
+    let job = env.job.clone();
+    let f = f.clone();
+    let first = env.worker.index == 0;
+    let mut all = Vec::new();
+    let mut committed = false;
+    staged.exchange(|_: &Vec<u8>| 0).sink(Pipeline, &format!("{name}/commit"), move |(input, frontier)| {
+        input.for_each_stamp(|_, containers| {
+            for container in containers {
+                all.append(container);
             }
-        }
-        if frontier.is_empty() && !job.has_failed() {
-            if let Some(mut w) = writer.take() {
-                if let Err(e) = w.finish() {
+        });
+        if frontier.is_empty() && !committed {
+            committed = true;
+            if first && !job.has_failed() {
+                if let Err(e) = f.commit(std::mem::take(&mut all)) {
                     job.fail(e);
                 }
-                counter.set_files(w.files_written());
             }
         }
     });

@@ -112,6 +112,14 @@ pub fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>> {
                 i + 1
             )));
         }
+        if let Some(first) = addresses.iter().position(|a| a == line) {
+            return Err(Error::Config(format!(
+                "hostfile {} line {}: {line} is already process {first}'s address; each process needs its own \
+                 host:port",
+                path.display(),
+                i + 1
+            )));
+        }
         addresses.push(line.to_string());
     }
     if addresses.len() != processes {
@@ -171,6 +179,22 @@ pub fn exit_when_a_peer_is_lost(addresses: Vec<String>) {
     }));
 }
 
+/// Returns once every worker of every process has answered: a first dataflow in which
+/// each worker sends a record to every other. A listener at a peer's address that accepts
+/// the connection but is not a Riffle process (or not this job) never answers, and
+/// [`connect_deadline`] ends the wait.
+pub fn await_every_peer(worker: &mut timely::worker::Worker) {
+    use timely::dataflow::operators::{Exchange, Probe, ToStream};
+    let peers = worker.peers() as u64;
+    let probe = worker.dataflow::<u64, _, _>(|scope| {
+        let each_peer: timely::dataflow::Stream<'_, u64, Vec<u64>> = (0..peers).to_stream(scope);
+        each_peer.exchange(|w: &u64| *w).probe().0
+    });
+    while !probe.done() {
+        worker.step();
+    }
+}
+
 /// Exits with a message naming the processes that did not answer if the cluster has not
 /// formed within `timeout`.
 pub fn connect_deadline(job: Arc<JobState>, addresses: Vec<String>, process: usize, timeout: Duration) {
@@ -194,7 +218,9 @@ pub fn connect_deadline(job: Arc<JobState>, addresses: Vec<String>, process: usi
                 .map(|(i, a)| format!("process {i} at {a}"))
                 .collect();
             let who = if silent.is_empty() {
-                "every peer answers, but the handshake did not finish".to_string()
+                "every peer's address accepts connections, but the handshake did not finish: is another program, \
+                 or another job, listening at one of them?"
+                    .to_string()
             } else {
                 format!("no answer from {}", silent.join(", "))
             };

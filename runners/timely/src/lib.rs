@@ -274,6 +274,9 @@ fn execute(
     let start = move || {
         timely::execute(config, move |worker| {
             let job = worker_job.clone();
+            if in_cluster {
+                cluster::await_every_peer(worker);
+            }
             job.mark_started();
             let env = Env {
                 worker: WorkerInfo { index: worker.index(), peers: worker.peers() },

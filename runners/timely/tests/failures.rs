@@ -197,6 +197,10 @@ fn a_bad_hostfile_is_a_clear_error_at_start() {
 
     let err = riffle_timely::run(&trivial(), &member_of(2, 5, &file)).unwrap_err().to_string();
     assert!(err.contains("--process 5 is out of range"), "{err}");
+
+    std::fs::write(&file, "127.0.0.1:2101\n127.0.0.1:2101\n").unwrap();
+    let err = riffle_timely::run(&trivial(), &member_of(2, 1, &file)).unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("already process 0's address"), "{err}");
 }
 
 #[test]
@@ -228,5 +232,35 @@ fn an_unreachable_peer_stops_the_process_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(EXIT_NO_CLUSTER), "{stderr}");
     assert!(stderr.contains(&format!("no answer from process 0 at 127.0.0.1:{absent}")), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_peer_address_that_is_not_riffle_stops_the_process_at_start() {
+    if let Ok(file) = std::env::var("RIFFLE_TEST_NOT_RIFFLE_HOSTFILE") {
+        let opts = RunOptions { connect_timeout: 2, ..member_of(2, 1, Path::new(&file)) };
+        let _ = riffle_timely::run(&trivial(), &opts);
+        return;
+    }
+    // Process 0's address accepts connections and says nothing: another program.
+    let impostor = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = impostor.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in impostor.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_hostfile(dir.path(), &[port, free_port()]);
+    let started = Instant::now();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["a_peer_address_that_is_not_riffle_stops_the_process_at_start", "--exact", "--nocapture"])
+        .env("RIFFLE_TEST_NOT_RIFFLE_HOSTFILE", &file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_NO_CLUSTER), "{stderr}");
+    assert!(stderr.contains("the handshake did not finish"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }

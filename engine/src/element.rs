@@ -72,6 +72,25 @@ impl<X: Copy + PartialEq> Column<X> {
     fn get(&self, i: usize) -> X {
         if self.each.is_empty() { self.first.expect("Column::get on an empty column") } else { self.each[i] }
     }
+
+    /// Appends `other` (of `len_other` entries) to this column of `len` entries.
+    fn append(&mut self, other: Column<X>, len: usize, len_other: usize) {
+        match (self.first, other.first) {
+            (_, None) => {}
+            (None, Some(_)) => *self = other,
+            (Some(a), Some(b)) if a == b && self.each.is_empty() && other.each.is_empty() => {}
+            (Some(a), Some(b)) => {
+                if self.each.is_empty() {
+                    self.each = vec![a; len];
+                }
+                if other.each.is_empty() {
+                    self.each.resize(len + len_other, b);
+                } else {
+                    self.each.extend(other.each);
+                }
+            }
+        }
+    }
 }
 
 /// A batch of elements of one type, stored by column.
@@ -140,6 +159,35 @@ impl<T> Elements<T> {
     /// Makes room for `n` more elements.
     pub fn reserve(&mut self, n: usize) {
         self.values.reserve(n);
+    }
+
+    /// Moves `other`'s elements to the end of this batch, metadata and all.
+    pub fn append(&mut self, other: Elements<T>) {
+        if self.values.is_empty() {
+            *self = other;
+            return;
+        }
+        let (len, len_other) = (self.values.len(), other.values.len());
+        let Elements { mut values, timestamps, windows, panes } = other;
+        self.values.append(&mut values);
+        self.timestamps.append(timestamps, len, len_other);
+        self.windows.append(windows, len, len_other);
+        self.panes.append(panes, len, len_other);
+    }
+
+    /// Gives each element the window `window(i, timestamp)` says, in place: the values
+    /// are not moved. `None` from `window` (an element with other than one window)
+    /// leaves the batch as it was and returns `false`.
+    pub(crate) fn rewindow(&mut self, mut window: impl FnMut(EventTime) -> Option<Window>) -> bool {
+        let mut windows = Column::new();
+        for i in 0..self.values.len() {
+            match window(self.timestamps.get(i)) {
+                Some(w) => windows.push(w, i),
+                None => return false,
+            }
+        }
+        self.windows = windows;
+        true
     }
 
     fn is_uniform(&self) -> bool {
@@ -366,5 +414,41 @@ mod tests {
                 assert_eq!(got, want);
             }
         }
+    }
+
+    #[test]
+    fn append_keeps_each_elements_metadata_uniform_or_not() {
+        let t = EventTime::from_millis;
+        let w = |s: i64| Window::Interval { start: t(s), end: t(s + 10) };
+        let mut a = Elements::uniform(vec![1, 2], t(1), w(0), PaneInfo::NO_FIRING);
+        a.append(Elements::uniform(vec![3], t(1), w(0), PaneInfo::NO_FIRING));
+        assert!(a.is_uniform(), "equal metadata stays stored once");
+        a.append(Elements::uniform(vec![4, 5], t(12), w(10), PaneInfo::NO_FIRING));
+        let mut mixed = Elements::new();
+        mixed.push(6, t(3), w(0), PaneInfo::NO_FIRING);
+        mixed.push(7, t(25), w(20), PaneInfo::NO_FIRING);
+        a.append(mixed);
+        let got: Vec<(i32, i64, Window)> = a.into_iter_windowed().map(|e| (e.value, e.timestamp.millis(), e.window)).collect();
+        assert_eq!(
+            got,
+            [(1, 1, w(0)), (2, 1, w(0)), (3, 1, w(0)), (4, 12, w(10)), (5, 12, w(10)), (6, 3, w(0)), (7, 25, w(20))]
+        );
+        let mut empty = Elements::new();
+        empty.append(Elements::uniform(vec![8], t(1), w(0), PaneInfo::NO_FIRING));
+        assert_eq!(empty.len(), 1);
+    }
+
+    #[test]
+    fn rewindow_changes_windows_in_place_or_nothing() {
+        let t = EventTime::from_millis;
+        let mut e = Elements::with_timestamps(vec!['a', 'b', 'c'], vec![t(1), t(12), t(13)], Window::Global, PaneInfo::NO_FIRING);
+        let tens = |ts: EventTime| {
+            let s = ts.millis() / 10 * 10;
+            Some(Window::Interval { start: t(s), end: t(s + 10) })
+        };
+        assert!(e.rewindow(tens));
+        assert_eq!((e.window(0), e.window(2)), (tens(t(1)).unwrap(), tens(t(13)).unwrap()));
+        assert!(!e.rewindow(|ts| (ts.millis() < 10).then_some(Window::Global)), "the second has no single window");
+        assert_eq!(e.window(1), tens(t(12)).unwrap(), "left as it was");
     }
 }

@@ -248,7 +248,23 @@ impl<T: Data, W: WindowFn> ParDoInstance for AssignInstance<T, W> {
     }
 
     fn process(&mut self, input: Batch) -> Result<()> {
-        let (values, stamps) = input.try_into_elements::<T>()?.into_columns();
+        let mut elements = input.try_into_elements::<T>()?;
+        let (window_fn, scratch) = (&*self.window_fn, &mut self.scratch);
+        // One window per element (fixed windows, sessions, the global window): only the
+        // windows column changes, and the values stay where they are.
+        let one_each = catch_unwind(AssertUnwindSafe(|| {
+            elements.rewindow(|ts| {
+                scratch.clear();
+                window_fn.assign(ts, scratch);
+                (scratch.len() == 1).then(|| scratch[0])
+            })
+        }))
+        .map_err(|p| Error::from_panic(&self.step, p, None))?;
+        if one_each {
+            self.out.append(elements);
+            return Ok(());
+        }
+        let (values, stamps) = elements.into_columns();
         self.out.reserve(values.len());
         let (window_fn, scratch, out) = (&*self.window_fn, &mut self.scratch, &mut self.out);
         // A window function is user code too: a panic names the step.

@@ -428,7 +428,8 @@ mod tests {
         mixed.push(6, t(3), w(0), PaneInfo::NO_FIRING);
         mixed.push(7, t(25), w(20), PaneInfo::NO_FIRING);
         a.append(mixed);
-        let got: Vec<(i32, i64, Window)> = a.into_iter_windowed().map(|e| (e.value, e.timestamp.millis(), e.window)).collect();
+        let got: Vec<(i32, i64, Window)> =
+            a.into_iter_windowed().map(|e| (e.value, e.timestamp.millis(), e.window)).collect();
         assert_eq!(
             got,
             [(1, 1, w(0)), (2, 1, w(0)), (3, 1, w(0)), (4, 12, w(10)), (5, 12, w(10)), (6, 3, w(0)), (7, 25, w(20))]
@@ -441,7 +442,12 @@ mod tests {
     #[test]
     fn rewindow_changes_windows_in_place_or_nothing() {
         let t = EventTime::from_millis;
-        let mut e = Elements::with_timestamps(vec!['a', 'b', 'c'], vec![t(1), t(12), t(13)], Window::Global, PaneInfo::NO_FIRING);
+        let mut e = Elements::with_timestamps(
+            vec!['a', 'b', 'c'],
+            vec![t(1), t(12), t(13)],
+            Window::Global,
+            PaneInfo::NO_FIRING,
+        );
         let tens = |ts: EventTime| {
             let s = ts.millis() / 10 * 10;
             Some(Window::Interval { start: t(s), end: t(s + 10) })

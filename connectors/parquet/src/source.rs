@@ -389,6 +389,7 @@ enum Msg {
 /// A row group being read: its stream and the batch decoded next.
 struct OpenSplit {
     file: usize,
+    row_group: usize,
     stream: ParquetRecordBatchStream<ObjectReader>,
     next: Option<RecordBatch>,
 }
@@ -429,14 +430,18 @@ impl<T: Data> ReadTask<T> {
 
     /// Sends the rows of one opened split, then `SplitDone`. `Err(None)`: the reader is gone.
     async fn drain(&self, opened: Result<OpenSplit>, tx: &mpsc::Sender<Msg>) -> Result<(), Option<Error>> {
-        let OpenSplit { file, mut stream, mut next } = opened.map_err(Some)?;
+        let OpenSplit { file, row_group, mut stream, mut next } = opened.map_err(Some)?;
         let file = &self.dataset.files[file];
+        // Rows of the row group before this batch, for messages that name a row.
+        let mut row = 0;
         while let Some(rb) = next {
+            let read = rb.num_rows();
             let rb = self.filter(file, rb).map_err(Some)?;
             if rb.num_rows() > 0 {
-                let batch = self.to_elements(file, rb).map_err(Some)?;
+                let batch = self.to_elements(file, rb).map_err(|e| Some(self.name_the_row(e, row_group, row)))?;
                 tx.send(Msg::Rows(batch)).await.map_err(|_| None)?;
             }
+            row += read;
             next = stream.next().await.transpose().map_err(|e| Some(Error::parquet(&file.url, e)))?;
         }
         tx.send(Msg::SplitDone).await.map_err(|_| None)
@@ -469,7 +474,7 @@ impl<T: Data> ReadTask<T> {
             .build()
             .map_err(|e| Error::parquet(&file.url, e))?;
         let next = stream.next().await.transpose().map_err(|e| Error::parquet(&file.url, e))?;
-        Ok(OpenSplit { file: split.file, stream, next })
+        Ok(OpenSplit { file: split.file, row_group: split.row_group, stream, next })
     }
 
     /// Drops rows outside the time range or failing a predicate.
@@ -538,9 +543,58 @@ impl<T: Data> ReadTask<T> {
             let t = times.iter().min().copied().unwrap_or(EventTime::MIN);
             return Ok(Batch::new(Elements::uniform(vec![ArrowRecords(rb)], t, Window::Global, PaneInfo::NO_FIRING)));
         }
-        let rows: Vec<T> = serde_arrow::from_record_batch(&rb)
-            .map_err(|e| Error::Convert { url: file.url.clone(), message: format!("reading rows: {e}") })?;
+        let rows: Vec<T> = serde_arrow::from_record_batch(&rb).map_err(|e| {
+            let message = match self.first_null_in_required_column(&rb) {
+                Some((column, i)) => format!(
+                    "reading rows: batch row {i} has a null in column {column:?}, which the row type {} requires \
+                     (make that field an Option to read nulls) ({e})",
+                    std::any::type_name::<T>()
+                ),
+                None => format!("reading rows: {e}"),
+            };
+            Error::Convert { url: file.url.clone(), message }
+        })?;
         Ok(Batch::new(Elements::with_timestamps(rows, times, Window::Global, PaneInfo::NO_FIRING)))
+    }
+
+    /// The first row of `rb` with a null where the row type's field cannot hold one:
+    /// the column, and the row's index in the batch.
+    fn first_null_in_required_column(&self, rb: &RecordBatch) -> Option<(String, usize)> {
+        let fields = self.fields.as_ref()?;
+        fields
+            .iter()
+            .filter(|f| !f.is_nullable())
+            .filter_map(|f| {
+                let column = rb.column_by_name(f.name())?;
+                let nulls = column.logical_nulls()?;
+                let i = (0..column.len()).find(|&i| nulls.is_null(i))?;
+                Some((f.name().clone(), i))
+            })
+            .min_by_key(|(_, i)| *i)
+    }
+
+    /// Names the row group and row of a row that did not decode (`batch row N` in the
+    /// message becomes the row's place in its row group).
+    fn name_the_row(&self, e: Error, row_group: usize, rows_before: usize) -> Error {
+        match e {
+            Error::Convert { url, message } => {
+                let filtered = !self.config.predicates.is_empty() || self.config.range.is_some();
+                let message = match message.split_once("batch row ").and_then(|(head, rest)| {
+                    let (n, tail) = rest.split_once(' ')?;
+                    Some((head, n.parse::<usize>().ok()?, tail))
+                }) {
+                    Some((head, n, tail)) if !filtered => {
+                        format!("{head}row group {row_group}, row {} {tail}", rows_before + n)
+                    }
+                    Some((head, n, tail)) => format!(
+                        "{head}row group {row_group}, row {n} of the rows from {rows_before} on that pass the filters {tail}"
+                    ),
+                    None => format!("row group {row_group} (rows from {rows_before}): {message}"),
+                };
+                Error::Convert { url, message }
+            }
+            other => other,
+        }
     }
 
     /// Adds the partition values the row type asks for as constant columns.

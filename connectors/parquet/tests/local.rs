@@ -469,3 +469,34 @@ fn a_cluster_job_that_fails_makes_nothing_visible_and_the_next_run_cleans_its_st
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(back, oracle(&ev, HOUR));
 }
+
+/// A null where the row type has no room for one stops the job naming the file, the row
+/// group, the row and the column, and saying how to read nulls.
+#[test]
+fn a_null_in_a_required_column_names_the_file_row_group_row_and_column() {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nulls.parquet");
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("amount", DataType::Int64, true),
+    ]));
+    let n = 2500i64;
+    let cols: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("u{}", i % 7)))),
+        std::sync::Arc::new(TimestampMillisecondArray::from_iter_values((0..n).map(|i| i * 1000)).with_timezone("UTC")),
+        std::sync::Arc::new(Int64Array::from_iter((0..n).map(|i| (i != 1500).then_some(i)))),
+    ];
+    let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(1000)).build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema.clone(), Some(props))
+            .unwrap();
+    w.write(&RecordBatch::try_new(schema, cols).unwrap()).unwrap();
+    w.close().unwrap();
+    let url = path.display().to_string();
+    let err = try_run_windowed(&RunOptions::threads(2), |p| read_events(&url).read(p)).unwrap_err().to_string();
+    assert!(err.contains("nulls.parquet") && err.contains("row group 1, row 500"), "where: {err}");
+    assert!(err.contains("\"amount\"") && err.contains("Option"), "what and what to do: {err}");
+}

@@ -9,7 +9,7 @@ fn a_tiny_sweep_prints_ratios_and_writes_json_and_svg() {
     let (json, svg) = (dir.path().join("r.json"), dir.path().join("r.svg"));
     let out = Command::new(env!("CARGO_BIN_EXE_riffle"))
         .args(["bench", "shuffle", "--sizes", "16", "--workers", "1", "--processes", "1,2", "--skew", "zipf1.2"])
-        .args(["--mib", "1", "--key-count", "1000", "--json"])
+        .args(["--mib", "1", "--key-count", "1000", "--reps", "2", "--min-run", "0.05", "--json"])
         .arg(&json)
         .arg("--plot")
         .arg(&svg)
@@ -36,6 +36,7 @@ fn a_tiny_sweep_prints_ratios_and_writes_json_and_svg() {
         assert!(r["imbalance"].as_f64().unwrap() >= 1.0);
         assert!(r["peak_rss_mib"].as_f64().unwrap() > 0.0);
         assert!(r["vs_tcp"].as_f64().unwrap() > 0.0, "every row has its TCP ratio");
+        assert!(r["spread"].as_f64().unwrap() >= 1.0, "every row has the spread of its repetitions");
     }
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
 }
@@ -44,7 +45,9 @@ fn a_tiny_sweep_prints_ratios_and_writes_json_and_svg() {
 fn help_explains_the_sweep() {
     let out = Command::new(env!("CARGO_BIN_EXE_riffle")).args(["bench", "shuffle", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--quick", "--sizes", "--workers", "--processes", "--skew", "--ops", "--json", "--plot"] {
+    for flag in
+        ["--quick", "--sizes", "--workers", "--processes", "--skew", "--ops", "--json", "--plot", "--min-run", "--reps"]
+    {
         assert!(help.contains(flag), "{flag} missing:\n{help}");
     }
 }

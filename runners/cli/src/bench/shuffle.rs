@@ -17,8 +17,8 @@ use super::records::Keys;
 /// Options of `riffle bench shuffle`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ShuffleArgs {
-    /// A small sweep that finishes in about a minute: sizes 16, 72, 1024, 4096; exchange,
-    /// plus combine and gbk at 72 bytes; 128 MiB per configuration.
+    /// A smaller sweep: sizes 16, 72, 1024, 4096; exchange, plus combine and gbk at 72
+    /// bytes; runs sized by time as in the full sweep, so its figures match it.
     #[arg(long)]
     pub quick: bool,
     /// Record sizes in bytes (16, 64, 72, 256, 1024, 4096).
@@ -42,9 +42,14 @@ pub struct ShuffleArgs {
     /// Distinct keys.
     #[arg(long, default_value_t = 100_000)]
     pub key_count: u64,
-    /// Repetitions of each configuration; the median is reported.
-    #[arg(long, default_value_t = 1)]
+    /// Repetitions of each configuration; the median is reported, with the spread
+    /// (slowest over fastest).
+    #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Each configuration runs with more records (up to 64x --mib) until a run takes at
+    /// least this long: a shorter run measures mostly start-up.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub min_run: f64,
     /// Also write every row as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -73,6 +78,8 @@ pub struct Row {
     /// MB/s over the loopback TCP ceiling. Above 1.0 is possible within one process,
     /// where nothing crosses a socket.
     pub vs_tcp: Option<f64>,
+    /// The slowest repetition's time over the fastest's.
+    pub spread: f64,
 }
 
 /// Everything one run of the benchmark measured.
@@ -205,10 +212,26 @@ fn measure(spec: &Spec, dir: &Path) -> anyhow::Result<Measure> {
     Ok(total)
 }
 
-fn median_measure(spec: &Spec, reps: usize, dir: &Path) -> anyhow::Result<Measure> {
-    let mut runs: Vec<Measure> = (0..reps.max(1)).map(|_| measure(spec, dir)).collect::<anyhow::Result<_>>()?;
+/// Runs `spec` with enough records that a run takes at least `min_run` seconds (up to
+/// 64x the planned count), `reps` times: the configuration as run, the median run, and
+/// the spread (slowest over fastest).
+fn timed_measure(spec: &Spec, reps: usize, min_run: f64, dir: &Path) -> anyhow::Result<(Spec, Measure, f64)> {
+    let mut spec = spec.clone();
+    let planned = spec.records;
+    let mut first = measure(&spec, dir)?;
+    while first.elapsed_s < min_run && spec.records < planned * 64 {
+        let scale = (min_run * 1.25 / first.elapsed_s.max(1e-3)).clamp(1.5, 16.0);
+        spec.records = ((spec.records as f64 * scale) as u64).min(planned * 64);
+        first = measure(&spec, dir)?;
+    }
+    let mut runs = vec![first];
+    for _ in 1..reps.max(1) {
+        runs.push(measure(&spec, dir)?);
+    }
     runs.sort_by(|a, b| a.elapsed_s.total_cmp(&b.elapsed_s));
-    Ok(runs.swap_remove(runs.len() / 2))
+    let spread = runs.last().map_or(1.0, |l| l.elapsed_s) / runs[0].elapsed_s.max(1e-9);
+    let median = runs.swap_remove(runs.len() / 2);
+    Ok((spec, median, spread))
 }
 
 /// The loopback TCP ceiling: this process writes `bytes` to another that reads and
@@ -267,6 +290,7 @@ fn row(spec: &Spec, m: &Measure) -> Row {
         imbalance: if mean > 0.0 { max / mean } else { 1.0 },
         vs_timely: None,
         vs_tcp: None,
+        spread: 1.0,
     }
 }
 
@@ -284,7 +308,7 @@ pub fn run(args: &ShuffleArgs) -> anyhow::Result<Report> {
     };
     println!("riffle bench shuffle: {cores} cores; loopback TCP ceiling {tcp:.0} MB/s (median of 3)");
     println!(
-        "{:<8} {:>5} {:<9} {:<5} {:>5} {:>3} {:>9} {:>8} {:>7} {:>8} {:>6} {:>9} {:>7}",
+        "{:<8} {:>5} {:<9} {:<5} {:>5} {:>3} {:>9} {:>8} {:>7} {:>8} {:>6} {:>9} {:>7} {:>6}",
         "op",
         "bytes",
         "keys",
@@ -297,13 +321,15 @@ pub fn run(args: &ShuffleArgs) -> anyhow::Result<Report> {
         "RSS MiB",
         "imbal",
         "vs timely",
-        "vs TCP"
+        "vs TCP",
+        "spread"
     );
     let mut rows = Vec::new();
     let mut baselines: Vec<Row> = Vec::new();
     for spec in plan(args) {
-        let m = median_measure(&spec, args.reps, &dir)?;
+        let (spec, m, spread) = timed_measure(&spec, args.reps, args.min_run, &dir)?;
         let mut r = row(&spec, &m);
+        r.spread = spread;
         if spec.engine == Engine::Timely {
             print_row(&r, "timely");
             baselines.push(r);
@@ -342,7 +368,7 @@ fn print_row(r: &Row, engine: &str) {
     let codec = if engine == "timely" { "bincode".to_string() } else { format!("{:?}", s.codec).to_lowercase() };
     let ratio = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
     println!(
-        "{:<8} {:>5} {:<9} {:<5} {:>5} {:>3} {:>9.2} {:>8.0} {:>7.2} {:>8.0} {:>6.2} {:>9} {:>7}",
+        "{:<8} {:>5} {:<9} {:<5} {:>5} {:>3} {:>9.2} {:>8.0} {:>7.2} {:>8.0} {:>6.2} {:>9} {:>7} {:>5.2}x",
         op,
         s.size,
         s.keys.to_string(),
@@ -355,7 +381,8 @@ fn print_row(r: &Row, engine: &str) {
         r.peak_rss_mib,
         r.imbalance,
         ratio(r.vs_timely),
-        ratio(r.vs_tcp)
+        ratio(r.vs_tcp),
+        r.spread
     );
 }
 

@@ -46,8 +46,8 @@ pub struct ShuffleArgs {
     /// (slowest over fastest).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
-    /// Each configuration runs with more records (up to 64x --mib) until a run takes at
-    /// least this long: a shorter run measures mostly start-up.
+    /// Each configuration runs with more records (up to 64x --mib, and 4 GiB) until a run
+    /// takes at least this long: a shorter run measures mostly start-up.
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub min_run: f64,
     /// Also write every row as JSON to this file.
@@ -212,16 +212,21 @@ fn measure(spec: &Spec, dir: &Path) -> anyhow::Result<Measure> {
     Ok(total)
 }
 
+/// The most record bytes one configuration's run moves, whatever `--min-run` asks.
+const MAX_RUN_BYTES: u64 = 4 << 30;
+
 /// Runs `spec` with enough records that a run takes at least `min_run` seconds (up to
-/// 64x the planned count), `reps` times: the configuration as run, the median run, and
+/// 64x the planned count, and [`MAX_RUN_BYTES`]), `reps` times: the configuration as run, the median run, and
 /// the spread (slowest over fastest).
 fn timed_measure(spec: &Spec, reps: usize, min_run: f64, dir: &Path) -> anyhow::Result<(Spec, Measure, f64)> {
     let mut spec = spec.clone();
-    let planned = spec.records;
+    // A grouping holds every record of the (global) window until the end: the data of a
+    // run stays under 4 GiB.
+    let most = (spec.records * 64).min((MAX_RUN_BYTES / spec.size as u64).max(spec.records));
     let mut first = measure(&spec, dir)?;
-    while first.elapsed_s < min_run && spec.records < planned * 64 {
+    while first.elapsed_s < min_run && spec.records < most {
         let scale = (min_run * 1.25 / first.elapsed_s.max(1e-3)).clamp(1.5, 16.0);
-        spec.records = ((spec.records as f64 * scale) as u64).min(planned * 64);
+        spec.records = ((spec.records as f64 * scale) as u64).min(most);
         first = measure(&spec, dir)?;
     }
     let mut runs = vec![first];

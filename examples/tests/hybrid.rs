@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::events::{Event, HOUR, START, Total, batch_totals, events, produce, write_parquet};
 use common::example;
 
 use std::process::{Child, Command, Stdio};
@@ -19,41 +20,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use riffle_engine::prelude::*;
 use riffle_kafka::testing::Tansu;
 use riffle_parquet::testing::Moto;
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Event {
-    user_id: String,
-    ts: i64,
-    amount: i64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct Total {
-    user_id: String,
-    window_start: i64,
-    window_end: i64,
-    total: i64,
-}
-
-const HOUR: i64 = 3_600_000;
-const START: i64 = 1_767_225_600_000; // 2026-01-01 00:00 UTC
 /// The switch, inside the window [2h, 3h): that window gets both parts.
 const SWITCH: i64 = START + 5 * HOUR / 2;
-
-/// 400 events over four hours, 5 users, on 3 partitions, each at most 3 s out of order
-/// within its partition (the job allows 5 s).
-fn events() -> Vec<(i32, Event)> {
-    (0..400i64)
-        .map(|i| {
-            let ts = START + i * 36_000 - (i * 7 % 5) * 600;
-            ((i % 3) as i32, Event { user_id: format!("u{}", i % 5), ts, amount: i % 13 + 1 })
-        })
-        .collect()
-}
 
 /// History: the events before 3h, an hour past the switch (the overlap).
 fn history(events: &[(i32, Event)]) -> Vec<Event> {
@@ -64,35 +35,6 @@ fn history(events: &[(i32, Event)]) -> Vec<Event> {
 /// its records arrive while the job runs.
 fn topic_at_start(events: &[(i32, Event)]) -> Vec<(i32, Event)> {
     events.iter().filter(|(_, e)| (START + 3 * HOUR / 2..START + 3 * HOUR).contains(&e.ts)).cloned().collect()
-}
-
-fn produce(broker: &Tansu, topic: &str, events: &[(i32, Event)]) {
-    let records: Vec<_> =
-        events.iter().map(|(p, e)| (*p, e.user_id.clone(), serde_json::to_vec(e).unwrap(), e.ts)).collect();
-    broker.produce(topic, &records);
-}
-
-fn write_parquet(url: &str, rows: Vec<Event>, store: Option<riffle_parquet::StoreOptions>) {
-    let p = Pipeline::new();
-    let mut sink = riffle_parquet::WriteParquet::to(url).timestamp_millis("ts");
-    if let Some(store) = store {
-        sink = sink.options(store);
-    }
-    sink.write(&p.create(rows));
-    riffle_timely::run(&p, &riffle_timely::RunOptions::threads(1)).unwrap();
-}
-
-/// The totals `backfill` computes over every event once: the batch run the hybrid job
-/// must equal.
-fn batch_totals(events: &[(i32, Event)]) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().join("all").display().to_string();
-    write_parquet(&url, events.iter().map(|(_, e)| e.clone()).collect(), None);
-    let out = example("backfill").args(["--input", &url, "--window", "1h", "--mode", "backfill"]).output().unwrap();
-    assert!(out.status.success(), "backfill: {}", String::from_utf8_lossy(&out.stderr));
-    let mut lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
-    lines.sort();
-    lines
 }
 
 /// Reads `topic` until `n` totals came (but the watermark pushers'), or a minute passed.
@@ -187,7 +129,7 @@ fn run_hybrid(
 #[test]
 fn history_then_topic_gives_the_batch_totals_at_every_scale_with_the_overlap_counted_once() {
     let broker = Tansu::start();
-    let events = events();
+    let events = events(400);
     let want = batch_totals(&events);
     assert!(want.len() >= 15, "{want:?}");
     let dir = tempfile::tempdir().unwrap();
@@ -208,7 +150,7 @@ fn history_on_s3_then_topic_gives_the_batch_totals() {
     let broker = Tansu::start();
     let moto = Moto::start(false);
     moto.create_bucket("lake");
-    let events = events();
+    let events = events(400);
     let want = batch_totals(&events);
     let env = moto.env();
     write_parquet("s3://lake/history", history(&events), Some(moto.options()));
@@ -221,7 +163,7 @@ fn history_on_s3_then_topic_gives_the_batch_totals() {
 fn auto_switches_at_the_earliest_time_every_partition_holds() {
     // The topic holds the events from 1h30 on; the files hold everything before 3h.
     let broker = Tansu::start();
-    let events = events();
+    let events = events(400);
     broker.create_topic("recent", 3);
     let recent: Vec<_> = events.iter().filter(|(_, e)| e.ts >= START + 3 * HOUR / 2).cloned().collect();
     produce(&broker, "recent", &recent);

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::events::{Event, HOUR, Total, batch_totals, events, produce};
 use common::example;
 
 use std::process::{Command, Stdio};
@@ -17,71 +18,19 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use riffle_engine::prelude::*;
 use riffle_kafka::testing::Tansu;
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Event {
-    user_id: String,
-    ts: i64,
-    amount: i64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct Total {
-    user_id: String,
-    window_start: i64,
-    window_end: i64,
-    total: i64,
-}
-
-const HOUR: i64 = 3_600_000;
-const START: i64 = 1_767_225_600_000; // 2026-01-01 00:00 UTC
-
-/// 300 events over three hours, 5 users, on 3 partitions, each at most 3 s out of order
-/// within its partition (the job allows 5 s): nothing is late.
-fn events() -> Vec<(i32, Event)> {
-    (0..300i64)
-        .map(|i| {
-            let ts = START + i * 36_000 - (i * 7 % 5) * 600;
-            ((i % 3) as i32, Event { user_id: format!("u{}", i % 5), ts, amount: i % 13 + 1 })
-        })
-        .collect()
-}
-
-fn produce(broker: &Tansu, events: &[(i32, Event)]) {
-    let records: Vec<_> =
-        events.iter().map(|(p, e)| (*p, e.user_id.clone(), serde_json::to_vec(e).unwrap(), e.ts)).collect();
-    broker.produce("events", &records);
-}
-
-/// The totals `backfill` computes from the same events written as Parquet.
-fn backfill_totals(events: &[(i32, Event)]) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().join("events").display().to_string();
-    let p = Pipeline::new();
-    let rows: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
-    riffle_parquet::WriteParquet::to(&url).timestamp_millis("ts").write(&p.create(rows));
-    riffle_timely::run(&p, &riffle_timely::RunOptions::threads(1)).unwrap();
-    let out = example("backfill").args(["--input", &url, "--window", "1h", "--mode", "backfill"]).output().unwrap();
-    assert!(out.status.success(), "backfill: {}", String::from_utf8_lossy(&out.stderr));
-    let mut lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
-    lines.sort();
-    lines
-}
 
 #[test]
 fn live_computes_the_backfill_totals_while_records_arrive_and_stops_on_sigterm() {
     let broker = Tansu::start();
     broker.create_topic("events", 3);
     broker.create_topic("totals", 1);
-    let events = events();
-    let want = backfill_totals(&events);
+    let events = events(300);
+    let want = batch_totals(&events);
     assert!(want.len() >= 10, "{want:?}");
 
     // Half the events are there at start; the rest arrive while the job runs.
-    produce(&broker, &events[..150]);
+    produce(&broker, "events", &events[..150]);
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("live.log")).unwrap();
     let ui = {
@@ -103,7 +52,7 @@ fn live_computes_the_backfill_totals_while_records_arrive_and_stops_on_sigterm()
     let mut source_rate: f64 = 0.0;
     for chunk in events[150..].chunks(25) {
         std::thread::sleep(Duration::from_millis(100));
-        produce(&broker, chunk);
+        produce(&broker, "events", chunk);
         if let Some(j) = job() {
             source_rate = source_rate.max(j.steps.iter().filter(|s| s.kind == "source").map(|s| s.out_per_s).sum());
         }
@@ -113,7 +62,7 @@ fn live_computes_the_backfill_totals_while_records_arrive_and_stops_on_sigterm()
     // last window (its own window stays open).
     let last = events.iter().map(|(_, e)| e.ts).max().unwrap();
     let pushers: Vec<_> = (0..3).map(|p| (p, Event { user_id: "zz".into(), ts: last + 2 * HOUR, amount: 0 })).collect();
-    produce(&broker, &pushers);
+    produce(&broker, "events", &pushers);
 
     // The totals arrive while the job still runs.
     let consumer: BaseConsumer = ClientConfig::new()

@@ -1,5 +1,7 @@
 //! What the example tests share.
 
+pub mod events;
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -38,7 +38,7 @@ pub use error::{Error, Result};
 pub use location::StoreOptions;
 pub use predicate::{Op, Predicate, Scalar};
 pub use sink::{Compression, DEFAULT_MAX_FILE_BYTES, FilesPer, OutputMode, WriteParquet};
-pub use source::ReadParquet;
+pub use source::{BadRow, ReadParquet};
 
 /// Arrow and Parquet as this crate uses them, for callers that build schemas or batches.
 pub use arrow_array;

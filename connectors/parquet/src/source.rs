@@ -18,8 +18,10 @@ use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
 use riffle_engine::graph::{NodeKind, OutputInfo, PortRef, Windowing};
+use riffle_engine::prelude::{DoFn, ProcessContext, TupleTag};
 use riffle_engine::runtime::{SourceFn, SourcePoll, SourceProgress, SourceReader, StepContext};
 use riffle_engine::{Batch, Data, Elements, EventTime, PCollection, PaneInfo, Pipeline, Watermark, Window};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::columns::ArrowRecords;
@@ -93,6 +95,8 @@ struct ReadConfig {
     predicates: Vec<Predicate>,
     backfill: bool,
     prefetch: usize,
+    /// Rows that do not decode go to a dead-letter output instead of failing the job.
+    dead_letters: bool,
 }
 
 impl<T: Data> ReadParquet<T> {
@@ -109,6 +113,7 @@ impl<T: Data> ReadParquet<T> {
                 predicates: Vec::new(),
                 backfill: false,
                 prefetch: 2,
+                dead_letters: false,
             },
             _row: PhantomData,
         }
@@ -171,6 +176,28 @@ impl<T: Data> ReadParquet<T> {
         PCollection::from_port(p, PortRef { node, port: 0 })
     }
 
+    /// Adds the source to `p` with a dead-letter output: rows that do not decode into `T`
+    /// (a null where the row type has no `Option`, a value out of the field's range) go
+    /// there with their file, row group, row and reason, and the job goes on, as the Kafka
+    /// source does with records that do not decode.
+    pub fn read_with_dead_letters(mut self, p: &Pipeline) -> (PCollection<T>, PCollection<BadRow>) {
+        self.config.dead_letters = true;
+        let info = OutputInfo {
+            type_name: std::any::type_name::<Decoded<T>>(),
+            bounded: true,
+            windowing: Windowing::default(),
+            tag: None,
+        };
+        if let Some(why) = self.needs_time_column() {
+            p.defer_error("ReadParquet", why);
+        }
+        let node = p.add_step("ReadParquet", NodeKind::Source(self.into_source()), vec![], vec![info]);
+        let read: PCollection<Decoded<T>> = PCollection::from_port(p, PortRef { node, port: 0 });
+        let bad = TupleTag::<BadRow>::new("dead-letter");
+        let (good, tagged) = read.par_do_with_outputs(SplitBad { bad: bad.clone(), _t: PhantomData }, &[&bad]);
+        (good, tagged.get(&bad))
+    }
+
     /// The source alone, to read as part of another: history before a live topic
     /// (`riffle_kafka::ReadKafka::after_history`).
     pub fn source(self) -> riffle_engine::Result<Arc<dyn SourceFn>> {
@@ -192,6 +219,49 @@ impl<T: Data> ReadParquet<T> {
             dataset: Mutex::new(None),
             _row: PhantomData,
         })
+    }
+}
+
+/// A row that did not decode into the row type ([`ReadParquet::read_with_dead_letters`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRow {
+    /// The file.
+    pub file: String,
+    /// The row group in the file.
+    pub row_group: usize,
+    /// The row in the row group, counted from 0.
+    pub row: usize,
+    /// Why it did not decode.
+    pub reason: String,
+}
+
+/// What a source with a dead-letter output emits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Decoded<T> {
+    Row(T),
+    Bad(BadRow),
+}
+
+/// Splits decoded rows from dead letters.
+struct SplitBad<T> {
+    bad: TupleTag<BadRow>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for SplitBad<T> {
+    fn clone(&self) -> Self {
+        SplitBad { bad: self.bad.clone(), _t: PhantomData }
+    }
+}
+
+impl<T: Data> DoFn for SplitBad<T> {
+    type In = Decoded<T>;
+    type Out = T;
+    fn process(&mut self, d: &Decoded<T>, ctx: &mut ProcessContext<'_, T>) {
+        match d {
+            Decoded::Row(r) => ctx.output(r.clone()),
+            Decoded::Bad(b) => ctx.output_to(&self.bad, b.clone()),
+        }
     }
 }
 
@@ -436,9 +506,15 @@ impl<T: Data> ReadTask<T> {
         let mut row = 0;
         while let Some(rb) = next {
             let read = rb.num_rows();
-            let rb = self.filter(file, rb).map_err(Some)?;
+            let (rb, kept) = self.filter(file, rb).map_err(Some)?;
+            // Where the batch's rows are in the row group.
+            let place = |i: usize| row + kept.as_ref().map_or(i, |k| k[i]);
             if rb.num_rows() > 0 {
-                let batch = self.to_elements(file, rb).map_err(|e| Some(self.name_the_row(e, row_group, row)))?;
+                let batch = match self.config.dead_letters {
+                    true => self.to_decoded(file, rb, row_group, &place),
+                    false => self.to_elements(file, rb),
+                }
+                .map_err(|e| Some(self.name_the_row(e, row_group, &place)))?;
                 tx.send(Msg::Rows(batch)).await.map_err(|_| None)?;
             }
             row += read;
@@ -478,7 +554,9 @@ impl<T: Data> ReadTask<T> {
     }
 
     /// Drops rows outside the time range or failing a predicate.
-    fn filter(&self, file: &DataFile, rb: RecordBatch) -> Result<RecordBatch> {
+    /// The rows that pass the read's filters and time range, and where each was in `rb`
+    /// (`None`: no filter, every row).
+    fn filter(&self, file: &DataFile, rb: RecordBatch) -> Result<(RecordBatch, Option<Vec<usize>>)> {
         let mut masks = Vec::new();
         if let Some((start, end)) = self.config.range {
             let ts = self.timestamps(file, &rb)?;
@@ -488,12 +566,14 @@ impl<T: Data> ReadTask<T> {
             let col = rb.column_by_name(p.column()).expect("projected predicate column");
             masks.push(p.mask(col.as_ref()).map_err(|m| Error::Config(format!("{}: {m}", file.url)))?);
         }
-        let Some(mut mask) = masks.pop() else { return Ok(rb) };
+        let Some(mut mask) = masks.pop() else { return Ok((rb, None)) };
         for m in masks {
             mask = arrow_and(&mask, &m);
         }
-        arrow_select::filter::filter_record_batch(&rb, &mask)
-            .map_err(|e| Error::Convert { url: file.url.clone(), message: e.to_string() })
+        let kept = (0..mask.len()).filter(|&i| mask.is_valid(i) && mask.value(i)).collect();
+        let rb = arrow_select::filter::filter_record_batch(&rb, &mask)
+            .map_err(|e| Error::Convert { url: file.url.clone(), message: e.to_string() })?;
+        Ok((rb, Some(kept)))
     }
 
     /// The event time of each row, from the timestamp column.
@@ -557,6 +637,47 @@ impl<T: Data> ReadTask<T> {
         Ok(Batch::new(Elements::with_timestamps(rows, times, Window::Global, PaneInfo::NO_FIRING)))
     }
 
+    /// Like `to_elements`, for a read with a dead-letter output: rows that do not decode
+    /// become [`BadRow`]s (the batch is decoded whole, and row by row only when that fails).
+    fn to_decoded(
+        &self,
+        file: &DataFile,
+        rb: RecordBatch,
+        row_group: usize,
+        place: &dyn Fn(usize) -> usize,
+    ) -> Result<Batch> {
+        let times = self.timestamps(file, &rb)?;
+        let rb = self.with_partitions(file, rb)?;
+        let mut out = Elements::<Decoded<T>>::with_capacity(rb.num_rows());
+        if let Ok(rows) = serde_arrow::from_record_batch::<Vec<T>>(&rb) {
+            for (r, t) in rows.into_iter().zip(times) {
+                out.push(Decoded::Row(r), t, Window::Global, PaneInfo::NO_FIRING);
+            }
+            return Ok(Batch::new(out));
+        }
+        for (i, t) in times.into_iter().enumerate() {
+            let one = rb.slice(i, 1);
+            let d = match serde_arrow::from_record_batch::<Vec<T>>(&one).map(|mut v| v.pop()) {
+                Ok(Some(r)) => Decoded::Row(r),
+                Ok(None) | Err(_) => {
+                    let why = match self.first_null_in_required_column(&one) {
+                        Some((column, _)) => format!(
+                            "a null in column {column:?}, which the row type {} requires",
+                            std::any::type_name::<T>()
+                        ),
+                        None => match serde_arrow::from_record_batch::<Vec<T>>(&one) {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "no row".into(),
+                        },
+                    };
+                    Decoded::Bad(BadRow { file: file.url.clone(), row_group, row: place(i), reason: why })
+                }
+            };
+            out.push(d, t, Window::Global, PaneInfo::NO_FIRING);
+        }
+        Ok(Batch::new(out))
+    }
+
     /// The first row of `rb` with a null where the row type's field cannot hold one:
     /// the column, and the row's index in the batch.
     fn first_null_in_required_column(&self, rb: &RecordBatch) -> Option<(String, usize)> {
@@ -575,21 +696,15 @@ impl<T: Data> ReadTask<T> {
 
     /// Names the row group and row of a row that did not decode (`batch row N` in the
     /// message becomes the row's place in its row group).
-    fn name_the_row(&self, e: Error, row_group: usize, rows_before: usize) -> Error {
+    fn name_the_row(&self, e: Error, row_group: usize, place: &dyn Fn(usize) -> usize) -> Error {
         match e {
             Error::Convert { url, message } => {
-                let filtered = !self.config.predicates.is_empty() || self.config.range.is_some();
                 let message = match message.split_once("batch row ").and_then(|(head, rest)| {
                     let (n, tail) = rest.split_once(' ')?;
                     Some((head, n.parse::<usize>().ok()?, tail))
                 }) {
-                    Some((head, n, tail)) if !filtered => {
-                        format!("{head}row group {row_group}, row {} {tail}", rows_before + n)
-                    }
-                    Some((head, n, tail)) => format!(
-                        "{head}row group {row_group}, row {n} of the rows from {rows_before} on that pass the filters {tail}"
-                    ),
-                    None => format!("row group {row_group} (rows from {rows_before}): {message}"),
+                    Some((head, n, tail)) => format!("{head}row group {row_group}, row {} {tail}", place(n)),
+                    None => format!("row group {row_group}: {message}"),
                 };
                 Error::Convert { url, message }
             }

@@ -499,4 +499,18 @@ fn a_null_in_a_required_column_names_the_file_row_group_row_and_column() {
     let err = try_run_windowed(&RunOptions::threads(2), |p| read_events(&url).read(p)).unwrap_err().to_string();
     assert!(err.contains("nulls.parquet") && err.contains("row group 1, row 500"), "where: {err}");
     assert!(err.contains("\"amount\"") && err.contains("Option"), "what and what to do: {err}");
+
+    // With a dead-letter output the job goes on: every other row is read, and the bad one
+    // is there with its place (exact under a time range too) and reason.
+    for from in [0, 1_200_000] {
+        let (good, bad) = riffle_timely::testing::run_bounded2(|p| {
+            let read = read_events(&url).time_range(EventTime::from_millis(from), EventTime::MAX);
+            read.read_with_dead_letters(p)
+        });
+        let kept = (from / 1000..n).count() - 1;
+        assert_eq!(good.len(), kept, "every row but the bad one, from {from} ms");
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!((bad[0].row_group, bad[0].row), (1, 500), "{bad:?}");
+        assert!(bad[0].file.ends_with("nulls.parquet") && bad[0].reason.contains("\"amount\""), "{bad:?}");
+    }
 }

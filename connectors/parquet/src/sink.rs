@@ -101,7 +101,8 @@ type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 /// Files are written under `URL/_temporary/` (readers of this crate skip names starting
 /// with `_`), each completed there once its window is sealed (the sink's watermark passed
 /// its end, which frees its memory) or at the end. Nothing is visible until the **job's
-/// commit**: once every worker of every process has finished, one worker moves every
+/// commit**: once every worker of every process has finished (and every other sink of the
+/// job has all its input, so a branch that fails later leaves nothing), one worker moves every
 /// file to its name (a rename on local disk, a server-side copy on S3, each atomic, so a
 /// reader never sees half a file), applies the [`OutputMode`], removes what is left under
 /// `_temporary/` (a killed run's staging too) and writes `URL/_SUCCESS` last. A job that

@@ -514,3 +514,26 @@ fn a_null_in_a_required_column_names_the_file_row_group_row_and_column() {
         assert!(bad[0].file.ends_with("nulls.parquet") && bad[0].reason.contains("\"amount\""), "{bad:?}");
     }
 }
+
+/// A job whose other branch fails after the Parquet branch has written everything makes
+/// nothing visible: the output commits only once every sink of the job has all its input.
+#[test]
+fn output_is_not_committed_when_another_branch_of_the_job_fails_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let p = Pipeline::new();
+    WriteParquet::to(&out.display().to_string()).write(&p.create((0..100i64).map(|i| (format!("k{i}"), i)).collect()));
+    // Many batches, each its own activation: the Parquet branch finishes between them,
+    // and the other branch fails at its very last element.
+    let slow = p.generate_sequence(400_000, |i| i).map(|x| {
+        assert!(*x != 399_999, "the other branch fails, late");
+        *x
+    });
+    riffle_connectors::memory::discard(&slow);
+    let err = riffle_timely::run(&p, &RunOptions::threads(2)).unwrap_err().to_string();
+    assert!(err.contains("the other branch fails"), "{err}");
+    let visible: Vec<String> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(visible.iter().all(|n| n == "_temporary"), "nothing visible, no _SUCCESS: {visible:?}");
+}

@@ -93,7 +93,9 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
 }
 
 /// The job's commit: what every writer staged goes to worker 0, which commits once every
-/// writer has finished (the stream is complete), unless the job failed.
+/// writer has finished (the stream is complete) and every sink of the job has all its
+/// input (so a job whose other branch fails later makes nothing visible), unless the job
+/// failed.
 fn commit(
     staged: timely::dataflow::Stream<'_, crate::time::Time, Vec<Vec<u8>>>,
     name: &str,
@@ -103,21 +105,39 @@ fn commit(
     let job = env.job.clone();
     let f = f.clone();
     let first = env.worker.index == 0;
+    let every_sink = env.sinks_progress.clone();
+    let scope = staged.scope();
     let mut all = Vec::new();
     let mut committed = false;
-    staged.exchange(|_: &Vec<u8>| 0).sink(Pipeline, &format!("{name}/commit"), move |(input, frontier)| {
-        input.for_each_stamp(|_, containers| {
-            for container in containers {
-                all.append(container);
-            }
-        });
-        if frontier.is_empty() && !committed {
-            committed = true;
-            if first && !job.has_failed() {
-                if let Err(e) = f.commit(std::mem::take(&mut all)) {
-                    job.fail(e);
+    staged.exchange(|_: &Vec<u8>| 0).unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Pipeline,
+        &format!("{name}/commit"),
+        move |cap, info| {
+            let activator = scope.activator_for(info.address);
+            // Held until the commit is done: the job does not end before it.
+            let mut alive = Some(cap);
+            move |(input, frontier), _output| {
+                input.for_each_stamp(|_, containers| {
+                    for container in containers {
+                        all.append(container);
+                    }
+                });
+                if !frontier.is_empty() || committed {
+                    return;
                 }
+                if !every_sink.done() && !job.has_failed() {
+                    // Other sinks still take input: look again soon.
+                    activator.activate_after(std::time::Duration::from_millis(20));
+                    return;
+                }
+                committed = true;
+                if first && !job.has_failed() {
+                    if let Err(e) = f.commit(std::mem::take(&mut all)) {
+                        job.fail(e);
+                    }
+                }
+                drop(alive.take());
             }
-        }
-    });
+        },
+    );
 }

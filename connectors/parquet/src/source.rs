@@ -163,8 +163,26 @@ impl<T: Data> ReadParquet<T> {
 
     /// Adds the source to `p`.
     pub fn read(self, p: &Pipeline) -> PCollection<T> {
+        self.add_to(p)
+    }
+
+    /// Adds the source to `p` with a dead-letter output: rows that do not decode into `T`
+    /// (a null where the row type has no `Option`, a value out of the field's range) go
+    /// there with their file, row group, row and reason, and the job goes on, as the Kafka
+    /// source does with records that do not decode.
+    pub fn read_with_dead_letters(mut self, p: &Pipeline) -> (PCollection<T>, PCollection<BadRow>) {
+        self.config.dead_letters = true;
+        let read: PCollection<Decoded<T>> = self.add_to(p);
+        let bad = TupleTag::<BadRow>::new("dead-letter");
+        let (good, tagged) = read.par_do_with_outputs(SplitBad { bad: bad.clone(), _t: PhantomData }, &[&bad]);
+        (good, tagged.get(&bad))
+    }
+
+    /// Adds the source to `p`, its elements of type `E` (`T`, or `Decoded<T>` with dead
+    /// letters).
+    fn add_to<E: Data>(self, p: &Pipeline) -> PCollection<E> {
         let info = OutputInfo {
-            type_name: std::any::type_name::<T>(),
+            type_name: std::any::type_name::<E>(),
             bounded: true,
             windowing: Windowing::default(),
             tag: None,
@@ -174,28 +192,6 @@ impl<T: Data> ReadParquet<T> {
         }
         let node = p.add_step("ReadParquet", NodeKind::Source(self.into_source()), vec![], vec![info]);
         PCollection::from_port(p, PortRef { node, port: 0 })
-    }
-
-    /// Adds the source to `p` with a dead-letter output: rows that do not decode into `T`
-    /// (a null where the row type has no `Option`, a value out of the field's range) go
-    /// there with their file, row group, row and reason, and the job goes on, as the Kafka
-    /// source does with records that do not decode.
-    pub fn read_with_dead_letters(mut self, p: &Pipeline) -> (PCollection<T>, PCollection<BadRow>) {
-        self.config.dead_letters = true;
-        let info = OutputInfo {
-            type_name: std::any::type_name::<Decoded<T>>(),
-            bounded: true,
-            windowing: Windowing::default(),
-            tag: None,
-        };
-        if let Some(why) = self.needs_time_column() {
-            p.defer_error("ReadParquet", why);
-        }
-        let node = p.add_step("ReadParquet", NodeKind::Source(self.into_source()), vec![], vec![info]);
-        let read: PCollection<Decoded<T>> = PCollection::from_port(p, PortRef { node, port: 0 });
-        let bad = TupleTag::<BadRow>::new("dead-letter");
-        let (good, tagged) = read.par_do_with_outputs(SplitBad { bad: bad.clone(), _t: PhantomData }, &[&bad]);
-        (good, tagged.get(&bad))
     }
 
     /// The source alone, to read as part of another: history before a live topic

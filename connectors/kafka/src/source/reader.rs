@@ -1,0 +1,274 @@
+//! One worker's reader: its partitions, each with its own watermark, and the thread that
+//! watches where they end.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use riffle_engine::prelude::*;
+use riffle_engine::runtime::{SourcePoll, SourceReader};
+use riffle_engine::{Batch, Clock, Data, Elements, PaneInfo, Watermark, WatermarkEstimator};
+
+use crate::error::{Error, Result};
+
+use super::*;
+
+/// One partition of a reader.
+pub(super) struct Partition<T> {
+    pub(super) id: i32,
+    /// Bounded mode: the offset to stop before.
+    pub(super) end: Option<i64>,
+    /// The offset of the next record to read.
+    pub(super) next: i64,
+    /// The partition's end as last fetched from the broker: while `next` is behind it, the
+    /// partition has a backlog and is not idle.
+    pub(super) known_end: i64,
+    pub(super) done: bool,
+    pub(super) estimator: WatermarkEstimator,
+    /// Records read and not yet emitted, with their event times.
+    pub(super) pending: Vec<(Read<T>, EventTime, i64)>,
+    /// The offset after the last record emitted into the dataflow (what a commit stores).
+    pub(super) emitted: i64,
+}
+
+pub(super) struct KafkaReader<T> {
+    pub(super) topic: String,
+    pub(super) brokers: String,
+    pub(super) consumer: BaseConsumer,
+    pub(super) partitions: Vec<Partition<T>>,
+    /// Partitions with pending records, in the order they got them.
+    pub(super) ready: VecDeque<usize>,
+    pub(super) decode: DecodeFn<T>,
+    pub(super) event_time: Option<TimeFn<T>>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) strategy: WatermarkStrategy,
+    pub(super) bounded: bool,
+    /// The first and the latest read error of the current run of errors.
+    pub(super) errors: Option<(std::time::Instant, std::time::Instant)>,
+    /// A live reader's watcher of its partitions' ends.
+    pub(super) watcher: Option<EndWatcher>,
+    /// Commit offsets: when they were last committed, if at all.
+    pub(super) committed: Option<std::time::Instant>,
+}
+
+impl<T: Data> KafkaReader<T> {
+    /// Commits the offset after each partition's last emitted record.
+    fn commit(&mut self, mode: CommitMode) -> Result<()> {
+        self.committed = Some(std::time::Instant::now());
+        let mut tpl = TopicPartitionList::new();
+        for p in &self.partitions {
+            tpl.add_partition_offset(&self.topic, p.id, Offset::Offset(p.emitted))
+                .map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
+        }
+        self.consumer.commit(&tpl, mode).map_err(|e| Error::Read {
+            topic: self.topic.clone(),
+            brokers: self.brokers.clone(),
+            reason: format!("committing offsets: {e}"),
+        })
+    }
+
+    /// Bounded mode, at the end of partition `p` as the broker has it now: `p` is done
+    /// when the consumer's position there (which passes control records, such as a
+    /// transaction's commit marker, that are never handed out) has reached its end.
+    fn reached_end(&mut self, p: i32) {
+        let Some(part) = self.partitions.iter_mut().find(|part| part.id == p) else { return };
+        let Some(end) = part.end else { return };
+        let position = self.consumer.position().ok().and_then(|tpl| {
+            tpl.find_partition(&self.topic, p).and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+        });
+        if position.is_some_and(|o| o >= end) {
+            part.done = true;
+        }
+    }
+
+    /// Takes what the consumer has, up to `max` records, into the partitions' pending lists.
+    fn fetch(&mut self, max: usize) -> Result<()> {
+        for _ in 0..max {
+            let Some(m) = self.consumer.poll(Duration::ZERO) else { break };
+            let m = match m {
+                Ok(m) => m,
+                Err(KafkaError::PartitionEOF(p)) => {
+                    self.reached_end(p);
+                    continue;
+                }
+                Err(e) => {
+                    // librdkafka reports passing trouble (a connection reset) the same way
+                    // as a broker that is gone: the job fails when errors go on for
+                    // BROKER_LOSS_TIMEOUT, not at the first.
+                    let now = std::time::Instant::now();
+                    let continuing = self.errors.is_some_and(|(_, last)| now - last < BROKER_LOSS_TIMEOUT);
+                    let since = if continuing { self.errors.expect("continuing").0 } else { now };
+                    self.errors = Some((since, now));
+                    if now - since >= BROKER_LOSS_TIMEOUT {
+                        return Err(Error::Read {
+                            topic: self.topic.clone(),
+                            brokers: self.brokers.clone(),
+                            reason: format!("{e}, for {} s without a break", BROKER_LOSS_TIMEOUT.as_secs()),
+                        });
+                    }
+                    tracing::warn!(topic = %self.topic, error = %e, "reading");
+                    break;
+                }
+            };
+            let Some(i) = self.partitions.iter().position(|p| p.id == m.partition()) else { continue };
+            let part = &mut self.partitions[i];
+            if part.done || part.end.is_some_and(|end| m.offset() >= end) {
+                continue;
+            }
+            let record_time = m.timestamp().to_millis().map(EventTime::from_millis);
+            let read = match (self.decode)(&m) {
+                Ok(v) => Read::Ok(v),
+                Err(reason) => Read::Dead(DeadLetter {
+                    topic: self.topic.clone(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    reason,
+                    value: m.payload().map(<[u8]>::to_vec),
+                }),
+            };
+            let t = match (&read, &self.event_time) {
+                (Read::Ok(v), Some(f)) => f(v),
+                _ => record_time.unwrap_or(EventTime::MIN),
+            };
+            part.next = m.offset() + 1;
+            if part.pending.is_empty() {
+                self.ready.push_back(i);
+            }
+            part.pending.push((read, t, m.offset()));
+            if part.end.is_some_and(|end| m.offset() + 1 >= end) {
+                part.done = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Data> SourceReader for KafkaReader<T> {
+    fn poll(&mut self, max_elements: usize) -> riffle_engine::Result<SourcePoll> {
+        if self.ready.is_empty() {
+            self.fetch(max_elements)?;
+        }
+        // A partition behind its end is not idle, however long its fetches take: its
+        // backlog must not turn late. A live reader learns the ends from its watcher
+        // thread; a bounded one knows where it stops.
+        let now = self.clock.now();
+        if let Some(watcher) = &self.watcher {
+            let ends = watcher.ends.lock().unwrap_or_else(|p| p.into_inner());
+            for part in &mut self.partitions {
+                if let Some(high) = ends.get(&part.id) {
+                    part.known_end = *high;
+                }
+            }
+        }
+        for part in &mut self.partitions {
+            if part.next < part.known_end {
+                part.estimator.active(now);
+            }
+        }
+        if self.committed.is_some_and(|at| at.elapsed() >= COMMIT_EVERY) {
+            self.commit(CommitMode::Async)?;
+        }
+        let Some(i) = self.ready.pop_front() else {
+            let finished = self.bounded && self.partitions.iter().all(|p| p.done);
+            if finished && self.committed.is_some() {
+                self.commit(CommitMode::Sync)?;
+            }
+            return Ok(if finished { SourcePoll::Done } else { SourcePoll::Pending });
+        };
+        // One partition's records at a time, each sent at its partition's watermark from
+        // before it, in steps of WATERMARK_STEP_MS: a run of records with the same step
+        // goes out as one batch. Which records a fetch happened to bring together then
+        // changes nothing: a record's lateness depends on its partition's records before
+        // it alone.
+        let now = self.clock.now();
+        let part = &mut self.partitions[i];
+        let watermark = step(part.estimator.watermark(now));
+        let mut n = 0;
+        for (_, t, _) in &part.pending {
+            if n > 0 && step(part.estimator.watermark(now)) != watermark {
+                break;
+            }
+            part.estimator.observe(*t, now);
+            n += 1;
+        }
+        let mut batch = Elements::with_capacity(n);
+        for (read, t, offset) in part.pending.drain(..n) {
+            batch.push(read, t, Window::Global, PaneInfo::NO_FIRING);
+            part.emitted = offset + 1;
+        }
+        if !part.pending.is_empty() {
+            self.ready.push_front(i);
+        }
+        Ok(SourcePoll::SplitBatch(Batch::new(batch), watermark))
+    }
+
+    /// Each partition's lag (records between the next to read and its end as last
+    /// fetched) and position (the next offset to read).
+    fn split_gauges(&self) -> Vec<(&'static str, String, i64)> {
+        let lag = self.partitions.iter().map(|p| ("lag", p.id.to_string(), (p.known_end - p.next).max(0)));
+        let offset = self.partitions.iter().map(|p| ("offset", p.id.to_string(), p.next));
+        lag.chain(offset).collect()
+    }
+
+    /// The least watermark over this worker's partitions that may still bring records. A
+    /// worker with none holds nothing back: its watermark is the clock's, less the allowed
+    /// delay, as an idle partition's is.
+    fn watermark(&self) -> Watermark {
+        let now = self.clock.now();
+        let live = self.partitions.iter().filter(|p| !(p.done && p.pending.is_empty()));
+        let least = live.map(|p| step(p.estimator.clone().watermark(now))).min();
+        match least {
+            Some(w) => w,
+            None if self.bounded => Watermark::MAX,
+            None => Watermark(EventTime::from_millis(now.millis().saturating_sub(self.strategy.max_delay_ms))),
+        }
+    }
+}
+
+/// Asks the broker where a live reader's partitions end, every [`END_REFRESH`], on a
+/// thread of its own with a client of its own: a round trip per partition must not stall
+/// the worker. The thread stops soon after the watcher is dropped.
+pub(super) struct EndWatcher {
+    pub(super) ends: Arc<std::sync::Mutex<std::collections::HashMap<i32, i64>>>,
+    pub(super) stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EndWatcher {
+    pub(super) fn start(client: BaseConsumer, topic: &str, partitions: Vec<i32>) -> Result<Self> {
+        let ends = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ends_topic = topic.to_string();
+        let (found, stopped, topic) = (ends.clone(), stop.clone(), topic.to_string());
+        std::thread::Builder::new()
+            .name(format!("riffle-kafka-ends-{topic}"))
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    for &p in &partitions {
+                        if let Ok((_, high)) = client.fetch_watermarks(&topic, p, END_FETCH_TIMEOUT) {
+                            found.lock().unwrap_or_else(|e| e.into_inner()).insert(p, high);
+                        }
+                    }
+                    // Sleep in short steps, so a dropped watcher's thread ends soon.
+                    let slept = std::time::Instant::now();
+                    while slept.elapsed() < END_REFRESH && !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            })
+            .map_err(|e| Error::Client { topic: ends_topic, reason: format!("starting a thread: {e}") })?;
+        Ok(EndWatcher { ends, stop })
+    }
+}
+
+impl Drop for EndWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -131,7 +131,8 @@ pub struct SourceProgress {
 }
 
 /// What a hybrid source is reading ([`SourceProgress::phase`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Its history (files), before the switch.
     History,

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use riffle_engine::runtime::Phase;
+
 use crate::status::{JobSnapshot, JobView};
 
 /// How often the bar is redrawn.
@@ -111,10 +113,10 @@ pub fn line(snap: &JobSnapshot) -> String {
 fn text(snap: &JobSnapshot, share: bool) -> String {
     let p = &snap.progress;
     let mut parts = Vec::new();
-    match p.phase.as_deref() {
-        Some("history") => parts.push("replaying history".to_string()),
-        Some("live") => parts.push("live (history replayed)".to_string()),
-        _ => {}
+    match p.phase {
+        Some(Phase::History) => parts.push("replaying history".to_string()),
+        Some(Phase::Live) => parts.push("live (history replayed)".to_string()),
+        None => {}
     }
     if let Some(f) = p.fraction.filter(|_| share) {
         parts.push(format!("{:.0}%", f * 100.0));
@@ -214,12 +216,12 @@ mod tests {
     #[test]
     fn a_hybrid_job_says_which_phase_it_is_in_before_the_rest() {
         let mut snap = JobSnapshot::default();
-        snap.progress.phase = Some("history".into());
+        snap.progress.phase = Some(Phase::History);
         snap.progress.fraction = Some(0.5);
         assert!(line(&snap).starts_with("replaying history · 50%"), "{}", line(&snap));
         assert!(text(&snap, false).starts_with("replaying history · "), "the bar's message keeps the phase");
         assert!(!text(&snap, false).contains("50%"), "the bar shows the share itself");
-        snap.progress.phase = Some("live".into());
+        snap.progress.phase = Some(Phase::Live);
         assert!(line(&snap).starts_with("live (history replayed)"), "{}", line(&snap));
     }
 }

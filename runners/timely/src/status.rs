@@ -152,9 +152,9 @@ pub struct Progress {
     pub files_written: u64,
     /// Seconds left at the pace so far, when it can be said.
     pub eta_s: Option<f64>,
-    /// For a job reading history then a live source: `"history"` while some reader still
-    /// replays its history, then `"live"`.
-    pub phase: Option<String>,
+    /// For a job reading history then a live source: `History` while some reader still
+    /// replays its history, then `Live` (`"history"`, `"live"` in JSON).
+    pub phase: Option<Phase>,
 }
 
 /// The whole job at one moment: what `/api/job` serves.
@@ -384,11 +384,10 @@ impl JobView {
             p.bytes_done += r.bytes_done;
             p.bytes_total += r.bytes_total;
             p.event_time_end = p.event_time_end.max(r.event_time_end);
-            p.phase = match (p.phase.take(), r.phase) {
-                (Some(h), _) if h == "history" => Some(h),
-                (_, Some(Phase::History)) => Some("history".into()),
-                (_, Some(Phase::Live)) => Some("live".into()),
-                (kept, None) => kept,
+            // History while any hybrid reader still replays it; live once every one is.
+            p.phase = match (p.phase, r.phase) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
         }
         if finished {

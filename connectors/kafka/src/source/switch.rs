@@ -33,9 +33,9 @@ impl<T: Data> ReadKafka<T> {
             SwitchAt::At(t) => t,
             SwitchAt::Auto => {
                 let consumer = self.consumer()?;
-                let mut held = Vec::new();
+                let (mut held, mut probe) = (Vec::new(), None);
                 for p in self.partitions(&consumer)? {
-                    held.push((p, self.earliest_held(&consumer, p)?));
+                    held.push((p, self.earliest_held(&consumer, &mut probe, p)?));
                 }
                 auto_switch(&held, self.strategy.max_delay_ms).map_err(|(partition, holds)| Error::Gap {
                     topic: self.topic.clone(),
@@ -49,8 +49,9 @@ impl<T: Data> ReadKafka<T> {
         Ok(t)
     }
 
-    /// What partition `p` still holds.
-    fn earliest_held(&self, consumer: &BaseConsumer, p: i32) -> Result<Held> {
+    /// What partition `p` still holds. `probe` is the consumer that reads earliest records,
+    /// made at the first partition that needs it and reused for the others.
+    fn earliest_held(&self, consumer: &BaseConsumer, probe: &mut Option<BaseConsumer>, p: i32) -> Result<Held> {
         let read_err = |e: rdkafka::error::KafkaError| Error::Read {
             topic: self.topic.clone(),
             brokers: self.brokers.clone(),
@@ -60,8 +61,10 @@ impl<T: Data> ReadKafka<T> {
         if low >= high {
             return Ok(if low <= 0 { Held::Empty } else { Held::Nothing { deleted_before: low } });
         }
-        let first: BaseConsumer =
-            self.config().create().map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
+        let first = match probe {
+            Some(c) => c,
+            None => probe.insert(self.consumer()?),
+        };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, p, Offset::Offset(low)).map_err(read_err)?;
         first.assign(&tpl).map_err(read_err)?;
@@ -97,8 +100,9 @@ impl<T: Data> ReadKafka<T> {
     pub(super) fn check_no_gap(&self, consumer: &BaseConsumer, partitions: &[i32]) -> Result<()> {
         let Some((_, switch_at)) = &self.history else { return Ok(()) };
         let from = switch_at.millis().saturating_sub(self.strategy.max_delay_ms);
+        let mut probe = None;
         for &p in partitions {
-            if let Some(holds) = gap(&self.earliest_held(consumer, p)?, from) {
+            if let Some(holds) = gap(&self.earliest_held(consumer, &mut probe, p)?, from) {
                 return Err(Error::Gap {
                     topic: self.topic.clone(),
                     partition: p,

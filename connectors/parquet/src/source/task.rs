@@ -86,9 +86,9 @@ impl<T: Data> ReadTask<T> {
             if rb.num_rows() > 0 {
                 let batch = match self.config.dead_letters {
                     true => self.to_decoded(file, rb, row_group, &place),
-                    false => self.to_elements(file, rb),
+                    false => self.to_elements(file, rb, row_group, &place),
                 }
-                .map_err(|e| Some(self.name_the_row(e, row_group, &place)))?;
+                .map_err(Some)?;
                 tx.send(Msg::Rows(batch)).await.map_err(|_| None)?;
             }
             row += read;
@@ -188,7 +188,15 @@ impl<T: Data> ReadTask<T> {
     }
 
     /// Converts a record batch into a Riffle batch of rows, each at its event time.
-    fn to_elements(&self, file: &DataFile, rb: RecordBatch) -> Result<Batch> {
+    /// The rows of `rb`, decoded into `T`; `place` says where row `i` of `rb` is in row
+    /// group `row_group`, for the message when a row does not decode.
+    fn to_elements(
+        &self,
+        file: &DataFile,
+        rb: RecordBatch,
+        row_group: usize,
+        place: &dyn Fn(usize) -> usize,
+    ) -> Result<Batch> {
         let times = self.timestamps(file, &rb)?;
         let rb = self.with_partitions(file, rb)?;
         if std::any::TypeId::of::<T>() == std::any::TypeId::of::<ArrowRecords>() {
@@ -200,11 +208,12 @@ impl<T: Data> ReadTask<T> {
         let rows: Vec<T> = serde_arrow::from_record_batch(&rb).map_err(|e| {
             let message = match self.first_null_in_required_column(&rb) {
                 Some((column, i)) => format!(
-                    "reading rows: batch row {i} has a null in column {column:?}, which the row type {} requires \
-                     (make that field an Option to read nulls) ({e})",
+                    "reading rows: row group {row_group}, row {} has a null in column {column:?}, which the row \
+                     type {} requires (make that field an Option to read nulls) ({e})",
+                    place(i),
                     std::any::type_name::<T>()
                 ),
-                None => format!("reading rows: {e}"),
+                None => format!("reading rows: row group {row_group}: {e}"),
             };
             Error::Convert { url: file.url.clone(), message }
         })?;
@@ -266,24 +275,6 @@ impl<T: Data> ReadTask<T> {
                 Some((f.name().clone(), i))
             })
             .min_by_key(|(_, i)| *i)
-    }
-
-    /// Names the row group and row of a row that did not decode (`batch row N` in the
-    /// message becomes the row's place in its row group).
-    fn name_the_row(&self, e: Error, row_group: usize, place: &dyn Fn(usize) -> usize) -> Error {
-        match e {
-            Error::Convert { url, message } => {
-                let message = match message.split_once("batch row ").and_then(|(head, rest)| {
-                    let (n, tail) = rest.split_once(' ')?;
-                    Some((head, n.parse::<usize>().ok()?, tail))
-                }) {
-                    Some((head, n, tail)) => format!("{head}row group {row_group}, row {} {tail}", place(n)),
-                    None => format!("row group {row_group}: {message}"),
-                };
-                Error::Convert { url, message }
-            }
-            other => other,
-        }
     }
 
     /// Adds the partition values the row type asks for as constant columns.

@@ -297,9 +297,10 @@ impl<F: StatefulDoFn> Stateful<F> {
         what: &str,
         f: impl FnOnce(&mut F, &mut F::State, &mut StateContext<'_, F::Out>),
     ) -> Result<()> {
-        let kenc = encode(k);
         let key = (k.clone(), w);
-        if !self.cells.contains_key(&key) {
+        // The key's encoding orders the expiry and timer sets: made only when they change.
+        let kenc = (!self.cells.contains_key(&key)).then(|| encode(k));
+        if let Some(kenc) = &kenc {
             let expires = w.max_timestamp().plus_millis(self.lateness_ms);
             self.expiry.insert((expires, w, kenc.clone(), KeyRef(k.clone())));
         }
@@ -312,12 +313,15 @@ impl<F: StatefulDoFn> Stateful<F> {
                 StateContext { out: &mut out, timers: &mut cell.timers, timestamp: ts, window: w, watermark, now };
             f(dofn, &mut cell.state, &mut ctx);
         }));
-        let after = cell.timers.clone();
+        let after = (cell.timers != before).then(|| cell.timers.clone());
         ran.map_err(|p| Error::from_panic(&self.step, p, Some(format!("{} ({what})", truncated_debug(k, 200)))))?;
         for (t, v) in out {
             self.out.entry(t).or_default().push((w, v));
         }
-        self.retime(k, w, &kenc, &before, &after);
+        if let Some(after) = after {
+            let kenc = kenc.unwrap_or_else(|| encode(k));
+            self.retime(k, w, &kenc, &before, &after);
+        }
         Ok(())
     }
 

@@ -46,7 +46,7 @@ fn read_totals(broker: &Tansu, topic: &str, n: usize) -> Vec<String> {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(Tansu::FIRST_WRITTEN)).unwrap();
     consumer.assign(&tpl).unwrap();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -93,7 +93,7 @@ fn run_hybrid(
 ) -> (Vec<String>, String) {
     broker.create_topic(topic, 3);
     let output = format!("{topic}-totals");
-    broker.create_topic(&output, 1);
+    broker.create_sink_topic(&output, 1);
     produce(broker, topic, &topic_at_start(events));
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("live.log");

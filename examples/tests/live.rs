@@ -24,7 +24,7 @@ use riffle_kafka::testing::Tansu;
 fn live_computes_the_backfill_totals_while_records_arrive_and_stops_on_sigterm() {
     let broker = Tansu::start();
     broker.create_topic("events", 3);
-    broker.create_topic("totals", 1);
+    broker.create_sink_topic("totals", 1);
     let events = events(300);
     let want = batch_totals(&events);
     assert!(want.len() >= 10, "{want:?}");
@@ -72,7 +72,7 @@ fn live_computes_the_backfill_totals_while_records_arrive_and_stops_on_sigterm()
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("totals", 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset("totals", 0, Offset::Offset(Tansu::FIRST_WRITTEN)).unwrap();
     consumer.assign(&tpl).unwrap();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -171,7 +171,7 @@ fn a_missing_topic_is_a_clear_error() {
 #[test]
 fn the_sink_writes_keys_json_values_and_pane_timestamps() {
     let broker = Tansu::start();
-    broker.create_topic("totals", 2);
+    broker.create_sink_topic("totals", 2);
     let p = Pipeline::new();
     let input = p.create_timestamped(vec![
         (("ana".to_string(), 3i64), ms(1_000)),
@@ -191,7 +191,7 @@ fn the_sink_writes_keys_json_values_and_pane_timestamps() {
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for partition in 0..2 {
-        tpl.add_partition_offset("totals", partition, Offset::Beginning).unwrap();
+        tpl.add_partition_offset("totals", partition, Offset::Offset(Tansu::FIRST_WRITTEN)).unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut got = Vec::new();

@@ -55,6 +55,23 @@ pub trait SourceFn: Send + Sync {
     }
     /// The reader for one worker; it reads that worker's share of the input.
     fn open(&self, ctx: &StepContext) -> Result<Box<dyn SourceReader>>;
+    /// Whether its readers say where they are ([`SourceReader::position`]) and can start
+    /// again from there ([`SourceFn::open_from`]): a job with checkpoints needs every
+    /// source to.
+    fn checkpoints(&self) -> bool {
+        false
+    }
+    /// The reader for one worker, starting where a checkpoint left off. `saved` holds the
+    /// position of every reader of the run that took the checkpoint, as
+    /// [`SourceReader::position`] wrote them, whatever its worker count: the reader takes
+    /// its share of the input at `ctx.worker` (as [`SourceFn::open`] deals it) and, for
+    /// each split of that share, starts after what the saved positions say was read, with
+    /// the split's watermark state as it was. A split no saved position names (a
+    /// partition added since) starts as `open` would start it.
+    fn open_from(&self, ctx: &StepContext, saved: &[Vec<u8>]) -> Result<Box<dyn SourceReader>> {
+        let _ = saved;
+        Err(crate::Error::Config(format!("source '{}' cannot resume from a checkpoint", ctx.name)))
+    }
 }
 
 /// What a source reader did when asked for more.
@@ -108,6 +125,13 @@ pub trait SourceReader {
     /// and the job's web view; `None` for a reader that cannot say (an unbounded one).
     fn progress(&self) -> Option<SourceProgress> {
         None
+    }
+    /// Where the reader is, for a checkpoint: per split, what it has returned so far (and
+    /// nothing after), and the split's watermark state. Called between polls; what
+    /// [`SourceFn::open_from`] reads back, at any worker count. Only for a source whose
+    /// [`SourceFn::checkpoints`] is true.
+    fn position(&self) -> Result<Vec<u8>> {
+        Err(crate::Error::Internal("this source does not save its position".into()))
     }
 }
 
@@ -195,6 +219,14 @@ pub trait Shuffle {
 pub trait ShuffleFn: Send + Sync {
     /// A fresh shuffle for one worker.
     fn instantiate(&self, ctx: &StepContext) -> Box<dyn Shuffle>;
+    /// Splits a batch as it left the shuffle (after [`Shuffle::route`]: keyed elements,
+    /// or a lifted combine's partial accumulators) by key group, for a checkpoint of what
+    /// a grouping holds but has not applied yet; restored on whichever worker owns each
+    /// group. `Err` for a shuffle whose output is not keyed.
+    fn split_by_key_group(&self, exchanged: Batch) -> Result<Vec<(crate::keys::KeyGroup, Batch)>> {
+        let _ = exchanged;
+        Err(crate::Error::Internal("this shuffle's output is not keyed".into()))
+    }
 }
 
 /// A grouping step (GroupByKey, Combine): a shuffle, then keyed state fired by watermark.

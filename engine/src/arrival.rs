@@ -132,6 +132,11 @@ impl<H: Clone> ArrivalOrder<H> {
         self.waiting.values_mut().map(|w| &mut w.holds)
     }
 
+    /// Every batch that waits, with the watermark it was sent at (for a checkpoint).
+    pub fn batches(&self) -> impl Iterator<Item = (Watermark, &Batch)> {
+        self.waiting.iter().flat_map(|(at, w)| w.batches.values().flatten().map(move |b| (Watermark(*at), b)))
+    }
+
     /// How many elements wait.
     pub fn waiting_elements(&self) -> usize {
         self.elements

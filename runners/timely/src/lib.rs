@@ -23,6 +23,7 @@
 //! riffle_timely::run(&p, &cli.run).unwrap();
 //! ```
 
+pub mod checkpoint;
 pub mod cluster;
 pub mod job;
 pub mod lower;
@@ -103,7 +104,8 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
                 progress: !opts.no_progress,
                 linger: Duration::from_secs(opts.ui_linger),
             };
-            execute(graph, comm, None, watch)
+            let checkpoints = checkpoint::Checkpoints::open(opts, &graph)?;
+            execute(graph, checkpoints, comm, None, watch)
         }
         Role::Member { process, addresses, launched } => {
             if launched {
@@ -169,7 +171,8 @@ fn run_member(
         zerocopy: false,
     };
     let deadline = Duration::from_secs(opts.connect_timeout);
-    execute(graph, comm, Some((addresses, process, deadline)), watch)
+    let checkpoints = checkpoint::Checkpoints::open(opts, &graph)?;
+    execute(graph, checkpoints, comm, Some((addresses, process, deadline)), watch)
 }
 
 /// Where the other processes of a cluster across hosts reach process 0's web view: the
@@ -222,6 +225,7 @@ fn metrics_addr(opts: &RunOptions, process: usize) -> Result<Option<String>> {
 
 fn execute(
     graph: Graph,
+    checkpoints: Option<Arc<checkpoint::Checkpoints>>,
     comm: CommunicationConfig,
     cluster: Option<(Vec<String>, usize, Duration)>,
     watch: Watch,
@@ -285,6 +289,7 @@ fn execute(
                 sinks_progress: timely::dataflow::ProbeHandle::new(),
                 pacing: Vec::new(),
                 clock: clock.clone(),
+                checkpoints: checkpoints.clone(),
             };
             let ran = catch_unwind(AssertUnwindSafe(|| {
                 lower::build(worker, &graph, &env);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use riffle_engine::{Graph, NodeId, NodeKind, PortRef};
 use timely::worker::Worker;
 
-use crate::operators::{BatchStream, Env, flatten, group, par_do, shuffle, side, sink, source};
+use crate::operators::{BatchStream, Env, coordinator, flatten, group, par_do, shuffle, side, sink, source};
 use crate::time::Time;
 
 /// The streams built so far, and how many steps still read each: the last reader takes
@@ -36,17 +36,18 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
         let env = &Env { sinks_progress: timely::dataflow::ProbeHandle::new(), ..env.clone() };
         let pacing = pacing_probes(graph);
         let mut edges = Edges { streams: HashMap::new(), readers: HashMap::new() };
+        let mut sinks = Vec::new();
         for node in graph.nodes() {
             for p in &node.inputs {
                 *edges.readers.entry(*p).or_default() += 1;
             }
         }
-        for node in graph.nodes() {
+        for (index, node) in graph.nodes().iter().enumerate() {
             let name = node.name.as_str();
             let outs: Vec<BatchStream<'_>> = match &node.kind {
                 NodeKind::Source(s) => {
                     let env = &Env { pacing: pacing[&node.id].clone(), ..env.clone() };
-                    vec![source::source(scope, name, s, env)]
+                    vec![source::source(scope, index, name, s, env)]
                 }
                 // A step that only says something new about windowing moves no data.
                 NodeKind::ParDo(f) if f.is_passthrough() => vec![edges.take(&node.inputs[0])],
@@ -55,7 +56,7 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                     let input = edges.take(&node.inputs[0]);
                     vec![shuffle::shuffle(input, name, s.instantiate(&env.step(name)), env)]
                 }
-                NodeKind::Group(g) => group::group(edges.take(&node.inputs[0]), name, g, env),
+                NodeKind::Group(g) => group::group(edges.take(&node.inputs[0]), index, name, g, env),
                 NodeKind::SideParDo(f) => {
                     let (main, side_input) = (edges.take(&node.inputs[0]), edges.take(&node.inputs[1]));
                     vec![side::side_par_do(main, side_input, name, f, env)]
@@ -66,7 +67,7 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                 }
                 NodeKind::Sink(s) => {
                     let env = &Env { pacing: pacing[&node.id].clone(), ..env.clone() };
-                    sink::sink(edges.take(&node.inputs[0]), name, s, env);
+                    sinks.push(sink::sink(edges.take(&node.inputs[0]), name, s, env));
                     vec![]
                 }
             };
@@ -74,6 +75,7 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                 edges.put(PortRef { node: node.id, port }, stream);
             }
         }
+        coordinator::coordinator(scope, sinks, env);
     });
 }
 

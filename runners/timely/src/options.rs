@@ -66,6 +66,31 @@ pub struct RunOptions {
     #[arg(long)]
     pub explain_dot: bool,
 
+    /// Take a checkpoint of the job here every --checkpoint-interval (a path, file:// or
+    /// s3:// URL; S3 settings from the AWS_* environment variables). If it holds a
+    /// completed checkpoint of this pipeline, the job resumes from the latest one: sources
+    /// go on from their saved positions and groupings from their saved state, at any
+    /// worker or process count. See docs/checkpoints.md.
+    #[arg(long, value_name = "URL")]
+    pub checkpoint_dir: Option<String>,
+
+    /// How often to checkpoint, a number with a unit: ms, s, m or h.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_interval)]
+    pub checkpoint_interval: std::time::Duration,
+
+    /// Resume from this checkpoint (an id that `--checkpoint-dir` holds) instead of the latest.
+    #[arg(long, value_name = "ID", requires = "checkpoint_dir", conflicts_with = "fresh")]
+    pub from_checkpoint: Option<u64>,
+
+    /// Start from the beginning, never from a checkpoint: fails if --checkpoint-dir
+    /// already holds one.
+    #[arg(long, requires = "checkpoint_dir")]
+    pub fresh: bool,
+
+    /// How many completed checkpoints to keep; older ones are deleted.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_retain: u64,
+
     /// The arguments a local cluster passes to each process it starts; by default this
     /// process's own. Tests set it to run just one test in each child.
     #[arg(skip)]
@@ -91,6 +116,11 @@ impl Default for RunOptions {
             no_progress: false,
             explain: false,
             explain_dot: false,
+            checkpoint_dir: None,
+            checkpoint_interval: std::time::Duration::from_secs(10),
+            from_checkpoint: None,
+            fresh: false,
+            checkpoint_retain: 3,
             child_args: None,
             child_env: Vec::new(),
         }
@@ -102,6 +132,25 @@ impl RunOptions {
     pub fn threads(workers: usize) -> Self {
         RunOptions { workers, ..Self::default() }
     }
+}
+
+/// `--checkpoint-interval`: a positive number with a unit, ms, s, m or h.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number with a unit, such as 10s or 500ms"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("{s:?}: the unit must be ms, s, m or h (for example 10s)")),
+    }
+    .ok_or_else(|| format!("{s:?} is too long"))?;
+    if ms == 0 {
+        return Err(format!("{s:?}: the interval must be longer than zero"));
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// The command line of a pipeline binary that takes no options of its own.

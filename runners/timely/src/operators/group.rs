@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use riffle_engine::arrival::{ArrivalOrder, InputFrontier};
-use riffle_engine::runtime::GroupFn;
-use riffle_engine::{Batch, EventTime};
+use riffle_engine::keys::KeyGroup;
+use riffle_engine::runtime::WorkerInfo;
+use riffle_engine::runtime::{GroupFn, GroupState};
+use riffle_engine::{Batch, Error, EventTime, Watermark};
 use timely::PartialOrder;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -15,16 +17,42 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 
 use super::{BatchStream, Env, shuffle::shuffle};
+use crate::checkpoint::{self, Checkpoints, GroupPart};
 use crate::time::{Time, watermark};
 
 /// How often a grouping publishes the size of its state (monitoring only; measuring a
 /// merging state walks its keys).
 const STATE_SIZE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Lowers a GroupByKey or Combine step: shuffle, then keyed state. Returns the panes, and
-/// the late elements when the step routes them to an output of their own.
+/// Input stamped in a generation after the checkpoint a grouping writes next, held aside
+/// unapplied until it has written it, with capabilities per output port at each time it
+/// was sent at.
+struct Aside {
+    arrival: Watermark,
+    epoch: u64,
+    batch: Batch,
+    caps: Vec<Vec<Capability<Time>>>,
+}
+
+/// A grouping's side of checkpoints.
+struct GroupCut {
+    ck: Arc<Checkpoints>,
+    /// The checkpoint it writes next.
+    next: u64,
+    /// One capability per output port in the generation before `next`: nothing
+    /// downstream passes that generation before this grouping has written its part.
+    holds: Vec<Capability<Time>>,
+    aside: Vec<Aside>,
+    /// It wrote its final part (its input is complete).
+    done: bool,
+}
+
+/// Lowers a GroupByKey or Combine step, the `step`-th of its graph: shuffle, then keyed
+/// state. Returns the panes, and the late elements when the step routes them to an
+/// output of their own.
 pub fn group<'scope>(
     input: BatchStream<'scope>,
+    step: usize,
     name: &str,
     g: &Arc<dyn GroupFn>,
     env: &Env,
@@ -46,21 +74,38 @@ pub fn group<'scope>(
     let activator = exchanged_scope.activator_for(builder.operator_info().address);
     let counter = env.counter(name);
     let g = g.clone();
-    builder.build(move |mut initial| {
+    let checkpoints = env.checkpoints.clone();
+    let worker = env.worker;
+    builder.build(move |initial| {
         let mut state = g.instantiate(&ctx);
         let rule = state.same_watermark();
-        // Capabilities held for pending panes: an antichain, one per epoch at most. A state
-        // can start with a pane pending (combine_globally's default for an empty input),
-        // which needs the operator's initial capability.
-        let mut holds: Vec<Capability<Time>> = Vec::new();
-        let first = initial.swap_remove(0);
-        if let Some(pending) = state.earliest_pending() {
-            holds.push(first.delayed(&Time { epoch: first.time().epoch, event: pending.millis() }));
-        }
-        drop((first, initial));
         // Input waiting to be applied in watermark order (riffle_engine::arrival), with a
         // capability per output port at each time it was sent at.
         let mut order: ArrivalOrder<Vec<Capability<Time>>> = ArrivalOrder::new();
+        let start = checkpoints.as_ref().map_or(0, |c| c.start);
+        if let Some(c) = checkpoints.as_ref().filter(|c| c.resumed.is_some()) {
+            if let Err(e) = restore(c, step, g.as_ref(), state.as_mut(), &mut order, &initial, worker, start) {
+                job.fail(e);
+            }
+        }
+        // Capabilities held for pending panes: an antichain, one per epoch at most. A state
+        // can start with a pane pending (combine_globally's default for an empty input, or
+        // restored from a checkpoint), which needs the operator's initial capability.
+        let mut holds: Vec<Capability<Time>> = Vec::new();
+        if let Some(pending) = state.earliest_pending() {
+            holds.push(initial[0].delayed(&Time { epoch: checkpoint::first_epoch(start), event: pending.millis() }));
+        }
+        let mut cut = checkpoints.map(|ck| GroupCut {
+            ck,
+            next: start + 1,
+            holds: initial
+                .iter()
+                .map(|c| c.delayed(&Time { epoch: checkpoint::last_epoch(start), event: i64::MIN }))
+                .collect(),
+            aside: Vec::new(),
+            done: false,
+        });
+        drop(initial);
         let mut fired: Vec<(EventTime, Batch)> = Vec::new();
         let mut sized_at = std::time::Instant::now() - STATE_SIZE_EVERY;
         move |frontiers| {
@@ -74,6 +119,21 @@ pub fn group<'scope>(
                 // The watermark these elements were sent at; lateness is judged against it.
                 let arrival = crate::time::stamp_watermark(cap.stamp());
                 let epoch = cap.stamp().iter().map(|t| t.epoch).min().unwrap_or(0);
+                if let Some(cut) = cut.as_mut().filter(|c| checkpoint::generation(epoch) >= c.next) {
+                    // After the checkpoint this grouping writes next: aside until it has.
+                    for container in containers {
+                        for batch in container.drain(..) {
+                            counter.add_in(batch.len());
+                            let caps = cap
+                                .stamp()
+                                .iter()
+                                .map(|t| (0..handles.len()).map(|port| cap.delayed(t, port)).collect())
+                                .collect();
+                            cut.aside.push(Aside { arrival, epoch, batch, caps });
+                        }
+                    }
+                    return;
+                }
                 for container in containers {
                     for batch in container.drain(..) {
                         counter.add_in(batch.len());
@@ -97,37 +157,83 @@ pub fn group<'scope>(
                 watermark: frontier,
                 epoch: frontiers[0].frontier().iter().filter(|t| t.event == frontier.0.millis()).map(|t| t.epoch).min(),
             };
-            let applied = (|| {
-                while let Some((at, arrived)) = order.next_ready(input_frontier, rule) {
-                    // Firings up to `at` see exactly what was sent before it, from any sender.
-                    state.fire(at, &mut fired)?;
-                    emit(&mut fired, &holds, &mut handles[0], &counter);
-                    state.insert_all(arrived.batches, at)?;
-                    counter.set_late_dropped(state.late_dropped());
-                    // Late elements leave at the time they were sent at.
-                    if let (Some(late), Some(out)) = (state.take_late(), handles.get_mut(1)) {
-                        out.session(&arrived.holds[0][1]).give(late);
-                    }
-                    if let Some(pending) = state.earliest_pending() {
-                        for sent in &arrived.holds {
-                            let t = *sent[0].time();
-                            let want = Time { epoch: t.epoch, event: t.event.max(pending.millis()) };
-                            if !holds.iter().any(|h| h.time().epoch == t.epoch && h.time().event <= want.event) {
-                                holds.retain(|h| h.time().epoch != t.epoch);
-                                holds.push(sent[0].delayed(&want));
+            let frontier_times: Vec<Time> = frontiers[0].frontier().to_vec();
+            loop {
+                let applied = (|| {
+                    while let Some((at, arrived)) = order.next_ready(input_frontier, rule) {
+                        // Firings up to `at` see exactly what was sent before it, from any sender.
+                        state.fire(at, &mut fired)?;
+                        emit(&mut fired, &holds, &mut handles[0], &counter);
+                        state.insert_all(arrived.batches, at)?;
+                        counter.set_late_dropped(state.late_dropped());
+                        // Late elements leave at the time they were sent at.
+                        if let (Some(late), Some(out)) = (state.take_late(), handles.get_mut(1)) {
+                            out.session(&arrived.holds[0][1]).give(late);
+                        }
+                        if let Some(pending) = state.earliest_pending() {
+                            for sent in &arrived.holds {
+                                let t = *sent[0].time();
+                                let want = Time { epoch: t.epoch, event: t.event.max(pending.millis()) };
+                                if !holds.iter().any(|h| h.time().epoch == t.epoch && h.time().event <= want.event) {
+                                    holds.retain(|h| h.time().epoch != t.epoch);
+                                    holds.push(sent[0].delayed(&want));
+                                }
                             }
                         }
                     }
+                    state.fire(frontier, &mut fired)
+                })();
+                if let Err(e) = applied {
+                    job.fail(e);
+                    holds.clear();
+                    order.clear();
+                    return;
                 }
-                state.fire(frontier, &mut fired)
-            })();
-            if let Err(e) = applied {
-                job.fail(e);
-                holds.clear();
-                order.clear();
-                return;
+                emit(&mut fired, &holds, &mut handles[0], &counter);
+                // A checkpoint whose generations have all arrived: write this grouping's part,
+                // then apply what was held aside for the next one, and look again.
+                let Some(c) =
+                    cut.as_mut().filter(|c| !c.done && checkpoint::passed_generation(&frontier_times, c.next - 1))
+                else {
+                    break;
+                };
+                let is_final = frontier_times.is_empty() && c.aside.is_empty();
+                let written = group_part(state.as_ref(), &order, g.as_ref())
+                    .and_then(|body| c.ck.write_part(c.next, step, worker.index, is_final, body));
+                if let Err(e) = written {
+                    job.fail(e);
+                    holds.clear();
+                    order.clear();
+                    return;
+                }
+                if is_final {
+                    c.done = true;
+                    c.holds.clear();
+                    break;
+                }
+                c.next += 1;
+                let next = c.next;
+                let (now, later): (Vec<Aside>, Vec<Aside>) =
+                    std::mem::take(&mut c.aside).into_iter().partition(|a| checkpoint::generation(a.epoch) < next);
+                c.aside = later;
+                for a in now {
+                    let held = order.arrive(a.arrival, a.epoch, a.batch);
+                    for caps in a.caps {
+                        if !held.iter().any(|h| h[0].time().less_equal(caps[0].time())) {
+                            held.push(caps);
+                        }
+                    }
+                }
             }
-            emit(&mut fired, &holds, &mut handles[0], &counter);
+            // The checkpoint holds follow the watermark, in the generation before the next cut.
+            if let Some(c) = cut.as_mut().filter(|c| !c.done) {
+                let t = Time { epoch: checkpoint::last_epoch(c.next - 1), event: frontier.0.millis() };
+                for h in &mut c.holds {
+                    if h.time().less_equal(&t) && *h.time() != t {
+                        h.downgrade(&t);
+                    }
+                }
+            }
             counter.set_waiting(order.waiting_elements());
             if sized_at.elapsed() >= STATE_SIZE_EVERY || frontiers[0].is_empty() {
                 sized_at = std::time::Instant::now();
@@ -191,4 +297,56 @@ fn emit(
         let at = Time { epoch: hold.time().epoch, event: hold.time().event.max(t.millis()) };
         out.session(&hold.delayed(&at)).give(batch);
     }
+}
+
+/// A grouping's part of a checkpoint: its state by key group, and what waits to be
+/// applied, split by key group too.
+fn group_part(
+    state: &dyn GroupState,
+    order: &ArrivalOrder<Vec<Capability<Time>>>,
+    g: &dyn GroupFn,
+) -> riffle_engine::Result<Vec<u8>> {
+    let mut part = GroupPart { state: Default::default(), waiting: Vec::new() };
+    state.snapshot(&mut part.state)?;
+    for (arrival, batch) in order.batches() {
+        for (group, b) in g.shuffle().split_by_key_group(batch.clone())? {
+            part.waiting.push((group, arrival.0.millis(), b));
+        }
+    }
+    bincode::serialize(&part).map_err(|e| Error::Internal(format!("a grouping's checkpoint does not encode: {e}")))
+}
+
+/// Restores what every part of step `step` in the checkpoint resumed from holds for the
+/// key groups this worker owns: state, and input waiting for its watermark (held from
+/// the start of this run's first generation).
+#[allow(clippy::too_many_arguments)]
+fn restore(
+    ck: &Checkpoints,
+    step: usize,
+    g: &dyn GroupFn,
+    state: &mut dyn GroupState,
+    order: &mut ArrivalOrder<Vec<Capability<Time>>>,
+    initial: &[Capability<Time>],
+    worker: WorkerInfo,
+    start: u64,
+) -> riffle_engine::Result<()> {
+    let _ = g;
+    let mine = |group: &KeyGroup| group.worker(worker.peers) == worker.index;
+    for body in ck.resumed_parts(step)? {
+        let part: GroupPart = bincode::deserialize(&body)
+            .map_err(|e| Error::Config(format!("a grouping's part of the checkpoint does not decode: {e}")))?;
+        for (group, bytes) in part.state.iter().filter(|(g, _)| mine(g)) {
+            state.restore(*group, bytes)?;
+        }
+        for (group, arrival, batch) in part.waiting {
+            if mine(&group) {
+                let at = Time { epoch: checkpoint::first_epoch(start), event: arrival };
+                let held = order.arrive(Watermark(EventTime::from_millis(arrival)), at.epoch, batch);
+                if held.is_empty() {
+                    held.push(initial.iter().map(|c| c.delayed(&at)).collect());
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ use timely::dataflow::Stream;
 use crate::job::JobState;
 use crate::time::Time;
 
+pub mod coordinator;
 pub mod flatten;
 pub mod group;
 pub mod par_do;
@@ -38,6 +39,8 @@ pub struct Env {
     pub pacing: Vec<timely::dataflow::ProbeHandle<Time>>,
     /// This process's clock.
     pub clock: Arc<dyn Clock>,
+    /// The job's checkpoints, when it takes them.
+    pub checkpoints: Option<Arc<crate::checkpoint::Checkpoints>>,
 }
 
 impl Env {

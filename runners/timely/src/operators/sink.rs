@@ -11,8 +11,13 @@ use timely::dataflow::operators::{Exchange, Probe};
 
 use super::{BatchStream, Env};
 
+/// What a sink hands on: what its writers staged, for the job's commit, at times whose
+/// epoch follows the sink's input (so the checkpoint coordinator downstream sees every
+/// generation its input has passed).
+pub type Staged<'scope> = timely::dataflow::Stream<'scope, crate::time::Time, Vec<Vec<u8>>>;
+
 /// Lowers a sink step; a gathering sink first sends everything to worker 0.
-pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) {
+pub fn sink<'scope>(input: BatchStream<'scope>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) -> Staged<'scope> {
     let job = env.job.clone();
     let counter = env.counter(name);
     let input = if f.gathers() && env.worker.peers > 1 { input.exchange(|_: &Batch| 0) } else { input };
@@ -70,6 +75,13 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
                         }
                     }
                 }
+                // The held capability follows the input's epoch, not its event time.
+                if let (Some(c), Some(e)) = (cap.as_mut(), frontier.frontier().iter().map(|t| t.epoch).min()) {
+                    if c.time().epoch < e {
+                        let t = crate::time::Time { epoch: e, event: c.time().event };
+                        c.downgrade(&t);
+                    }
+                }
                 if frontier.is_empty() && !job.has_failed() {
                     if let Some(mut w) = writer.take() {
                         match w.finish() {
@@ -88,20 +100,16 @@ pub fn sink(input: BatchStream<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) 
             }
         });
     if commits {
-        commit(staged, name, f, env);
+        commit(staged.clone(), name, f, env);
     }
+    staged
 }
 
 /// The job's commit: what every writer staged goes to worker 0, which commits once every
 /// writer has finished (the stream is complete) and every sink of the job has all its
 /// input (so a job whose other branch fails later makes nothing visible), unless the job
 /// failed.
-fn commit(
-    staged: timely::dataflow::Stream<'_, crate::time::Time, Vec<Vec<u8>>>,
-    name: &str,
-    f: &Arc<dyn SinkFn>,
-    env: &Env,
-) {
+fn commit(staged: Staged<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) {
     let job = env.job.clone();
     let f = f.clone();
     let first = env.worker.index == 0;

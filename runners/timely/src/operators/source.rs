@@ -2,7 +2,7 @@
 //! capability's event-time coordinate.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use riffle_engine::runtime::{SourceFn, SourcePoll, SourceReader};
 use riffle_engine::{Batch, ProcessingTime};
@@ -12,6 +12,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source as timely_source;
 
 use super::{BatchStream, Env};
+use crate::checkpoint::{self, Checkpoints};
 use crate::time::Time;
 
 /// Elements per batch a source emits.
@@ -55,9 +56,40 @@ fn passed(sinks: &timely::dataflow::ProbeHandle<Time>, epoch: u64) -> bool {
     !sinks.less_equal(&Time { epoch, event: i64::MAX })
 }
 
-/// Lowers a source step.
+/// A source's side of checkpoints: when it cuts the next one, and what it writes.
+struct Cutter {
+    ck: Arc<Checkpoints>,
+    step: usize,
+    worker: usize,
+    /// The checkpoint it cuts next.
+    next: u64,
+    at: Instant,
+}
+
+impl Cutter {
+    /// Cuts the next checkpoint if it is due: writes the reader's position, then moves
+    /// the capability into the checkpoint's generation.
+    fn cut_if_due(&mut self, r: &dyn SourceReader, cap: &mut Capability<Time>) -> riffle_engine::Result<()> {
+        if Instant::now() < self.at {
+            return Ok(());
+        }
+        self.ck.write_part(self.next, self.step, self.worker, false, r.position()?)?;
+        cap.downgrade(&Time { epoch: checkpoint::first_epoch(self.next), event: cap.time().event });
+        self.next += 1;
+        self.at = Instant::now() + self.ck.interval;
+        Ok(())
+    }
+
+    /// The reader is done: its position holds for every checkpoint from the next on.
+    fn finish(&self, r: &dyn SourceReader) -> riffle_engine::Result<()> {
+        self.ck.write_part(self.next, self.step, self.worker, true, r.position()?)
+    }
+}
+
+/// Lowers a source step, the `step`-th of its graph.
 pub fn source<'scope>(
     scope: Scope<'scope, Time>,
+    step: usize,
     name: &str,
     src: &Arc<dyn SourceFn>,
     env: &Env,
@@ -71,15 +103,30 @@ pub fn source<'scope>(
     let fed = env.pacing.first().cloned().unwrap_or_default();
     let clock = env.clock.clone();
     let bounded = src.is_bounded();
-    timely_source::<_, CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, name, move |cap, info| {
+    let mut cutter = env.checkpoints.clone().map(|ck| Cutter {
+        next: ck.start + 1,
+        at: Instant::now() + ck.interval,
+        ck,
+        step,
+        worker: ctx.worker.index,
+    });
+    timely_source::<_, CapacityContainerBuilder<Vec<Batch>>, _, _>(scope, name, move |mut cap, info| {
         let activator = scope.activator_for(info.address);
-        let mut reader = match src.open(&ctx) {
+        let opened = match &cutter {
+            Some(c) if c.ck.resumed.is_some() => c.ck.resumed_parts(step).and_then(|saved| src.open_from(&ctx, &saved)),
+            _ => src.open(&ctx),
+        };
+        let mut reader = match opened {
             Ok(r) => Some(r),
             Err(e) => {
                 job.fail(e);
                 None
             }
         };
+        if let Some(c) = &cutter {
+            // This run's generations come after every checkpoint the directory holds.
+            cap.downgrade(&Time { epoch: checkpoint::first_epoch(c.ck.start), event: cap.time().event });
+        }
         let mut cap = reader.as_ref().map(|_| cap);
         let mut in_flight: std::collections::VecDeque<Time> = std::collections::VecDeque::new();
         let mut batches_in_epoch = 0;
@@ -106,6 +153,11 @@ pub fn source<'scope>(
             if barrier.is_some() && !job.has_failed() {
                 activator.activate_after(PACE_POLL);
                 return;
+            }
+            if let Some(cutter) = cutter.as_mut().filter(|_| !job.has_failed()) {
+                if let Err(e) = cutter.cut_if_due(r.as_ref(), c) {
+                    job.fail(e);
+                }
             }
             // A stop asked for (SIGTERM) ends an unbounded source as its end would.
             let mut finished = job.has_failed() || (!bounded && crate::stop::stop_requested());
@@ -166,6 +218,11 @@ pub fn source<'scope>(
                 output.session(&c.delayed(&at)).give(batch);
             }
             if finished {
+                if let Some(cutter) = cutter.as_ref().filter(|_| !job.has_failed()) {
+                    if let Err(e) = cutter.finish(r.as_ref()) {
+                        job.fail(e);
+                    }
+                }
                 // Dropping the capability is the end of input: the watermark jumps to +inf.
                 counter.set_progress(r.progress());
                 counter.set_watermark(i64::MAX);

@@ -1,0 +1,48 @@
+//! The checkpoint coordinator: downstream of every sink, it sees a generation pass once
+//! every source and grouping of every worker has written its part of the checkpoint that
+//! ends it, and on worker 0 writes that checkpoint's manifest.
+
+use timely::dataflow::Scope;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Concatenate, generic::Operator};
+
+use super::Env;
+use super::sink::Staged;
+use crate::checkpoint::{self, Manifest};
+use crate::time::Time;
+
+/// Adds the coordinator when the job takes checkpoints.
+pub fn coordinator<'scope>(scope: Scope<'scope, Time>, sinks: Vec<Staged<'scope>>, env: &Env) {
+    let Some(ck) = env.checkpoints.clone() else { return };
+    let first = env.worker.index == 0;
+    let workers = env.worker.peers;
+    let job = env.job.clone();
+    let mut next = ck.start + 1;
+    let mut previous: Option<Manifest> = None;
+    let mut completed = false;
+    scope.concatenate(sinks).sink(Pipeline, "Checkpoints", move |(input, frontier)| {
+        input.for_each(|_, _| {});
+        if !first || completed || job.has_failed() {
+            return;
+        }
+        let f: Vec<Time> = frontier.frontier().to_vec();
+        // At the end every part is in: checkpoints follow until one where every part is
+        // final, the job's last (resuming from it does nothing more).
+        while checkpoint::passed_generation(&f, next - 1) {
+            match checkpoint::commit(&ck, next, workers, previous.as_ref()) {
+                Ok(m) => {
+                    completed = f.is_empty() && m.parts.iter().all(|p| p.name.ends_with(".final"));
+                    previous = Some(m);
+                }
+                Err(e) => {
+                    job.fail(e);
+                    return;
+                }
+            }
+            next += 1;
+            if completed {
+                break;
+            }
+        }
+    });
+}

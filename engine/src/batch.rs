@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::element::{Data, Elements};
 use crate::error::{Error, Result};
+use crate::keys::KeyGroup;
 
 /// A batch of elements of some type the runner need not know.
 ///
@@ -64,6 +65,22 @@ impl Batch {
     /// shuffle emits after splitting by destination.
     pub fn per_worker<T: Data>(parts: Vec<Elements<T>>) -> impl Iterator<Item = Batch> {
         parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).map(|(w, p)| Batch::new(p).with_target(w))
+    }
+
+    /// One batch per key group present in `elements`, by `group(value)`, each element
+    /// keeping its timestamp, window and pane: what a checkpoint keeps of a keyed batch
+    /// that crossed an exchange but was not applied yet
+    /// ([`crate::runtime::ShuffleFn::split_by_key_group`]), restored wherever each group
+    /// goes. Each key is hashed twice (to list the groups, then to split): a checkpoint's
+    /// path, not the shuffle's.
+    pub fn per_key_group<T: Data>(elements: Elements<T>, group: impl Fn(&T) -> KeyGroup) -> Vec<(KeyGroup, Batch)> {
+        let mut groups: Vec<KeyGroup> = elements.values().iter().map(&group).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let parts = elements.split_by(groups.len(), |x| {
+            groups.binary_search(&group(x)).expect("internal error: a key's group changed while splitting")
+        });
+        groups.into_iter().zip(parts).map(|(g, part)| (g, Batch::new(part))).collect()
     }
 
     /// The worker an exchange delivers this batch to.

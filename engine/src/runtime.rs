@@ -305,8 +305,8 @@ pub trait GroupState {
     }
     /// Appends the keyed state to `out`, by key group (DESIGN.md 4 and 5), so that it can
     /// be restored on whichever worker owns each group at any worker count. Called after
-    /// [`GroupState::fire`], when no output waits to go. `Err` for a step whose state does
-    /// not save yet: of the groupings, stateful DoFns save theirs so far.
+    /// [`GroupState::fire`], when no output waits to go (late elements included). `Err`
+    /// for a step whose state does not save; every grouping's does.
     fn snapshot(&self, out: &mut std::collections::BTreeMap<crate::keys::KeyGroup, Vec<u8>>) -> Result<()> {
         let _ = out;
         Err(crate::Error::Config("this grouping's state cannot be saved in a snapshot yet".into()))

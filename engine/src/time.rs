@@ -147,6 +147,21 @@ impl WatermarkEstimator {
         self.last_read = Some(now);
     }
 
+    /// What a checkpoint keeps of the estimator: the greatest timestamp seen and the
+    /// watermark reached, not when it last read (processing time does not carry across a
+    /// restart; a restored input counts as having just been assigned).
+    pub fn state(&self) -> EstimatorState {
+        EstimatorState { max_seen: self.max_seen, watermark: self.current.0 }
+    }
+
+    /// This estimator, carried on from `state` (its strategy stays this one's): its
+    /// watermark starts where the saved one was and never goes below it.
+    pub fn restored(mut self, state: EstimatorState) -> Self {
+        self.max_seen = self.max_seen.max(state.max_seen);
+        self.current = self.current.max(Watermark(state.watermark));
+        self
+    }
+
     /// The watermark at processing time `now`.
     pub fn watermark(&mut self, now: ProcessingTime) -> Watermark {
         let mut w = self.strategy.watermark(self.max_seen);
@@ -158,6 +173,35 @@ impl WatermarkEstimator {
         }
         self.current = self.current.max(w);
         self.current
+    }
+}
+
+/// A [`WatermarkEstimator`]'s state as a source saves it in a checkpoint
+/// ([`WatermarkEstimator::state`], [`WatermarkEstimator::restored`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EstimatorState {
+    /// The greatest event time the input had read.
+    pub max_seen: EventTime,
+    /// The watermark it had reached (by its data or, idle, by the clock).
+    pub watermark: EventTime,
+}
+
+impl EstimatorState {
+    /// The state of an input that has read nothing.
+    pub const FRESH: EstimatorState = EstimatorState { max_seen: EventTime::MIN, watermark: EventTime::MIN };
+
+    /// The state that holds no input back further than any of `states` did: the least
+    /// of each field. For an input restored from several saved ones (a reader's share at
+    /// a new worker count), so that its watermark is never ahead of an element it will
+    /// still read; `FRESH` when there are none.
+    pub fn least(states: impl IntoIterator<Item = EstimatorState>) -> EstimatorState {
+        states
+            .into_iter()
+            .reduce(|a, b| EstimatorState {
+                max_seen: a.max_seen.min(b.max_seen),
+                watermark: a.watermark.min(b.watermark),
+            })
+            .unwrap_or(EstimatorState::FRESH)
     }
 }
 

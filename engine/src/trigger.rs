@@ -359,8 +359,9 @@ impl Trigger {
     }
 }
 
-/// The state of a [`Trigger`] for one key and window, shaped like the trigger.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The state of a [`Trigger`] for one key and window, shaped like the trigger. It is
+/// saved in checkpoints with the grouping's state (the trigger itself is part of the step).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TriggerState {
     /// No more firings.
     pub finished: bool,

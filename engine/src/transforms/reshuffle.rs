@@ -56,6 +56,10 @@ impl<T: Data, K: Key, F: Fn(&T) -> K + Send + Sync + 'static> ShuffleFn for ByKe
     fn instantiate(&self, _ctx: &StepContext) -> Box<dyn Shuffle> {
         Box::new(self.clone())
     }
+    fn split_by_key_group(&self, exchanged: Batch) -> Result<Vec<(KeyGroup, Batch)>> {
+        let key = &self.key;
+        Ok(Batch::per_key_group(exchanged.try_into_elements::<T>()?, |x| KeyGroup::of(&key(x))))
+    }
 }
 
 impl<T: Data, K: Key, F: Fn(&T) -> K + Send + Sync + 'static> Shuffle for ByKey<T, K, F> {

@@ -14,7 +14,7 @@ use crate::graph::{NodeKind, OutputInfo, PortRef, Windowing};
 use crate::pane::PaneInfo;
 use crate::pipeline::{PCollection, Pipeline};
 use crate::runtime::{SourceFn, SourcePoll, SourceReader, StepContext};
-use crate::time::{EventTime, Watermark, WatermarkEstimator, WatermarkStrategy};
+use crate::time::{EstimatorState, EventTime, Watermark, WatermarkEstimator, WatermarkStrategy};
 use crate::window::Window;
 
 /// One step of a split's script.
@@ -108,20 +108,63 @@ impl<T: Data> SourceFn for SplitSource<T> {
     }
 
     fn open(&self, ctx: &StepContext) -> Result<Box<dyn SourceReader>> {
+        self.open_from_positions(ctx, &[])
+    }
+
+    fn checkpoints(&self) -> bool {
+        true
+    }
+
+    fn open_from(&self, ctx: &StepContext, saved: &[Vec<u8>]) -> Result<Box<dyn SourceReader>> {
+        let saved: Vec<Vec<SplitPosition>> = crate::position::decode_all(&ctx.name, SPLIT_POSITION_VERSION, saved)?;
+        let saved: Vec<SplitPosition> = saved.into_iter().flatten().collect();
+        self.open_from_positions(ctx, &saved)
+    }
+}
+
+impl<T: Data> SplitSource<T> {
+    /// This worker's splits, each past the events `saved` says it had taken.
+    fn open_from_positions(&self, ctx: &StepContext, saved: &[SplitPosition]) -> Result<Box<dyn SourceReader>> {
         let splits = (self.0.splits.iter().enumerate())
             .filter(|(s, _)| s % ctx.worker.peers == ctx.worker.index)
-            .map(|(_, script)| SplitState {
-                script: script.iter().cloned().collect(),
-                estimator: self.0.strategy.estimator(),
-                paused_until: None,
+            .map(|(id, script)| {
+                let at = saved.iter().find(|p| p.split == id);
+                let taken = at.map_or(0, |p| p.taken);
+                let estimator = self.0.strategy.estimator();
+                SplitState {
+                    id,
+                    script: script.iter().skip(taken).cloned().collect(),
+                    taken,
+                    estimator: at.map_or(estimator, |p| estimator.restored(p.estimator)),
+                    paused_until: at.and_then(|p| p.paused_until).map(ProcessingTime::from_millis),
+                }
             })
             .collect();
         Ok(Box::new(SplitStreamReader { splits, next: 0, clock: ctx.clock.clone() }))
     }
 }
 
+/// Format version of a SplitStream reader's position: a [`SplitPosition`] per split.
+const SPLIT_POSITION_VERSION: u8 = 1;
+
+/// Where one split of a [`SplitStream`] was.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct SplitPosition {
+    split: usize,
+    /// Events of its script taken (chunks returned, pauses begun).
+    taken: usize,
+    estimator: EstimatorState,
+    /// The processing time its pause ends, if one was under way (scripts run on a manual
+    /// clock, which a restored job starts again at the same place).
+    paused_until: Option<i64>,
+}
+
 struct SplitState<T> {
+    /// The split's index in the stream.
+    id: usize,
     script: VecDeque<SplitEvent<T>>,
+    /// Events taken from the script since its start.
+    taken: usize,
     estimator: WatermarkEstimator,
     paused_until: Option<ProcessingTime>,
 }
@@ -146,7 +189,9 @@ impl<T: Data> SourceReader for SplitStreamReader<T> {
                 continue;
             }
             split.paused_until = None;
-            match split.script.pop_front() {
+            let event = split.script.pop_front();
+            split.taken += usize::from(event.is_some());
+            match event {
                 None => {}
                 Some(SplitEvent::Pause(ms)) => {
                     split.paused_until = Some(ProcessingTime::from_millis(now.millis() + ms))
@@ -166,6 +211,18 @@ impl<T: Data> SourceReader for SplitStreamReader<T> {
         Ok(SourcePoll::Pending)
     }
 
+    fn position(&self) -> Result<Vec<u8>> {
+        let splits: Vec<SplitPosition> = (self.splits.iter())
+            .map(|s| SplitPosition {
+                split: s.id,
+                taken: s.taken,
+                estimator: s.estimator.state(),
+                paused_until: s.paused_until.map(|t| t.millis()),
+            })
+            .collect();
+        crate::position::encode(SPLIT_POSITION_VERSION, &splits)
+    }
+
     /// The least watermark over the splits with more to read.
     fn watermark(&self) -> Watermark {
         let now = self.clock.now();
@@ -174,5 +231,44 @@ impl<T: Data> SourceReader for SplitStreamReader<T> {
             .map(|s| s.estimator.clone().watermark(now))
             .min()
             .unwrap_or(Watermark::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::position::testing::across_checkpoint;
+
+    #[test]
+    fn a_split_stream_resumes_each_split_where_it_was_with_its_watermark() {
+        let ms = EventTime::from_millis;
+        let mut stream = SplitStream::new(WatermarkStrategy::bounded_out_of_orderness(0));
+        for s in 0..5u64 {
+            let chunks = (0..6).map(|c| SplitEvent::Chunk(vec![(s * 100 + c, ms((c * 10 + s) as i64))])).collect();
+            stream = stream.split(chunks);
+        }
+        let source = SplitSource(Arc::new(stream));
+        for (before, after) in [(2, 1), (2, 3), (1, 4), (3, 3)] {
+            let run =
+                across_checkpoint::<u64>(&source, Arc::new(ManualClock::new()), (before, after), 4, Duration::ZERO)
+                    .unwrap();
+            let mut got = run.union();
+            got.sort();
+            let want: Vec<u64> = (0..5).flat_map(|s| (0..6).map(move |c| s * 100 + c)).collect();
+            assert_eq!(got, want, "{before} -> {after}");
+            // Each split's first chunk after the restore goes out at its watermark from
+            // before the checkpoint (in order, no delay: the latest time it had read).
+            let split_of = |v: &u64| v / 100;
+            for s in 0..5 {
+                let seen = run.before.iter().flatten().filter(|(v, _, _)| split_of(v) == s).map(|e| e.1).max();
+                let first_after = run.after.iter().flatten().find(|(v, _, _)| split_of(v) == s).map(|e| e.2);
+                if let (Some(t), Some(w)) = (seen, first_after) {
+                    assert_eq!(w, Watermark(t), "split {s}, {before} -> {after}");
+                }
+            }
+        }
     }
 }

@@ -9,7 +9,8 @@ pub(super) trait Grouping: Send + Sync + 'static {
     type K: Key;
     /// What crosses the shuffle per key.
     type Shuffled: Data;
-    type Acc: Send + Clone;
+    /// Saved in checkpoints ([`GroupState::snapshot`]), so it serializes.
+    type Acc: Send + Clone + Serialize + DeserializeOwned;
     type Out: Data;
     fn create(&self) -> Self::Acc;
     fn fold(&self, acc: &mut Self::Acc, x: Self::Shuffled);
@@ -114,7 +115,7 @@ impl<K: Key, C: CombineFn> Grouping for AddGrouping<K, C> {
 /// so that a retraction takes out exactly what an earlier pane put in. Multiplicities may
 /// go below zero for a while (a retraction can arrive before what it retracts, from
 /// another worker); only positive ones are output.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(super) struct Multiset<V>(BTreeMap<Vec<u8>, (V, i64)>);
 
 impl<V: Data> Multiset<V> {

@@ -8,7 +8,7 @@ pub(super) type FiredPanes<K, Acc> = FastMap<K, (u64, Option<Acc>)>;
 /// When a pending pane fires, and which window it is for: an on-time pane fires when the
 /// watermark passes the window's end, a late pane when it passes the watermark its
 /// elements arrived at. Ordered by firing time.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 pub(super) struct PaneKey {
     pub(super) fire_at: EventTime,
     pub(super) window: Window,
@@ -24,7 +24,7 @@ pub(super) struct PaneState<K, Acc> {
 }
 
 impl<K, Acc> PaneState<K, Acc> {
-    fn new(hold: EventTime) -> Self {
+    pub(super) fn new(hold: EventTime) -> Self {
         PaneState { keys: FastMap::default(), hold }
     }
 }
@@ -42,8 +42,13 @@ pub(super) struct KeyedState<G: Grouping> {
     pub(super) accumulating: bool,
     pub(super) lateness_ms: i64,
     pub(super) dropped: Dropped<G>,
+    /// For `combine_globally`, on the worker owning its one key: that key, whose empty
+    /// global window outputs the combiner's default.
     pub(super) owns_default: Option<G::K>,
-    pub(super) saw_global: bool,
+    /// Whether no default is due: the global window got input (its pane is the output),
+    /// or the default went out. Saved with the default key's group, so that a restored
+    /// owner neither emits the default twice nor forgets it.
+    pub(super) default_settled: bool,
 }
 
 impl<G: Grouping> KeyedState<G> {
@@ -90,7 +95,7 @@ impl<G: Grouping> GroupState for KeyedState<G> {
         catch_unwind(AssertUnwindSafe(|| {
             // The common case: one window, end-of-window timestamps: one lookup per batch.
             if let (Some(w), TimestampCombiner::EndOfWindow) = (input.uniform_window(), self.combiner) {
-                self.saw_global |= w == Window::Global;
+                self.default_settled |= w == Window::Global;
                 let Some(pane) = self.pane_for(w, arrival) else {
                     self.dropped.all(input);
                     return;
@@ -102,7 +107,7 @@ impl<G: Grouping> GroupState for KeyedState<G> {
                 }
             } else {
                 for wv in input.into_iter_windowed() {
-                    self.saw_global |= wv.window == Window::Global;
+                    self.default_settled |= wv.window == Window::Global;
                     let (k, x) = wv.value;
                     self.add(wv.window, wv.timestamp, k, x, arrival);
                 }
@@ -115,6 +120,15 @@ impl<G: Grouping> GroupState for KeyedState<G> {
         self.dropped.count
     }
 
+    /// See `saved.rs`.
+    fn snapshot(&self, out: &mut BTreeMap<KeyGroup, Vec<u8>>) -> Result<()> {
+        self.save(out)
+    }
+
+    fn restore(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<()> {
+        self.load(group, bytes)
+    }
+
     fn take_late(&mut self) -> Option<Batch> {
         self.dropped.take()
     }
@@ -125,7 +139,7 @@ impl<G: Grouping> GroupState for KeyedState<G> {
             // Few panes are pending at once; their holds are not ordered like their keys.
             _ => self.pending.values().map(|p| p.hold).min(),
         };
-        match (&self.owns_default, self.saw_global) {
+        match (&self.owns_default, self.default_settled) {
             (Some(_), false) => {
                 Some(first.map_or(EventTime::END_OF_GLOBAL_WINDOW, |t| t.min(EventTime::END_OF_GLOBAL_WINDOW)))
             }
@@ -196,8 +210,9 @@ impl<G: Grouping> GroupState for KeyedState<G> {
             }
             entry.remove();
         }
-        if watermark.is_past(EventTime::END_OF_GLOBAL_WINDOW) && !self.saw_global {
-            if let Some(k) = self.owns_default.take() {
+        if watermark.is_past(EventTime::END_OF_GLOBAL_WINDOW) && !self.default_settled {
+            self.default_settled = true;
+            if let Some(k) = self.owns_default.clone() {
                 if g.default_on_empty() {
                     let v = catch_unwind(AssertUnwindSafe(|| g.extract(g.create())))
                         .map_err(|p| Error::from_panic(step, p, None))?;

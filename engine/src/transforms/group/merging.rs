@@ -82,6 +82,15 @@ impl<G: Grouping> GroupState for MergingState<G> {
         self.dropped.count
     }
 
+    /// See `saved.rs`.
+    fn snapshot(&self, out: &mut BTreeMap<KeyGroup, Vec<u8>>) -> Result<()> {
+        self.save(out)
+    }
+
+    fn restore(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<()> {
+        self.load(group, bytes)
+    }
+
     fn take_late(&mut self) -> Option<Batch> {
         self.dropped.take()
     }

@@ -9,12 +9,16 @@
 //! Here: the graph's step and the transforms (`mod.rs`); what is folded (`groupings.rs`);
 //! the routing before the exchange (`shuffle.rs`); and one worker's state under the
 //! default trigger (`keyed.rs`), an explicit trigger (`triggered.rs`), and merging windows
-//! with the default trigger (`merging.rs`).
+//! with the default trigger (`merging.rs`); saving any of those by key group for a
+//! checkpoint, and restoring it at another worker count (`saved.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::batch::Batch;
 use crate::clock::{Clock, ProcessingTime};
@@ -38,6 +42,7 @@ const OUTPUT_BATCH: usize = 4096;
 mod groupings;
 mod keyed;
 mod merging;
+mod saved;
 mod shuffle;
 mod triggered;
 
@@ -193,7 +198,7 @@ impl<G: Grouping> GroupFn for GroupStep<G> {
             accumulating: self.accumulating,
             dropped: Dropped::new(self.late_output),
             owns_default,
-            saw_global: false,
+            default_settled: false,
         })
     }
 }

@@ -9,6 +9,10 @@ impl<K: Key, V: Data> ShuffleFn for KeyShuffle<K, V> {
     fn instantiate(&self, _ctx: &StepContext) -> Box<dyn Shuffle> {
         Box::new(KeyShuffle::<K, V>(PhantomData))
     }
+    /// The exchanged elements are the keyed elements themselves.
+    fn split_by_key_group(&self, exchanged: Batch) -> Result<Vec<(KeyGroup, Batch)>> {
+        Ok(Batch::per_key_group(exchanged.try_into_elements::<(K, V)>()?, |(k, _)| KeyGroup::of(k)))
+    }
 }
 
 impl<K: Key, V: Data> Shuffle for KeyShuffle<K, V> {
@@ -65,6 +69,11 @@ impl<K: Key, C: CombineFn> ShuffleFn for LiftedShuffleFn<K, C> {
             lateness_ms: self.lateness_ms,
             dropped: 0,
         })
+    }
+    /// The exchanged elements are partial accumulators per key, as
+    /// [`LiftedShuffle::flush`] sends them (stamped with their combined timestamps).
+    fn split_by_key_group(&self, exchanged: Batch) -> Result<Vec<(KeyGroup, Batch)>> {
+        Ok(Batch::per_key_group(exchanged.try_into_elements::<(K, C::Accum)>()?, |(k, _)| KeyGroup::of(k)))
     }
 }
 

@@ -6,7 +6,8 @@ use super::*;
 /// An output element of a grouping: a key and its pane's value.
 pub(super) type Output<G> = (<G as Grouping>::K, <G as Grouping>::Out);
 
-/// One key's state in one window under an explicit trigger.
+/// One key's state in one window under an explicit trigger; saved whole in checkpoints.
+#[derive(Serialize, Deserialize)]
 pub(super) struct Cell<Acc, Out> {
     pub(super) acc: Acc,
     /// Elements arrived since the last pane.
@@ -46,14 +47,14 @@ pub(super) struct TriggeredWindow<K, Acc, Out> {
 }
 
 impl<K: Key, Acc, Out> TriggeredWindow<K, Acc, Out> {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         TriggeredWindow { cells: FastMap::default(), evaluated: false, unfired: 0, holds: BTreeMap::new() }
     }
 
     /// A window whose cells go in a map a closed window left behind, if there is one: a
     /// window holds a cell per key, and growing a fresh map for every window costs more
     /// than its cells (rehashing, and fresh pages from the allocator).
-    fn reusing(spare: &mut Vec<FastMap<K, Cell<Acc, Out>>>) -> Self {
+    pub(super) fn reusing(spare: &mut Vec<FastMap<K, Cell<Acc, Out>>>) -> Self {
         TriggeredWindow { cells: spare.pop().unwrap_or_default(), ..Self::new() }
     }
 
@@ -73,7 +74,7 @@ impl<K: Key, Acc, Out> TriggeredWindow<K, Acc, Out> {
         Some(cell)
     }
 
-    fn put(&mut self, k: K, cell: Cell<Acc, Out>) {
+    pub(super) fn put(&mut self, k: K, cell: Cell<Acc, Out>) {
         if cell.fresh && !cell.trigger.finished {
             self.unfired += 1;
         }
@@ -580,6 +581,15 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
         self.dropped.count
     }
 
+    /// See `saved.rs`.
+    fn snapshot(&self, out: &mut BTreeMap<KeyGroup, Vec<u8>>) -> Result<()> {
+        self.save(out)
+    }
+
+    fn restore(&mut self, group: KeyGroup, bytes: &[u8]) -> Result<()> {
+        self.load(group, bytes)
+    }
+
     fn take_late(&mut self) -> Option<Batch> {
         self.dropped.take()
     }
@@ -636,7 +646,7 @@ impl<G: Grouping> GroupState for TriggeredState<G> {
 
 /// Registers the processing-time timer of a cell whose trigger state is `state`, if its
 /// trigger has one (a free function, so a caller holding a cell in place can call it).
-fn schedule_timer<K: Key>(
+pub(super) fn schedule_timer<K: Key>(
     timers: &mut Timers<K>,
     trigger: &Trigger,
     key: WindowKey,

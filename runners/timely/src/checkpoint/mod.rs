@@ -268,6 +268,12 @@ fn latest(store: &Store, ids: &[u64]) -> Option<Manifest> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     for id in ids.into_iter().rev() {
+        let has_manifest = store.list(&dir_of(id)).is_ok_and(|l| l.iter().any(|(n, _)| n == MANIFEST));
+        if !has_manifest {
+            // The run that cut it stopped before every part was in: it never existed.
+            tracing::debug!(checkpoint = id, "checkpoint {id} is incomplete (no manifest)");
+            continue;
+        }
         match read_manifest(store, id) {
             Ok(m) => return Some(m),
             Err(e) => tracing::warn!(checkpoint = id, "skipping checkpoint {id}: {e}"),

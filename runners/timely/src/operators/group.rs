@@ -151,14 +151,29 @@ pub fn group<'scope>(
                 order.clear();
                 return;
             }
-            let frontier = watermark(&frontiers[0]);
-            counter.set_input_watermark(frontier.0.millis());
-            let input_frontier = InputFrontier {
-                watermark: frontier,
-                epoch: frontiers[0].frontier().iter().filter(|t| t.event == frontier.0.millis()).map(|t| t.epoch).min(),
-            };
+            let input_watermark = watermark(&frontiers[0]);
+            counter.set_input_watermark(input_watermark.0.millis());
             let frontier_times: Vec<Time> = frontiers[0].frontier().to_vec();
             loop {
+                // Input held aside for the next checkpoint has arrived at its watermark:
+                // nothing fires past that before it is applied.
+                let aside = cut.as_ref().and_then(|c| c.aside.iter().map(|a| (a.arrival, a.epoch)).min());
+                let (frontier, input_frontier) = match aside {
+                    Some((at, epoch)) if at < input_watermark => {
+                        (at, InputFrontier { watermark: at, epoch: Some(epoch) })
+                    }
+                    _ => (
+                        input_watermark,
+                        InputFrontier {
+                            watermark: input_watermark,
+                            epoch: frontier_times
+                                .iter()
+                                .filter(|t| t.event == input_watermark.0.millis())
+                                .map(|t| t.epoch)
+                                .min(),
+                        },
+                    ),
+                };
                 let applied = (|| {
                     while let Some((at, arrived)) = order.next_ready(input_frontier, rule) {
                         // Firings up to `at` see exactly what was sent before it, from any sender.
@@ -227,7 +242,8 @@ pub fn group<'scope>(
             }
             // The checkpoint holds follow the watermark, in the generation before the next cut.
             if let Some(c) = cut.as_mut().filter(|c| !c.done) {
-                let t = Time { epoch: checkpoint::last_epoch(c.next - 1), event: frontier.0.millis() };
+                let at = c.aside.iter().map(|a| a.arrival).min().map_or(input_watermark, |a| a.min(input_watermark));
+                let t = Time { epoch: checkpoint::last_epoch(c.next - 1), event: at.0.millis() };
                 for h in &mut c.holds {
                     if h.time().less_equal(&t) && *h.time() != t {
                         h.downgrade(&t);

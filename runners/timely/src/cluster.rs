@@ -161,6 +161,12 @@ pub fn exit_when_a_peer_is_lost(addresses: Vec<String>) {
         let thread = std::thread::current();
         let name = thread.name().unwrap_or_default();
         let peer = name.strip_prefix("timely:recv-").or_else(|| name.strip_prefix("timely:send-"));
+        if let (Some(peer), true) = (peer, crate::stop::stop_requested() && crate::stop::checkpointing()) {
+            // Process 0 ends the job once a checkpoint completes after a stop: the others
+            // see it go.
+            eprintln!("riffle: process {peer} ended while this one was stopping at a checkpoint; stopping too");
+            std::process::exit(0);
+        }
         if let Some(peer) = peer {
             let address = peer.parse::<usize>().ok().and_then(|i| addresses.get(i)).map_or("?", |a| a.as_str());
             let cause = info

@@ -271,6 +271,7 @@ fn execute(
     // processing time (a TestStream); the source operators move it in step everywhere.
     let scripted = graph.nodes().iter().any(|n| matches!(&n.kind, NodeKind::Source(s) if s.scripts_processing_time()));
     let clock: Arc<dyn Clock> = if scripted { Arc::new(ManualClock::new()) } else { Arc::new(SystemClock) };
+    stop::set_checkpointing(checkpoints.is_some());
     let worker_metrics = metrics.clone();
     let worker_job = job.clone();
     let in_cluster = cluster.is_some();
@@ -294,6 +295,21 @@ fn execute(
             let ran = catch_unwind(AssertUnwindSafe(|| {
                 lower::build(worker, &graph, &env);
                 while worker.has_dataflows() {
+                    if stop::stopped_at_checkpoint() {
+                        if in_cluster {
+                            // Dropping the dataflows would release their capabilities and
+                            // let the other processes drain: this process ends instead,
+                            // and they with it.
+                            job.mark_finished();
+                            loop {
+                                std::thread::park();
+                            }
+                        }
+                        for id in worker.installed_dataflows() {
+                            worker.drop_dataflow(id);
+                        }
+                        break;
+                    }
                     if job.has_failed() {
                         if in_cluster {
                             // Dropping the dataflows would release their capabilities, and

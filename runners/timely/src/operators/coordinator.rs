@@ -29,7 +29,15 @@ pub fn coordinator<'scope>(scope: Scope<'scope, Time>, sinks: Vec<Staged<'scope>
         // At the end every part is in: checkpoints follow until one where every part is
         // final, the job's last (resuming from it does nothing more).
         while checkpoint::passed_generation(&f, next - 1) {
+            let stopping = crate::stop::stop_requested();
             match checkpoint::commit(&ck, next, workers, previous.as_ref()) {
+                Ok(m) if stopping && !f.is_empty() => {
+                    tracing::info!(checkpoint = m.id, "stopped at checkpoint {}", m.id);
+                    eprintln!("riffle: stopped at checkpoint {} in {}", m.id, ck.store.url());
+                    crate::stop::mark_stopped_at_checkpoint();
+                    completed = true;
+                    return;
+                }
                 Ok(m) => {
                     completed = f.is_empty() && m.parts.iter().all(|p| p.name.ends_with(".final"));
                     previous = Some(m);

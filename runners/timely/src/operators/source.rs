@@ -36,6 +36,9 @@ const PACE_POLL: Duration = Duration::from_micros(200);
 /// also where checkpoints will cut.)
 const BATCHES_PER_EPOCH: usize = 16;
 
+/// How often a stopping source cuts a checkpoint, until the job stops at one.
+const STOP_CUT_EVERY: Duration = Duration::from_millis(20);
+
 /// How often a source publishes its reader's per-split gauges (for monitoring only, so
 /// the wall clock, not the job's `Clock`).
 const GAUGE_EVERY: Duration = Duration::from_millis(250);
@@ -64,6 +67,8 @@ struct Cutter {
     /// The checkpoint it cuts next.
     next: u64,
     at: Instant,
+    /// A stop was asked for: it reads no more.
+    stopping: bool,
 }
 
 impl Cutter {
@@ -76,8 +81,16 @@ impl Cutter {
         self.ck.write_part(self.next, self.step, self.worker, false, r.position()?)?;
         cap.downgrade(&Time { epoch: checkpoint::first_epoch(self.next), event: cap.time().event });
         self.next += 1;
-        self.at = Instant::now() + self.ck.interval;
+        self.at = Instant::now() + if self.stopping { STOP_CUT_EVERY } else { self.ck.interval };
         Ok(())
+    }
+
+    /// A stop was asked for: cut now, and then often, until the job stops at a checkpoint.
+    fn stopping(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            self.at = Instant::now();
+        }
     }
 
     /// The reader is done: its position holds for every checkpoint from the next on.
@@ -106,6 +119,7 @@ pub fn source<'scope>(
     let mut cutter = env.checkpoints.clone().map(|ck| Cutter {
         next: ck.start + 1,
         at: Instant::now() + ck.interval,
+        stopping: false,
         ck,
         step,
         worker: ctx.worker.index,
@@ -159,7 +173,17 @@ pub fn source<'scope>(
                     job.fail(e);
                 }
             }
-            // A stop asked for (SIGTERM) ends an unbounded source as its end would.
+            // A stop asked for (SIGTERM) ends an unbounded source as its end would; with
+            // checkpoints, the source stops reading and cuts until the job stops at one.
+            if let Some(cutter) = cutter.as_mut().filter(|_| crate::stop::stop_requested() && !job.has_failed()) {
+                cutter.stopping();
+                if let Err(e) = cutter.cut_if_due(r.as_ref(), c) {
+                    job.fail(e);
+                }
+                counter.set_watermark(c.time().event);
+                activator.activate_after(STOP_CUT_EVERY);
+                return;
+            }
             let mut finished = job.has_failed() || (!bounded && crate::stop::stop_requested());
             let mut pending = false;
             let mut paced = false;

@@ -49,8 +49,8 @@ impl Pipeline {
     }
 }
 
-struct CreateSource<T> {
-    values: Arc<Vec<(T, EventTime)>>,
+pub(crate) struct CreateSource<T> {
+    pub(crate) values: Arc<Vec<(T, EventTime)>>,
 }
 
 impl<T: Data> SourceFn for CreateSource<T> {

@@ -70,19 +70,22 @@ pub mod testing {
     /// sent at (its split's, or the reader's from before the poll).
     pub type Taken<T> = Vec<(T, EventTime, Watermark)>;
 
-    /// Polls `reader` until it has returned at least `at_least` elements, it is done
-    /// (then `true`), or `patience` has passed with nothing returned; `Pending` waits a
-    /// millisecond.
+    /// Polls `reader`, asking for `per_poll` elements each time, until it has returned at
+    /// least `at_least`, it is done (then `true`), or `patience` has passed with nothing
+    /// returned; `Pending` waits a millisecond. Asking for more a poll than are still
+    /// wanted lets a reader that fetches ahead (Kafka) hold records fetched but not
+    /// returned when it stops: what its position must not count.
     pub fn take<T: Data>(
         reader: &mut dyn SourceReader,
         at_least: usize,
+        per_poll: usize,
         patience: Duration,
     ) -> Result<(Taken<T>, bool)> {
         let mut out: Taken<T> = Vec::new();
         let mut last = Instant::now();
         while out.len() < at_least {
             let before = reader.watermark();
-            let (batch, w) = match reader.poll((at_least - out.len()).min(1024))? {
+            let (batch, w) = match reader.poll(per_poll)? {
                 SourcePoll::Batch(b) => (b, before),
                 SourcePoll::SplitBatch(b, w) => (b, w),
                 SourcePoll::Done => return Ok((out, true)),
@@ -101,7 +104,7 @@ pub mod testing {
 
     /// Polls `reader` to its end (at most `patience` with nothing returned).
     pub fn take_all<T: Data>(reader: &mut dyn SourceReader, patience: Duration) -> Result<(Taken<T>, bool)> {
-        take(reader, usize::MAX, patience)
+        take(reader, usize::MAX, 1024, patience)
     }
 
     /// What [`across_checkpoint`] read.
@@ -126,8 +129,8 @@ pub mod testing {
         }
     }
 
-    /// Opens `source` at `workers.0` workers, takes about `first` elements from each
-    /// reader (fewer when it ends or goes quiet for `patience`), saves every reader's
+    /// Opens `source` at `workers.0` workers, takes at least `first` elements from each
+    /// reader, polling for twice as many (fewer when it ends or goes quiet for `patience`), saves every reader's
     /// position and drops the readers; then opens it from those positions at `workers.1`
     /// workers and polls each reader to its end (or `patience` of quiet).
     pub fn across_checkpoint<T: Data>(
@@ -145,7 +148,7 @@ pub mod testing {
         let mut readers = (0..workers.0).map(|w| source.open(&ctx(w, workers.0))).collect::<Result<Vec<_>>>()?;
         let mut before = Vec::new();
         for r in &mut readers {
-            before.push(take(r.as_mut(), first, patience)?.0);
+            before.push(take(r.as_mut(), first, 2 * first, patience)?.0);
         }
         let saved_watermarks = readers.iter().map(|r| r.watermark()).collect();
         let positions = readers.iter().map(|r| r.position()).collect::<Result<Vec<_>>>()?;

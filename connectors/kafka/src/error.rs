@@ -67,6 +67,23 @@ pub enum Error {
         /// What the partition holds instead.
         holds: String,
     },
+    /// A checkpoint resumes a partition at an offset it no longer holds: retention
+    /// deleted records the job had not read.
+    #[error(
+        "topic {topic:?} partition {partition} no longer holds offset {offset}, where the checkpoint resumes it (its \
+         earliest is now {earliest}): the records between were deleted before the job read them. Keep records longer \
+         than a job may be down, or start the job afresh"
+    )]
+    DeletedUnread {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset the checkpoint resumes at.
+        offset: i64,
+        /// The partition's earliest offset now.
+        earliest: i64,
+    },
     /// Records could not be delivered.
     #[error("writing to topic {topic:?}: {reason}")]
     Delivery {
@@ -81,7 +98,7 @@ impl Error {
     /// Whether the user must fix something (a setting, a missing topic) rather than an
     /// external system being down.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::NoTopic { .. } | Error::Client { .. } | Error::Gap { .. })
+        matches!(self, Error::NoTopic { .. } | Error::Client { .. } | Error::Gap { .. } | Error::DeletedUnread { .. })
     }
 }
 

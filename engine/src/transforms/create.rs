@@ -49,8 +49,8 @@ impl Pipeline {
     }
 }
 
-struct CreateSource<T> {
-    values: Arc<Vec<(T, EventTime)>>,
+pub(crate) struct CreateSource<T> {
+    pub(crate) values: Arc<Vec<(T, EventTime)>>,
 }
 
 impl<T: Data> SourceFn for CreateSource<T> {
@@ -413,7 +413,7 @@ mod tests {
             clock: clock.clone(),
         };
         let take =
-            |r: &mut Box<dyn SourceReader>, n| crate::position::testing::take::<u64>(r.as_mut(), n, Duration::ZERO);
+            |r: &mut Box<dyn SourceReader>, n| crate::position::testing::take::<u64>(r.as_mut(), n, n, Duration::ZERO);
         let mut got = Vec::new();
         // 2 workers read a little, then 3 workers from there read some more, then 1 to the end.
         let mut two = (0..2).map(|w| source.open(&ctx(w, 2)).unwrap()).collect::<Vec<_>>();

@@ -68,8 +68,65 @@ impl<H: Data, L: Data> SourceFn for HybridSource<H, L> {
             switch_at: self.switch_at,
             convert: self.convert.clone(),
             history_progress: None,
+            history_done: None,
+            saved_live: Vec::new(),
         }))
     }
+
+    fn checkpoints(&self) -> bool {
+        self.history.checkpoints() && self.live.checkpoints()
+    }
+
+    /// A worker goes straight to the live phase when its history share is known to be
+    /// read: every old reader was live, or at the same worker count its own was. Any
+    /// other worker reads what is left of its history share first (nothing, perhaps),
+    /// with the watermark capped at the switch as before; so the job's watermark, the
+    /// least over workers, is past the switch after the restore only if it was before.
+    /// Either way the live reader opens from every saved live position, so that
+    /// partitions an old worker had read live are not read again from the switch.
+    fn open_from(&self, ctx: &StepContext, saved: &[Vec<u8>]) -> Result<Box<dyn SourceReader>> {
+        let saved: Vec<HybridPosition> = crate::position::decode_all(&ctx.name, HYBRID_POSITION_VERSION, saved)?;
+        let same_count = saved.len() == ctx.worker.peers;
+        let live_here = |i: usize| saved.get(i).is_some_and(|p| p.phase == Phase::Live);
+        let history_read = saved.iter().all(|p| p.phase == Phase::Live) || (same_count && live_here(ctx.worker.index));
+        let history_saved: Vec<Vec<u8>> = saved.iter().map(|p| p.history.clone()).collect();
+        let saved_live: Vec<Vec<u8>> = saved.iter().filter_map(|p| p.live.clone()).collect();
+        let mut reader = HybridReader::<H, L> {
+            history: None,
+            live_source: self.live.clone(),
+            live: None,
+            ctx: ctx.clone(),
+            switch_at: self.switch_at,
+            convert: self.convert.clone(),
+            history_progress: None,
+            history_done: None,
+            saved_live,
+        };
+        if history_read {
+            // What is left of the history here is nothing: its position, for the next
+            // checkpoint, is the one it was restored from.
+            let history = self.history.open_from(ctx, &history_saved)?;
+            reader.history_progress = history.progress();
+            reader.history_done = Some(history.position()?);
+            reader.live = Some(reader.open_live()?);
+        } else {
+            reader.history = Some(self.history.open_from(ctx, &history_saved)?);
+        }
+        Ok(Box::new(reader))
+    }
+}
+
+/// Format version of [`HybridPosition`].
+const HYBRID_POSITION_VERSION: u8 = 1;
+
+/// Where a hybrid reader was: its phase, its history reader's position (the final one,
+/// once read: a restored worker must not read again a share another worker finished),
+/// and its live reader's, once opened.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct HybridPosition {
+    phase: Phase,
+    history: Vec<u8>,
+    live: Option<Vec<u8>>,
 }
 
 struct HybridReader<H, L> {
@@ -84,6 +141,11 @@ struct HybridReader<H, L> {
     /// What the history reader last said of its progress: the replay's figures stay on
     /// show once it is done.
     history_progress: Option<SourceProgress>,
+    /// The history reader's last position, once it is done and dropped.
+    history_done: Option<Vec<u8>>,
+    /// The live readers' positions this reader was restored with: the live reader opens
+    /// from them.
+    saved_live: Vec<Vec<u8>>,
 }
 
 impl<H: Data, L: Data> HybridReader<H, L> {
@@ -122,8 +184,11 @@ impl<H: Data, L: Data> HybridReader<H, L> {
             SourcePoll::Batch(b) => keep(self.before(b)?, None),
             SourcePoll::SplitBatch(b, w) => keep(self.before(b)?, Some(w.min(cap))),
             SourcePoll::Done => {
+                // Kept for a checkpoint in the live phase; `None` from a history that does
+                // not save its position (the job then takes no checkpoints).
+                self.history_done = history.position().ok();
                 self.history = None;
-                let live = self.live_source.open(&self.ctx)?;
+                let live = self.open_live()?;
                 tracing::info!(
                     worker = self.ctx.worker.index,
                     switch_at = self.switch_at.millis(),
@@ -134,6 +199,16 @@ impl<H: Data, L: Data> HybridReader<H, L> {
             }
             other => other,
         })
+    }
+}
+
+impl<H, L> HybridReader<H, L> {
+    /// This worker's live reader: as `open` makes it, or from the saved live positions.
+    fn open_live(&self) -> Result<Box<dyn SourceReader>> {
+        match self.saved_live.is_empty() {
+            true => self.live_source.open(&self.ctx),
+            false => self.live_source.open_from(&self.ctx, &self.saved_live),
+        }
     }
 }
 
@@ -185,6 +260,18 @@ impl<H: Data, L: Data> SourceReader for HybridReader<H, L> {
         let phase = if self.history.is_some() { Phase::History } else { Phase::Live };
         Some(SourceProgress { phase: Some(phase), ..self.history_progress.unwrap_or_default() })
     }
+
+    fn position(&self) -> Result<Vec<u8>> {
+        let (phase, history) = match (&self.history, &self.history_done) {
+            (Some(h), _) => (Phase::History, h.position()?),
+            (None, Some(done)) => (Phase::Live, done.clone()),
+            (None, None) => {
+                return Err(crate::Error::Internal("the history of a hybrid source does not save its position".into()));
+            }
+        };
+        let live = self.live.as_ref().map(|l| l.position()).transpose()?;
+        crate::position::encode(HYBRID_POSITION_VERSION, &HybridPosition { phase, history, live })
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +282,7 @@ mod tests {
     use crate::window::Window;
     use std::collections::VecDeque;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     /// A scripted reader: each poll hands out the next batch (with a split watermark), and
     /// its watermark is the last one handed out.
@@ -281,5 +369,53 @@ mod tests {
                 (vec![13, 14], 12, 12),
             ]
         );
+    }
+
+    /// History: values 0..100 at their own times, by Create, 0..50 at even indexes and
+    /// 50..100 at odd ones (so that at two workers one has 50 values before the switch,
+    /// the other 30, and a checkpoint after 35 finds them in different phases); live:
+    /// values 60..200 in four splits, by SplitStream; the switch at 80. Every value below 80 comes from the
+    /// history and every other from the live source, once each, wherever the checkpoint
+    /// falls (`first` elements per reader before it: in the history, or past it on some
+    /// workers) and whatever the worker counts.
+    #[test]
+    fn a_hybrid_source_resumes_in_its_phase_with_each_element_once() {
+        use crate::position::testing::across_checkpoint;
+        use crate::transforms::create::CreateSource;
+        use crate::transforms::split_stream::{SplitEvent, SplitSource, SplitStream};
+        use crate::{ManualClock, WatermarkStrategy};
+        let t = EventTime::from_millis;
+        let switch = t(80);
+        let history: Vec<(i64, EventTime)> =
+            (0..100).map(|i| if i % 2 == 0 { i / 2 } else { 50 + i / 2 }).map(|v| (v, t(v))).collect();
+        let mut live = SplitStream::new(WatermarkStrategy::bounded_out_of_orderness(0));
+        for s in 0..4 {
+            live = live.split((60..200).filter(|v| v % 4 == s).map(|v| SplitEvent::Chunk(vec![(v, t(v))])).collect());
+        }
+        let source = HybridSource::<i64, i64>::new(
+            Arc::new(CreateSource { values: Arc::new(history) }),
+            Arc::new(SplitSource(Arc::new(live))),
+            switch,
+            |x| x,
+        );
+        assert!(source.checkpoints());
+        for first in [5, 35, 40, 60, 200] {
+            for (before, after) in [(2, 1), (2, 3), (1, 4), (3, 3)] {
+                let clock = Arc::new(ManualClock::new());
+                let run = across_checkpoint::<i64>(&source, clock, (before, after), first, Duration::ZERO).unwrap();
+                let mut got = run.union();
+                got.sort();
+                assert_eq!(got, (0..200).collect::<Vec<_>>(), "first {first}, {before} -> {after}");
+                let least = |w: &[Watermark]| w.iter().min().copied().unwrap();
+                assert!(
+                    least(&run.restored_watermarks) >= least(&run.saved_watermarks),
+                    "first {first}, {before} -> {after}: the job's watermark went back"
+                );
+                // Live elements are never sent below the switch; history ones never above.
+                for (v, _, w) in run.before.iter().chain(&run.after).flatten() {
+                    assert!(if *v < 80 { w.0 <= switch } else { w.0 >= switch }, "{v} at {w:?}");
+                }
+            }
+        }
     }
 }

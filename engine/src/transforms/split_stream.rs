@@ -100,7 +100,7 @@ impl Pipeline {
     }
 }
 
-struct SplitSource<T>(Arc<SplitStream<T>>);
+pub(crate) struct SplitSource<T>(pub(crate) Arc<SplitStream<T>>);
 
 impl<T: Data> SourceFn for SplitSource<T> {
     fn is_bounded(&self) -> bool {

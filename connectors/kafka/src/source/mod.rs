@@ -110,8 +110,10 @@ type TimeFn<T> = Arc<dyn Fn(&T) -> EventTime + Send + Sync>;
 /// job started, and then the source ends: a topic's history run as a batch, with the
 /// panes of the same events read any other way (Flink's `setBounded(latest)`).
 ///
-/// Offsets are not committed: until checkpoints land, a restarted job reads again from
-/// its start position.
+/// Offsets are not committed unless asked ([`ReadKafka::commit_offsets`]). A job with
+/// checkpoints saves, per partition, the offset after the last record returned and the
+/// partition's watermark state, and resumes each partition there on whichever worker is
+/// dealt it at the new worker count.
 pub struct ReadKafka<T> {
     topic: String,
     brokers: String,
@@ -366,16 +368,44 @@ impl<T: Data> SourceFn for ReadKafka<T> {
     }
 
     fn open(&self, ctx: &StepContext) -> riffle_engine::Result<Box<dyn SourceReader>> {
+        Ok(Box::new(self.open_at(ctx, &[])?))
+    }
+
+    fn checkpoints(&self) -> bool {
+        true
+    }
+
+    /// Each partition of this worker's share (dealt as `open` deals them) that a saved
+    /// position names starts at the offset after the last record returned, with its
+    /// watermark estimator as it was and, bounded, the end it had; the others start as
+    /// `open` starts them.
+    fn open_from(&self, ctx: &StepContext, saved: &[Vec<u8>]) -> riffle_engine::Result<Box<dyn SourceReader>> {
+        let saved: Vec<KafkaPosition> = riffle_engine::position::decode_all(&ctx.name, POSITION_VERSION, saved)?;
+        let saved: Vec<PartitionPosition> = saved.into_iter().flat_map(|p| p.partitions).collect();
+        Ok(Box::new(self.open_at(ctx, &saved)?))
+    }
+}
+
+impl<T: Data> ReadKafka<T> {
+    /// This worker's reader, its partitions that `saved` names resumed from there.
+    fn open_at(&self, ctx: &StepContext, saved: &[PartitionPosition]) -> Result<KafkaReader<T>> {
         let consumer = self.consumer()?;
         let (index, peers) = (ctx.worker.index, ctx.worker.peers);
         let mine: Vec<i32> = self.partitions(&consumer)?.into_iter().filter(|p| *p as usize % peers == index).collect();
+        let (resumed, fresh): (Vec<i32>, Vec<i32>) =
+            mine.iter().partition(|p| saved.iter().any(|s| s.partition == **p));
         // A hybrid read opens the topic when its history is read, maybe hours after the
-        // start: retention may have deleted the switch point since.
-        self.check_no_gap(&consumer, &mine)?;
+        // start: retention may have deleted the switch point since. A resumed partition
+        // must still hold the offset it resumes at.
+        self.check_no_gap(&consumer, &fresh)?;
         let mut tpl = TopicPartitionList::new();
         let mut partitions = Vec::new();
         for p in mine {
-            let (start, high, end) = self.range(&consumer, p)?;
+            let resume = saved.iter().find(|s| s.partition == p);
+            let (start, high, end) = match resume {
+                Some(s) => self.resumed_range(&consumer, s)?,
+                None => self.range(&consumer, p)?,
+            };
             let done = end.is_some_and(|end| start >= end);
             if !done {
                 tpl.add_partition_offset(&self.topic, p, Offset::Offset(start))
@@ -383,7 +413,8 @@ impl<T: Data> SourceFn for ReadKafka<T> {
             }
             // The idle clock starts at assignment, not at the epoch: a partition is idle
             // when it has read nothing for the timeout since it was assigned.
-            let mut estimator = self.strategy.estimator();
+            let estimator = self.strategy.estimator();
+            let mut estimator = resume.map_or(estimator, |s| estimator.restored(s.estimator));
             estimator.active(ctx.clock.now());
             partitions.push(Partition {
                 id: p,
@@ -404,10 +435,11 @@ impl<T: Data> SourceFn for ReadKafka<T> {
         tracing::info!(
             topic = %self.topic,
             worker = index,
+            resumed = ?resumed,
             partitions = ?partitions.iter().map(|p| (p.id, p.next)).collect::<Vec<_>>(),
             "reading (partition, from offset)"
         );
-        Ok(Box::new(KafkaReader {
+        Ok(KafkaReader {
             topic: self.topic.clone(),
             brokers: self.brokers.clone(),
             consumer,
@@ -421,8 +453,56 @@ impl<T: Data> SourceFn for ReadKafka<T> {
             errors: None,
             watcher,
             committed: self.commit.then(std::time::Instant::now),
-        }))
+        })
     }
+
+    /// Where a resumed partition starts, its end now, and (bounded) where it stops: the
+    /// saved offset, which the partition must still hold (else records were deleted
+    /// unread), and the saved end, so that a bounded read still ends where it would have.
+    fn resumed_range(&self, consumer: &BaseConsumer, saved: &PartitionPosition) -> Result<(i64, i64, Option<i64>)> {
+        let p = saved.partition;
+        let (low, high) = consumer.fetch_watermarks(&self.topic, p, CONNECT_TIMEOUT).map_err(|e| Error::Read {
+            topic: self.topic.clone(),
+            brokers: self.brokers.clone(),
+            reason: e.to_string(),
+        })?;
+        if saved.next < low {
+            return Err(Error::DeletedUnread {
+                topic: self.topic.clone(),
+                partition: p,
+                offset: saved.next,
+                earliest: low,
+            });
+        }
+        let end = match self.bounded {
+            true => Some(saved.end.unwrap_or(high)),
+            false => None,
+        };
+        Ok((saved.next, high, end))
+    }
+}
+
+/// Format version of [`KafkaPosition`].
+const POSITION_VERSION: u8 = 1;
+
+/// A reader's position: per partition it was dealt, where it resumes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct KafkaPosition {
+    partitions: Vec<PartitionPosition>,
+}
+
+/// Where one partition resumes: saved by partition, so that it resumes on whichever
+/// worker is dealt it at the new count.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PartitionPosition {
+    partition: i32,
+    /// The offset after the last record returned (records fetched but not returned are
+    /// read again).
+    next: i64,
+    /// Bounded mode: the offset the read stops before, fixed when the job first started.
+    end: Option<i64>,
+    /// The partition's watermark estimator, which has seen the records returned.
+    estimator: riffle_engine::EstimatorState,
 }
 
 /// What the source emits: a decoded element, or why a record was not.
@@ -459,4 +539,7 @@ mod reader;
 mod switch;
 
 use reader::{EndWatcher, KafkaReader, Partition};
+
+#[cfg(test)]
+mod checkpoint_tests;
 pub use switch::SwitchAt;

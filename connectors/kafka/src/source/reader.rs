@@ -209,6 +209,16 @@ impl<T: Data> SourceReader for KafkaReader<T> {
         Ok(SourcePoll::SplitBatch(Batch::new(batch), watermark))
     }
 
+    /// Per partition: the offset after the last record returned, the bounded end, and
+    /// the watermark estimator (which observes a record when it is returned, not when
+    /// it is fetched).
+    fn position(&self) -> riffle_engine::Result<Vec<u8>> {
+        let partitions = (self.partitions.iter())
+            .map(|p| PartitionPosition { partition: p.id, next: p.emitted, end: p.end, estimator: p.estimator.state() })
+            .collect();
+        riffle_engine::position::encode(POSITION_VERSION, &KafkaPosition { partitions })
+    }
+
     /// Each partition's lag (records between the next to read and its end as last
     /// fetched) and position (the next offset to read).
     fn split_gauges(&self) -> Vec<(&'static str, String, i64)> {

@@ -415,3 +415,6 @@ impl<T: Key> PCollection<T> {
             .keys()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! A sink that gathers formatted lines on worker 0 and hands them over sorted, once the
-//! input is complete; the file and stdout sinks differ only in where the lines go.
+//! input is complete (and, in a job that takes checkpoints, what came since the last one
+//! at each); the file and stdout sinks differ only in where the lines go.
 
 use std::sync::Arc;
 
@@ -52,6 +53,12 @@ impl<T: Data, L: LineTarget> SinkWriter for LinesWriter<T, L> {
     fn write(&mut self, input: Batch) -> Result<()> {
         let e = input.try_into_elements::<T>()?;
         self.lines.extend(e.values().iter().map(|v| (self.format)(v)));
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        // At a checkpoint, what came since the last one, sorted.
+        self.finish()?;
+        self.lines.clear();
         Ok(())
     }
     fn finish(&mut self) -> Result<()> {

@@ -389,6 +389,13 @@ pub trait SinkWriter {
         let _ = watermark;
         Ok(())
     }
+    /// A checkpoint: everything written so far must be durable before it completes. A
+    /// sink that writes as it goes (stdout, a Kafka producer) writes out what it buffers;
+    /// its output is then at-least-once across a restart (what came after the checkpoint
+    /// is written again). Called only in a job that takes checkpoints.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// The input is complete: make the output visible, or (a sink that
     /// [`SinkFn::commits`]) ready for the job's commit.
     fn finish(&mut self) -> Result<()>;

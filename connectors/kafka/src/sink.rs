@@ -142,6 +142,10 @@ impl<T: Data + Serialize> SinkWriter for KafkaWriter<T> {
         Ok(())
     }
 
+    fn flush(&mut self) -> riffle_engine::Result<()> {
+        self.finish()
+    }
+
     fn finish(&mut self) -> riffle_engine::Result<()> {
         self.producer
             .flush(FLUSH_TIMEOUT)

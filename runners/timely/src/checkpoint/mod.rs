@@ -78,10 +78,41 @@ fn id_of_dir(name: &str) -> Option<u64> {
     name.strip_prefix("chk-")?.parse().ok()
 }
 
-/// The name of a part: `chk-ID/STEP-wWORKER[.final]`, where STEP is the step's index in
-/// the graph (names may hold any character).
-pub fn part_name(id: u64, step: usize, worker: usize, is_final: bool) -> String {
-    format!("{}/s{step:04}-w{worker:05}{}", dir_of(id), if is_final { ".final" } else { "" })
+/// What a part says beyond its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartKind {
+    /// A cut while running.
+    Cut,
+    /// A source's cut after a stop was asked for: it read nothing after it.
+    Stop,
+    /// The step has finished: the part holds for every later checkpoint.
+    Final,
+}
+
+impl PartKind {
+    const ALL: [PartKind; 3] = [PartKind::Cut, PartKind::Stop, PartKind::Final];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            PartKind::Cut => "",
+            PartKind::Stop => ".stop",
+            PartKind::Final => ".final",
+        }
+    }
+}
+
+/// The name of a part: `chk-ID/sSTEP-wWORKER[.stop|.final]`, where STEP is the step's
+/// index in the graph (names may hold any character).
+pub fn part_name(id: u64, step: usize, worker: usize, kind: PartKind) -> String {
+    format!("{}/s{step:04}-w{worker:05}{}", dir_of(id), kind.suffix())
+}
+
+/// Whether part `name` is of `kind`.
+pub fn is_kind(name: &str, kind: PartKind) -> bool {
+    match kind {
+        PartKind::Cut => !is_kind(name, PartKind::Stop) && !is_kind(name, PartKind::Final),
+        _ => name.ends_with(kind.suffix()),
+    }
 }
 
 /// What a checkpoint holds, written last.
@@ -223,8 +254,8 @@ impl Checkpoints {
     }
 
     /// Writes a part of checkpoint `id`.
-    pub fn write_part(&self, id: u64, step: usize, worker: usize, is_final: bool, body: Vec<u8>) -> Result<()> {
-        self.store.put(&part_name(id, step, worker, is_final), encode_part(body))
+    pub fn write_part(&self, id: u64, step: usize, worker: usize, kind: PartKind, body: Vec<u8>) -> Result<()> {
+        self.store.put(&part_name(id, step, worker, kind), encode_part(body))
     }
 }
 
@@ -334,26 +365,26 @@ pub fn commit(c: &Checkpoints, id: u64, workers: usize, previous: Option<&Manife
     let mut parts = Vec::new();
     for step in &c.steps {
         for worker in 0..workers {
-            let plain = part_name(id, step.index, worker, false);
-            let fin = part_name(id, step.index, worker, true);
             let size = |name: &str| listed.iter().find(|(n, _)| name.ends_with(&format!("/{n}"))).map(|(_, s)| *s);
-            let (name, bytes) = if let Some(s) = size(&plain) {
-                (plain, s)
-            } else if let Some(s) = size(&fin) {
-                (fin, s)
-            } else {
-                // Finished before this checkpoint: its final part holds for it too.
-                let carried = previous
-                    .and_then(|m| m.parts.iter().find(|p| p.step == step.index && p.worker == worker))
-                    .filter(|p| p.name.ends_with(".final"))
-                    .ok_or_else(|| {
-                        Error::Internal(format!(
-                            "checkpoint {id}: no part from step '{}' on worker {worker}",
-                            step.name
-                        ))
-                    })?;
-                c.store.copy(&carried.name, &fin)?;
-                (fin, carried.bytes)
+            let found =
+                PartKind::ALL.iter().map(|k| part_name(id, step.index, worker, *k)).find_map(|n| Some((size(&n)?, n)));
+            let (name, bytes) = match found {
+                Some((bytes, name)) => (name, bytes),
+                None => {
+                    // Finished before this checkpoint: its final part holds for it too.
+                    let carried = previous
+                        .and_then(|m| m.parts.iter().find(|p| p.step == step.index && p.worker == worker))
+                        .filter(|p| is_kind(&p.name, PartKind::Final))
+                        .ok_or_else(|| {
+                            Error::Internal(format!(
+                                "checkpoint {id}: no part from step '{}' on worker {worker}",
+                                step.name
+                            ))
+                        })?;
+                    let fin = part_name(id, step.index, worker, PartKind::Final);
+                    c.store.copy(&carried.name, &fin)?;
+                    (fin, carried.bytes)
+                }
             };
             parts.push(PartEntry { step: step.index, worker, name, bytes });
         }

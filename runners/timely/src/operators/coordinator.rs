@@ -8,7 +8,7 @@ use timely::dataflow::operators::{Concatenate, generic::Operator};
 
 use super::Env;
 use super::sink::Staged;
-use crate::checkpoint::{self, Manifest};
+use crate::checkpoint::{self, Checkpoints, Manifest, PartKind};
 use crate::time::Time;
 
 /// Adds the coordinator when the job takes checkpoints.
@@ -29,9 +29,9 @@ pub fn coordinator<'scope>(scope: Scope<'scope, Time>, sinks: Vec<Staged<'scope>
         // At the end every part is in: checkpoints follow until one where every part is
         // final, the job's last (resuming from it does nothing more).
         while checkpoint::passed_generation(&f, next - 1) {
-            let stopping = crate::stop::stop_requested();
             match checkpoint::commit(&ck, next, workers, previous.as_ref()) {
-                Ok(m) if stopping && !f.is_empty() => {
+                // Every source cut this one after the stop: it holds all they read.
+                Ok(m) if !f.is_empty() && stopped_here(&ck, &m) => {
                     tracing::info!(checkpoint = m.id, "stopped at checkpoint {}", m.id);
                     eprintln!("riffle: stopped at checkpoint {} in {}", m.id, ck.store.url());
                     crate::stop::mark_stopped_at_checkpoint();
@@ -39,7 +39,7 @@ pub fn coordinator<'scope>(scope: Scope<'scope, Time>, sinks: Vec<Staged<'scope>
                     return;
                 }
                 Ok(m) => {
-                    completed = f.is_empty() && m.parts.iter().all(|p| p.name.ends_with(".final"));
+                    completed = f.is_empty() && m.parts.iter().all(|p| checkpoint::is_kind(&p.name, PartKind::Final));
                     previous = Some(m);
                 }
                 Err(e) => {
@@ -53,4 +53,14 @@ pub fn coordinator<'scope>(scope: Scope<'scope, Time>, sinks: Vec<Staged<'scope>
             }
         }
     });
+}
+
+/// Whether every source's part of `m` was cut after a stop was asked for (or is final).
+fn stopped_here(ck: &Checkpoints, m: &Manifest) -> bool {
+    let sources: Vec<usize> = ck.steps.iter().filter(|s| s.kind == "source").map(|s| s.index).collect();
+    crate::stop::stop_requested()
+        && m.parts
+            .iter()
+            .filter(|p| sources.contains(&p.step))
+            .all(|p| checkpoint::is_kind(&p.name, PartKind::Stop) || checkpoint::is_kind(&p.name, PartKind::Final))
 }

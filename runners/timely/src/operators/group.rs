@@ -17,7 +17,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 
 use super::{BatchStream, Env, shuffle::shuffle};
-use crate::checkpoint::{self, Checkpoints, GroupPart};
+use crate::checkpoint::{self, Checkpoints, GroupPart, PartKind};
 use crate::time::{Time, watermark};
 
 /// How often a grouping publishes the size of its state (monitoring only; measuring a
@@ -213,8 +213,10 @@ pub fn group<'scope>(
                     break;
                 };
                 let is_final = frontier_times.is_empty() && c.aside.is_empty();
-                let written = group_part(state.as_ref(), &order, g.as_ref())
-                    .and_then(|body| c.ck.write_part(c.next, step, worker.index, is_final, body));
+                let written = group_part(state.as_ref(), &order, g.as_ref()).and_then(|body| {
+                    let kind = if is_final { PartKind::Final } else { PartKind::Cut };
+                    c.ck.write_part(c.next, step, worker.index, kind, body)
+                });
                 if let Err(e) = written {
                     job.fail(e);
                     holds.clear();

@@ -10,6 +10,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Exchange, Probe};
 
 use super::{BatchStream, Env};
+use crate::checkpoint;
 
 /// What a sink hands on: what its writers staged, for the job's commit, at times whose
 /// epoch follows the sink's input (so the checkpoint coordinator downstream sees every
@@ -35,6 +36,8 @@ pub fn sink<'scope>(input: BatchStream<'scope>, name: &str, f: &Arc<dyn SinkFn>,
         input = input.probe_with(probe);
     }
     let mut last_watermark = riffle_engine::Watermark::MIN;
+    // With checkpoints: the checkpoint whose generations the sink waits for next.
+    let mut next_cut = env.checkpoints.as_ref().map(|c| c.start + 1);
     let commits = f.commits();
     let staged =
         input.unary_frontier::<CapacityContainerBuilder<Vec<Vec<u8>>>, _, _, _>(Pipeline, name, move |cap, _| {
@@ -75,8 +78,27 @@ pub fn sink<'scope>(input: BatchStream<'scope>, name: &str, f: &Arc<dyn SinkFn>,
                         }
                     }
                 }
-                // The held capability follows the input's epoch, not its event time.
-                if let (Some(c), Some(e)) = (cap.as_mut(), frontier.frontier().iter().map(|t| t.epoch).min()) {
+                // A checkpoint whose generations have all come in: what was written is
+                // made durable before it completes (the held capability keeps the
+                // coordinator from seeing the generation pass until then).
+                let times: Vec<crate::time::Time> = frontier.frontier().to_vec();
+                if let Some(n) = next_cut.as_mut() {
+                    while !times.is_empty() && checkpoint::passed_generation(&times, *n - 1) && !job.has_failed() {
+                        if let Some(Err(e)) = writer.as_mut().map(|w| w.flush()) {
+                            job.fail(e);
+                            writer = None;
+                        }
+                        *n += 1;
+                    }
+                }
+                // The held capability follows the input's epoch, not its event time, up to
+                // the generation of the next checkpoint.
+                let least = times.iter().map(|t| t.epoch).min();
+                let least = match next_cut {
+                    Some(n) => least.map(|e| e.min(checkpoint::last_epoch(n - 1))),
+                    None => least,
+                };
+                if let (Some(c), Some(e)) = (cap.as_mut(), least) {
                     if c.time().epoch < e {
                         let t = crate::time::Time { epoch: e, event: c.time().event };
                         c.downgrade(&t);

@@ -12,7 +12,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source as timely_source;
 
 use super::{BatchStream, Env};
-use crate::checkpoint::{self, Checkpoints};
+use crate::checkpoint::{self, Checkpoints, PartKind};
 use crate::time::Time;
 
 /// Elements per batch a source emits.
@@ -78,7 +78,8 @@ impl Cutter {
         if Instant::now() < self.at {
             return Ok(());
         }
-        self.ck.write_part(self.next, self.step, self.worker, false, r.position()?)?;
+        let kind = if self.stopping { PartKind::Stop } else { PartKind::Cut };
+        self.ck.write_part(self.next, self.step, self.worker, kind, r.position()?)?;
         cap.downgrade(&Time { epoch: checkpoint::first_epoch(self.next), event: cap.time().event });
         self.next += 1;
         self.at = Instant::now() + if self.stopping { STOP_CUT_EVERY } else { self.ck.interval };
@@ -95,7 +96,7 @@ impl Cutter {
 
     /// The reader is done: its position holds for every checkpoint from the next on.
     fn finish(&self, r: &dyn SourceReader) -> riffle_engine::Result<()> {
-        self.ck.write_part(self.next, self.step, self.worker, true, r.position()?)
+        self.ck.write_part(self.next, self.step, self.worker, PartKind::Final, r.position()?)
     }
 }
 

@@ -1,0 +1,210 @@
+//! The `live` example with `--checkpoint-dir`, killed with SIGKILL at random moments and
+//! run again with the same command, against a real Kafka-protocol broker (tansu): its
+//! totals are the batch's, each window's once it is whole, whatever was killed when, at
+//! another worker and process count too; a stop (SIGTERM) ends it at a checkpoint, and
+//! the windows open then fire whole after the restart.
+//!
+//! Output goes to stdout, which is not transactional: a pane fired after the last
+//! checkpoint and before a kill is printed again after the restart, with the same total
+//! (at-least-once output of exactly-once state). No pane may have two different totals.
+//!
+//! Bug classes caught: positions and state saved at different cuts (an event counted
+//! twice or never across a crash); a restart that starts over or skips a partition; key
+//! groups or partitions lost when the worker or process count changes; a SIGTERM that
+//! fires windows in flight, so a restarted job fires them a second time with the rest.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::events::{Event, HOUR, batch_totals, events, produce};
+use common::example;
+use riffle_kafka::testing::Tansu;
+
+/// Starts `live` on `topic` with checkpoints in `dir`, printing totals.
+fn start(broker: &Tansu, topic: &str, dir: &Path, scale: &[&str]) -> Child {
+    example("live")
+        .args(["--brokers", &broker.brokers(), "--topic", topic, "--no-progress"])
+        .args(["--window", "1h", "--out-of-orderness", "5s"])
+        .args(["--checkpoint-dir", &dir.display().to_string(), "--checkpoint-interval", "200ms"])
+        .args(scale)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The completed checkpoints in `dir`.
+fn completed(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().join("_MANIFEST.json").exists()).count())
+        .unwrap_or(0)
+}
+
+/// Reads a child's stdout and stderr to the end (after it exited).
+fn output(mut child: Child) -> (String, String) {
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (out, err)
+}
+
+/// The members a local-cluster launcher started.
+fn members(launcher: u32) -> Vec<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).unwrap_or_default();
+    children.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+/// Adds printed totals to `panes` (user, window) -> total, failing on a second, different total.
+fn add(panes: &mut BTreeMap<(String, String), String>, out: &str) {
+    for line in out.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 4, "a total line: {line:?}");
+        if f[0] == "zz" {
+            continue;
+        }
+        let key = (f[0].to_string(), f[1].to_string());
+        if let Some(before) = panes.insert(key.clone(), f[3].to_string()) {
+            assert_eq!(before, f[3], "pane {key:?} printed with two totals");
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+fn signal(sig: &str, pid: u32) {
+    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+}
+
+/// Runs `live` over the events while they arrive, killing it `kills` times at random
+/// moments (each time once it has completed a checkpoint) and starting it again at the
+/// next scale in `scales`; then SIGTERM. Returns the totals printed over all runs.
+fn run_with_kills(topic: &str, scales: &[&[&str]], kills: usize, kill_member: bool) -> Vec<String> {
+    let broker = Tansu::start();
+    broker.create_topic(topic, 3);
+    let all = events(600);
+    let want = batch_totals(&all);
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("checkpoints");
+    let chunks: Vec<_> = all.chunks(all.len() / (kills + 1) + 1).collect();
+    let mut rng = rand::rng();
+    let mut panes = BTreeMap::new();
+    let mut log = String::new();
+    for (round, chunk) in chunks.iter().enumerate() {
+        let scale = scales[round % scales.len()];
+        let job = start(&broker, topic, &ck, scale);
+        let before = completed(&ck);
+        for part in chunk.chunks(20) {
+            produce(&broker, topic, part);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        if round < kills {
+            // A checkpoint of this run, then a kill at a random moment after it.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while completed(&ck) <= before && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(completed(&ck) > before, "round {round} {scale:?}: no checkpoint in 30 s");
+            std::thread::sleep(Duration::from_millis(rand::Rng::random_range(&mut rng, 0..400)));
+            let members = members(job.id());
+            match (kill_member, members.as_slice()) {
+                (true, [_, ..]) => {
+                    signal("-KILL", members[rand::Rng::random_range(&mut rng, 0..members.len())]);
+                }
+                _ => signal("-KILL", job.id()),
+            }
+            let (out, err) = output(job);
+            add(&mut panes, &out);
+            log.push_str(&format!("--- round {round} {scale:?} (killed)\n{err}"));
+            continue;
+        }
+        // The last round: every partition's watermark past the last window, then wait for
+        // every total and stop.
+        let last = all.iter().map(|(_, e)| e.ts).max().unwrap();
+        let pushers: Vec<_> =
+            (0..3).map(|p| (p, Event { user_id: "zz".into(), ts: last + 2 * HOUR, amount: 0 })).collect();
+        produce(&broker, topic, &pushers);
+        std::thread::sleep(Duration::from_secs(3));
+        signal("-TERM", job.id());
+        let (out, err) = output(job);
+        add(&mut panes, &out);
+        log.push_str(&format!("--- round {round} {scale:?} (stopped)\n{err}"));
+    }
+    let mut got: Vec<String> =
+        panes.iter().map(|((u, s), t)| format!("{u}\t{s}\t{}\t{t}", s.parse::<i64>().unwrap() + HOUR)).collect();
+    got.sort();
+    assert_eq!(got, want, "totals over every run against one batch run\n{log}");
+    got
+}
+
+#[test]
+fn killed_at_random_moments_and_restarted_the_totals_are_the_batchs() {
+    run_with_kills("events-kill", &[&["--workers", "2"]], 3, false);
+}
+
+#[test]
+fn a_two_by_two_cluster_killed_resumes_at_one_by_four_and_back() {
+    run_with_kills(
+        "events-rescale",
+        &[&["--processes", "2", "--workers", "2"], &["--workers", "4"], &["--workers", "1"]],
+        3,
+        true,
+    );
+}
+
+#[test]
+fn sigterm_stops_at_a_checkpoint_and_windows_open_then_fire_once_whole_after_the_restart() {
+    let broker = Tansu::start();
+    broker.create_topic("events-stop", 3);
+    let all = events(300);
+    let want = batch_totals(&all);
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("checkpoints");
+    // The first half, then a stop: the window open then has only part of its events.
+    produce(&broker, "events-stop", &all[..150]);
+    let job = start(&broker, "events-stop", &ck, &["--workers", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while completed(&ck) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    signal("-TERM", job.id());
+    let status_deadline = Instant::now() + Duration::from_secs(15);
+    let mut job = job;
+    let status = loop {
+        if let Some(s) = job.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < status_deadline, "the job did not stop within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out1, err1) = output(job);
+    assert!(status.success(), "stopped with {status}: {err1}");
+    assert!(err1.contains("stopped at checkpoint"), "{err1}");
+    let mut panes = BTreeMap::new();
+    add(&mut panes, &out1);
+    let first_run = panes.len();
+    assert!(first_run < want.len(), "the first run fired only the windows that had ended: {out1}");
+
+    // The rest, then a restart: every window fires once, whole.
+    produce(&broker, "events-stop", &all[150..]);
+    let last = all.iter().map(|(_, e)| e.ts).max().unwrap();
+    let pushers: Vec<_> = (0..3).map(|p| (p, Event { user_id: "zz".into(), ts: last + 2 * HOUR, amount: 0 })).collect();
+    produce(&broker, "events-stop", &pushers);
+    let job = start(&broker, "events-stop", &ck, &["--workers", "2"]);
+    std::thread::sleep(Duration::from_secs(4));
+    signal("-TERM", job.id());
+    let (out2, err2) = output(job);
+    add(&mut panes, &out2);
+    let mut got: Vec<String> =
+        panes.iter().map(|((u, s), t)| format!("{u}\t{s}\t{}\t{t}", s.parse::<i64>().unwrap() + HOUR)).collect();
+    got.sort();
+    assert_eq!(got, want, "totals across the stop against one batch run\n{err1}\n{err2}");
+    // Nothing the first run printed is printed again: it stopped at a checkpoint after it.
+    for line in out1.lines().filter(|l| !l.starts_with("zz")) {
+        assert!(!out2.contains(line), "{line:?} printed again after the restart");
+    }
+}

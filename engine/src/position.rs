@@ -53,7 +53,7 @@ mod tests {
     }
 }
 
-/// Drives a [`SourceReader`] by hand, without a runner, to test what a source reads
+/// Drives a [`SourceReader`](crate::runtime::SourceReader) by hand, without a runner, to test what a source reads
 /// across a checkpoint: poll some, save every reader's position, open again from them at
 /// another worker count, poll to the end, and compare the union with the input.
 pub mod testing {

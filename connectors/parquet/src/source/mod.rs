@@ -64,6 +64,12 @@ const WAIT_FOR_DATA: Duration = Duration::from_millis(2);
 /// Splits are dealt to workers from the sorted listing, identically on every process;
 /// the set of rows read does not depend on the worker count.
 ///
+/// # Checkpoints
+/// A reader's position names the row groups finished (by file URL and index) and, for a
+/// row group in progress, how many of its rows are behind those returned; resumed at any
+/// worker count, each worker skips the finished row groups of its new share and starts
+/// the one in progress past those rows. What was prefetched is read again.
+///
 /// # Errors
 /// At start, naming the location or file and column: a bad URL, nothing found, no
 /// credentials or credentials refused, a file that is not Parquet, a column the row type
@@ -334,24 +340,55 @@ impl<T: Data> SourceFn for ParquetSource<T> {
     }
 
     fn open(&self, ctx: &StepContext) -> riffle_engine::Result<Box<dyn SourceReader>> {
+        Ok(Box::new(self.open_at(ctx, &SavedSplits::default())?))
+    }
+
+    fn checkpoints(&self) -> bool {
+        true
+    }
+
+    /// This worker's share at its new count, as `open` deals it, less the splits any
+    /// saved position says were finished, the split in progress resumed past the rows
+    /// returned. In backfill mode the watermark, the earliest event time of the first
+    /// split not finished, is then what it was: no split's watermark moves.
+    fn open_from(&self, ctx: &StepContext, saved: &[Vec<u8>]) -> riffle_engine::Result<Box<dyn SourceReader>> {
+        let saved: Vec<ParquetPosition> = riffle_engine::position::decode_all(&ctx.name, POSITION_VERSION, saved)?;
+        Ok(Box::new(self.open_at(ctx, &SavedSplits::merge(saved))?))
+    }
+}
+
+impl<T: Data> ParquetSource<T> {
+    fn open_at(&self, ctx: &StepContext, saved: &SavedSplits) -> Result<ParquetReader> {
         let dataset = self.dataset()?;
         let splits: Vec<Split> =
             dataset.splits(self.config.time_column.as_deref()).into_iter().filter(|s| self.keep(&dataset, s)).collect();
-        let mine = deal(splits, ctx.worker.peers, ctx.worker.index, self.config.backfill);
-        let starts: Vec<Watermark> =
-            mine.iter().map(|s| Watermark(s.time.map_or(EventTime::MIN, |t| EventTime::from_millis(t.0)))).collect();
-        let sizes: Vec<u64> = mine
-            .iter()
-            .map(|s| dataset.files[s.file].meta.metadata().row_group(s.row_group).compressed_size().max(0) as u64)
-            .collect();
-        let event_time_end = mine.iter().filter_map(|s| s.time.map(|t| t.1)).max();
+        let dealt = deal(splits, ctx.worker.peers, ctx.worker.index, self.config.backfill);
+        let id = |s: &Split| SplitId { file: dataset.files[s.file].url.clone(), row_group: s.row_group };
+        let size =
+            |s: &Split| dataset.files[s.file].meta.metadata().row_group(s.row_group).compressed_size().max(0) as u64;
         // Backfill: a worker may start a split up to two split-widths (of event time)
         // past the sinks' watermark, enough for workers dealt neighbouring splits to
-        // read at once, and no further: state then holds a few splits' windows.
+        // read at once, and no further: state then holds a few splits' windows. Figured
+        // on the whole share, so that it is the same resumed or not.
         let read_ahead = self
             .config
             .backfill
-            .then(|| 2 * mine.iter().filter_map(|s| s.time).map(|(lo, hi)| hi - lo).max().unwrap_or(0));
+            .then(|| 2 * dealt.iter().filter_map(|s| s.time).map(|(lo, hi)| hi - lo).max().unwrap_or(0));
+        let event_time_end = dealt.iter().filter_map(|s| s.time.map(|t| t.1)).max();
+        let (done, mine): (Vec<Split>, Vec<Split>) = dealt.into_iter().partition(|s| saved.finished.contains(&id(s)));
+        let skips: Vec<u64> = mine.iter().map(|s| saved.returned.get(&id(s)).copied().unwrap_or(0)).collect();
+        let starts: Vec<Watermark> =
+            mine.iter().map(|s| Watermark(s.time.map_or(EventTime::MIN, |t| EventTime::from_millis(t.0)))).collect();
+        let sizes: Vec<u64> = mine.iter().map(size).collect();
+        let ids: Vec<SplitId> = mine.iter().map(id).collect();
+        let progress = SourceProgress {
+            units_done: done.len() as u64,
+            units_total: (done.len() + sizes.len()) as u64,
+            bytes_done: done.iter().map(size).sum(),
+            bytes_total: done.iter().map(size).sum::<u64>() + sizes.iter().sum::<u64>(),
+            event_time_end,
+            ..SourceProgress::default()
+        };
         let location = Location::parse(&self.config.url, &self.config.options)?;
         let store = location.store()?;
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -367,26 +404,71 @@ impl<T: Data> SourceFn for ParquetSource<T> {
         // then happens on the worker's thread, which allocates and frees every batch.
         // (On the shared I/O threads, glibc's per-thread arenas made the peak memory of
         // a long backfill grow with its length, though the live memory did not.)
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
-            riffle_engine::Error::Internal(format!("cannot start a runtime for the Parquet reader: {e}"))
-        })?;
-        rt.spawn(task.run(mine, tx));
-        Ok(Box::new(ParquetReader {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start a runtime for the Parquet reader: {e}")))?;
+        rt.spawn(task.run(mine.into_iter().zip(skips.iter().map(|n| *n as usize)).collect(), tx));
+        Ok(ParquetReader {
             read_ahead,
             rt,
             rx,
             starts,
             next: 0,
-            progress: SourceProgress {
-                units_total: sizes.len() as u64,
-                bytes_total: sizes.iter().sum(),
-                event_time_end,
-                ..SourceProgress::default()
-            },
+            progress,
             sizes,
             backfill: self.config.backfill,
             ended: false,
-        }))
+            ids,
+            returned: skips,
+            finished: saved.finished.clone(),
+        })
+    }
+}
+
+/// Format version of [`ParquetPosition`].
+const POSITION_VERSION: u8 = 1;
+
+/// A row group of the dataset, named so that it means the same in any run that lists the
+/// same files.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+struct SplitId {
+    file: String,
+    row_group: usize,
+}
+
+/// A reader's position: the splits finished (its own, and those it was restored with,
+/// whichever worker finished them, so that a position holds across restores at changing
+/// counts), and for each split of its share begun but not finished, the rows of its row
+/// group behind the rows returned. What the read task has fetched or decoded ahead is not
+/// in it. The backfill watermark is not saved: it is the earliest event time of the
+/// splits not finished, which the splits' statistics give again.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct ParquetPosition {
+    finished: Vec<SplitId>,
+    returned: Vec<(SplitId, u64)>,
+}
+
+/// Every saved position, merged.
+#[derive(Default)]
+struct SavedSplits {
+    finished: Arc<std::collections::BTreeSet<SplitId>>,
+    returned: std::collections::BTreeMap<SplitId, u64>,
+}
+
+impl SavedSplits {
+    fn merge(saved: Vec<ParquetPosition>) -> Self {
+        let mut finished = std::collections::BTreeSet::new();
+        let mut returned = std::collections::BTreeMap::new();
+        for p in saved {
+            finished.extend(p.finished);
+            for (id, rows) in p.returned {
+                let r = returned.entry(id).or_insert(0);
+                *r = rows.max(*r);
+            }
+        }
+        returned.retain(|id, _| !finished.contains(id));
+        SavedSplits { finished: Arc::new(finished), returned }
     }
 }
 

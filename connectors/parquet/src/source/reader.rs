@@ -22,6 +22,13 @@ pub(super) struct ParquetReader {
     pub(super) progress: SourceProgress,
     pub(super) backfill: bool,
     pub(super) ended: bool,
+    /// Each of this worker's splits not finished, in reading order.
+    pub(super) ids: Vec<SplitId>,
+    /// Per split of `ids`, the rows of its row group behind the rows returned by `poll`
+    /// (not those the read task has sent ahead).
+    pub(super) returned: Vec<u64>,
+    /// Splits finished before the checkpoint this reader was restored from, by any worker.
+    pub(super) finished: Arc<std::collections::BTreeSet<SplitId>>,
 }
 
 impl SourceReader for ParquetReader {
@@ -44,7 +51,12 @@ impl SourceReader for ParquetReader {
             // A reader reads one split at a time, and in backfill mode its watermark is
             // that split's earliest event time: the rows go out at their own split's
             // watermark, whichever worker was dealt it (docs/semantics.md).
-            Msg::Rows(b) => SourcePoll::SplitBatch(b, self.watermark()),
+            Msg::Rows(b, rows) => {
+                if let Some(r) = self.returned.get_mut(self.next) {
+                    *r = rows;
+                }
+                SourcePoll::SplitBatch(b, self.watermark())
+            }
             Msg::SplitDone => {
                 self.progress.units_done += 1;
                 self.progress.bytes_done += self.sizes.get(self.next).copied().unwrap_or(0);
@@ -74,11 +86,21 @@ impl SourceReader for ParquetReader {
         vec![("row_groups_read", "dealt".into(), p.units_done as i64), ("row_groups_left", "dealt".into(), left as i64)]
     }
 
+    fn position(&self) -> riffle_engine::Result<Vec<u8>> {
+        let done = self.ids.iter().take(self.next);
+        let finished = self.finished.iter().chain(done).cloned().collect();
+        let begun = self.ids.iter().zip(&self.returned).skip(self.next).filter(|(_, rows)| **rows > 0);
+        let returned = begun.map(|(id, rows)| (id.clone(), *rows)).collect();
+        riffle_engine::position::encode(POSITION_VERSION, &ParquetPosition { finished, returned })
+    }
+
     fn watermark(&self) -> Watermark {
         if self.backfill {
             // Splits are read in order of their earliest event time, so the earliest
-            // event time still unread is that of the first split not yet done.
-            self.starts.get(self.next).or(self.starts.last()).copied().unwrap_or(Watermark::MIN)
+            // event time still unread is that of the first split not yet done. A reader
+            // with no split to read (none dealt, or all finished before the checkpoint it
+            // resumed from) holds nothing back.
+            self.starts.get(self.next).or(self.starts.last()).copied().unwrap_or(Watermark::MAX)
         } else {
             Watermark::MIN
         }

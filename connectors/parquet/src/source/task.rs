@@ -24,7 +24,10 @@ use crate::error::{Error, Result};
 use super::*;
 
 pub(super) enum Msg {
-    Rows(Batch),
+    /// Rows of the current split, and how many rows of its row group are behind them
+    /// (those the filters dropped included): where the split resumes once they are
+    /// returned.
+    Rows(Batch, u64),
     SplitDone,
     Failed(Error),
     End,
@@ -34,6 +37,8 @@ pub(super) enum Msg {
 pub(super) struct OpenSplit {
     file: usize,
     row_group: usize,
+    /// Rows of the row group skipped at the start (returned before a checkpoint).
+    skip: usize,
     stream: ParquetRecordBatchStream<ObjectReader>,
     next: Option<RecordBatch>,
 }
@@ -50,14 +55,15 @@ pub(super) struct ReadTask<T> {
 }
 
 impl<T: Data> ReadTask<T> {
-    pub(super) async fn run(self, splits: Vec<Split>, tx: mpsc::Sender<Msg>) {
+    /// Reads `splits` in order, each past the rows of its row group given with it.
+    pub(super) async fn run(self, splits: Vec<(Split, usize)>, tx: mpsc::Sender<Msg>) {
         let this = Arc::new(self);
         // Up to `prefetch` splits are opened ahead, each in a task of its own so its I/O
         // goes on while the current split is decoded; a split is decoded 1024 rows at a
         // time as the reader takes them, so what is held is the compressed row groups
         // in flight and a few decoded batches, not whole decoded row groups.
         let mut opened = futures::stream::iter(splits)
-            .map(|s| tokio::spawn(this.clone().open_split(s)))
+            .map(|(s, skip)| tokio::spawn(this.clone().open_split(s, skip)))
             .buffered(this.config.prefetch);
         while let Some(joined) = opened.next().await {
             let result = joined.unwrap_or_else(|e| Err(Error::Config(format!("a Parquet read task failed: {e}"))));
@@ -74,10 +80,11 @@ impl<T: Data> ReadTask<T> {
 
     /// Sends the rows of one opened split, then `SplitDone`. `Err(None)`: the reader is gone.
     async fn drain(&self, opened: Result<OpenSplit>, tx: &mpsc::Sender<Msg>) -> Result<(), Option<Error>> {
-        let OpenSplit { file, row_group, mut stream, mut next } = opened.map_err(Some)?;
+        let OpenSplit { file, row_group, skip, mut stream, mut next } = opened.map_err(Some)?;
         let file = &self.dataset.files[file];
-        // Rows of the row group before this batch, for messages that name a row.
-        let mut row = 0;
+        // Rows of the row group before this batch, for messages that name a row and for
+        // the reader's position.
+        let mut row = skip;
         while let Some(rb) = next {
             let read = rb.num_rows();
             let (rb, kept) = self.filter(file, rb).map_err(Some)?;
@@ -89,7 +96,7 @@ impl<T: Data> ReadTask<T> {
                     false => self.to_elements(file, rb, row_group, &place),
                 }
                 .map_err(Some)?;
-                tx.send(Msg::Rows(batch)).await.map_err(|_| None)?;
+                tx.send(Msg::Rows(batch, (row + read) as u64)).await.map_err(|_| None)?;
             }
             row += read;
             next = stream.next().await.transpose().map_err(|e| Some(Error::parquet(&file.url, e)))?;
@@ -97,8 +104,9 @@ impl<T: Data> ReadTask<T> {
         tx.send(Msg::SplitDone).await.map_err(|_| None)
     }
 
-    /// Starts reading one row group: fetches its column chunks and decodes the first batch.
-    async fn open_split(self: Arc<Self>, split: Split) -> Result<OpenSplit> {
+    /// Starts reading one row group past its first `skip` rows: fetches its column chunks
+    /// and decodes the first batch.
+    async fn open_split(self: Arc<Self>, split: Split, skip: usize) -> Result<OpenSplit> {
         let file = &self.dataset.files[split.file];
         let schema = file.meta.schema();
         let mut wanted: BTreeSet<&str> = BTreeSet::new();
@@ -117,14 +125,18 @@ impl<T: Data> ReadTask<T> {
             .collect();
         let mask = ProjectionMask::roots(file.meta.parquet_schema(), roots);
         let reader = ObjectReader { store: self.store.clone(), path: file.path.clone(), size: file.size };
-        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.meta.clone())
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.meta.clone())
             .with_row_groups(vec![split.row_group])
             .with_projection(mask)
-            .with_batch_size(ROWS_PER_BATCH)
-            .build()
-            .map_err(|e| Error::parquet(&file.url, e))?;
+            .with_batch_size(ROWS_PER_BATCH);
+        if skip > 0 {
+            // No row filter is pushed into the reader, so the offset counts the row
+            // group's rows, as the position does.
+            builder = builder.with_offset(skip);
+        }
+        let mut stream = builder.build().map_err(|e| Error::parquet(&file.url, e))?;
         let next = stream.next().await.transpose().map_err(|e| Error::parquet(&file.url, e))?;
-        Ok(OpenSplit { file: split.file, row_group: split.row_group, stream, next })
+        Ok(OpenSplit { file: split.file, row_group: split.row_group, skip, stream, next })
     }
 
     /// Drops rows outside the time range or failing a predicate.

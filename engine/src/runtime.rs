@@ -375,6 +375,31 @@ pub trait SinkFn: Send + Sync {
         let _ = staged;
         Ok(())
     }
+    /// Whether a sink that [`SinkFn::commits`] can also commit at every checkpoint (two-phase
+    /// commit): its writers stage their output per checkpoint ([`SinkWriter::precommit`]),
+    /// and what was staged before a checkpoint becomes visible once that checkpoint is
+    /// complete ([`SinkFn::commit_checkpoint`]). A sink that commits but cannot do this is
+    /// refused in a job that takes checkpoints.
+    fn commits_at_checkpoints(&self) -> bool {
+        false
+    }
+    /// Makes visible what every writer staged for one completed checkpoint (each writer's
+    /// [`SinkWriter::precommit`] bytes). Called once per checkpoint, on worker 0, after its
+    /// manifest is written; again with the same bytes when a run resumes from that
+    /// checkpoint (it may have stopped half-way), so it must be idempotent.
+    fn commit_checkpoint(&self, staged: Vec<Vec<u8>>) -> Result<()> {
+        let _ = staged;
+        Ok(())
+    }
+    /// Before a run resumes from a checkpoint, once per job: after
+    /// [`SinkFn::commit_checkpoint`] with that checkpoint's bytes, removes whatever was
+    /// staged and never committed (a crashed run's output after the checkpoint). The output
+    /// already committed is this job's own, not existing output: `check` must not refuse
+    /// it, which `resuming` says.
+    fn recover(&self, resuming: bool) -> Result<()> {
+        let _ = resuming;
+        Ok(())
+    }
 }
 
 /// One worker's part of a sink.
@@ -399,6 +424,13 @@ pub trait SinkWriter {
     /// The input is complete: make the output visible, or (a sink that
     /// [`SinkFn::commits`]) ready for the job's commit.
     fn finish(&mut self) -> Result<()>;
+    /// A checkpoint, for a sink that [`SinkFn::commits_at_checkpoints`]: seal what is
+    /// open and return what was staged since the last checkpoint (saved in the
+    /// checkpoint, handed to [`SinkFn::commit_checkpoint`] once it is complete). What
+    /// comes after goes into new files.
+    fn precommit(&mut self) -> Result<Vec<u8>> {
+        Err(crate::Error::Internal("this sink does not commit at checkpoints".into()))
+    }
     /// After [`SinkWriter::finish`], for a sink that commits as a job: what this writer
     /// staged, handed to [`SinkFn::commit`].
     fn staged(&mut self) -> Vec<u8> {

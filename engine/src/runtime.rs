@@ -391,14 +391,16 @@ pub trait SinkFn: Send + Sync {
         let _ = staged;
         Ok(())
     }
-    /// Before a run resumes from a checkpoint, once per job: after
-    /// [`SinkFn::commit_checkpoint`] with that checkpoint's bytes, removes whatever was
-    /// staged and never committed (a crashed run's output after the checkpoint). The output
-    /// already committed is this job's own, not existing output: `check` must not refuse
-    /// it, which `resuming` says.
-    fn recover(&self, resuming: bool) -> Result<()> {
-        let _ = resuming;
+    /// Before a run resumes from a checkpoint, once per job (on process 0), after
+    /// [`SinkFn::commit_checkpoint`] with that checkpoint's bytes: removes whatever was
+    /// staged and never committed (a crashed run's output after the checkpoint).
+    fn recover(&self) -> Result<()> {
         Ok(())
+    }
+    /// [`SinkFn::check`] for a job that resumes from a checkpoint: the output already
+    /// there is the job's own (committed at earlier checkpoints), not existing output.
+    fn check_resuming(&self) -> Result<()> {
+        self.check()
     }
 }
 

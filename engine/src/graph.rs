@@ -277,14 +277,16 @@ impl Graph {
         Ok(())
     }
 
-    /// Runs every source's and sink's start-up check (files exist, locations parse).
+    /// Runs every source's and sink's start-up check (files exist, locations parse);
+    /// `resuming` from a checkpoint, sinks accept the output they committed before.
     ///
     /// # Errors
     /// The first failing check, naming the step and the location.
-    pub fn check_io(&self) -> Result<()> {
+    pub fn check_io(&self, resuming: bool) -> Result<()> {
         for node in &self.nodes {
             match &node.kind {
                 NodeKind::Source(s) => s.check()?,
+                NodeKind::Sink(s) if resuming => s.check_resuming()?,
                 NodeKind::Sink(s) => s.check()?,
                 _ => {}
             }

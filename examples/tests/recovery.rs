@@ -208,3 +208,45 @@ fn sigterm_stops_at_a_checkpoint_and_windows_open_then_fire_once_whole_after_the
         assert!(!out2.contains(line), "{line:?} printed again after the restart");
     }
 }
+
+#[test]
+fn with_restart_attempts_a_cluster_that_loses_a_process_restarts_itself() {
+    let broker = Tansu::start();
+    broker.create_topic("events-restart", 3);
+    let all = events(300);
+    let want = batch_totals(&all);
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("checkpoints");
+    produce(&broker, "events-restart", &all[..150]);
+    let job = start(&broker, "events-restart", &ck, &["--processes", "2", "--workers", "1", "--restart-attempts", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while completed(&ck) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = members(job.id());
+    assert_eq!(first.len(), 2, "two processes: {first:?}");
+    signal("-KILL", first[1]);
+    // The launcher starts a new cluster from the checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !members(job.id()).iter().all(|m| !first.contains(m)) || members(job.id()).len() < 2 {
+        assert!(Instant::now() < deadline, "no new cluster within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    produce(&broker, "events-restart", &all[150..]);
+    let last = all.iter().map(|(_, e)| e.ts).max().unwrap();
+    let pushers: Vec<_> = (0..3).map(|p| (p, Event { user_id: "zz".into(), ts: last + 2 * HOUR, amount: 0 })).collect();
+    produce(&broker, "events-restart", &pushers);
+    std::thread::sleep(Duration::from_secs(4));
+    signal("-TERM", job.id());
+    let mut job = job;
+    let status = job.wait().unwrap();
+    let (out, err) = output(job);
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("restarting it from the latest checkpoint (attempt 1 of 2)"), "{err}");
+    let mut panes = BTreeMap::new();
+    add(&mut panes, &out);
+    let mut got: Vec<String> =
+        panes.iter().map(|((u, s), t)| format!("{u}\t{s}\t{}\t{t}", s.parse::<i64>().unwrap() + HOUR)).collect();
+    got.sort();
+    assert_eq!(got, want, "totals across the restart against one batch run\n{err}");
+}

@@ -262,6 +262,31 @@ pub fn launch_local(opts: &RunOptions, graph: &Graph) -> Result<()> {
     let server = start(addr, flag, Serves::View(view.clone()))?;
     let status_url = format!("http://127.0.0.1:{}/api/push", server.addr.port());
     let progress = (!opts.no_progress).then(|| crate::progress::ProgressDisplay::start(view.clone()));
+    let mut attempt = 0;
+    let result = loop {
+        match run_local_cluster(opts, &status_url) {
+            Err(e) if attempt < opts.restart_attempts && !crate::stop::stop_requested() => {
+                attempt += 1;
+                tracing::warn!(attempt, of = opts.restart_attempts, "the cluster failed: {e}; restarting");
+                eprintln!(
+                    "riffle: the cluster failed ({e}); restarting it from the latest checkpoint (attempt {attempt} of {})",
+                    opts.restart_attempts
+                );
+            }
+            other => break other,
+        }
+    };
+    drop(progress);
+    if opts.ui_addr.is_some() {
+        crate::linger(Duration::from_secs(opts.ui_linger));
+    }
+    drop(server);
+    result
+}
+
+/// Starts the processes of a local cluster on free loopback ports and waits for them.
+fn run_local_cluster(opts: &RunOptions, status_url: &str) -> Result<()> {
+    let n = opts.processes;
     let ports = free_ports(n)?;
     let dir = std::env::temp_dir().join(format!("riffle-{}-{}", std::process::id(), ports[0]));
     std::fs::create_dir_all(&dir)
@@ -280,7 +305,7 @@ pub fn launch_local(opts: &RunOptions, graph: &Graph) -> Result<()> {
             .args(&args)
             .env(ENV_PROCESS, i.to_string())
             .env(ENV_HOSTFILE, &hostfile)
-            .env(ENV_STATUS_URL, &status_url)
+            .env(ENV_STATUS_URL, status_url)
             .envs(opts.child_env.iter().cloned())
             .stdout(Stdio::piped())
             .spawn()
@@ -306,11 +331,6 @@ pub fn launch_local(opts: &RunOptions, graph: &Graph) -> Result<()> {
     // The children have exited, so their pipes close and the forwarders finish.
     forwarders.into_iter().for_each(|f| drop(f.join()));
     let _ = std::fs::remove_dir_all(&dir);
-    drop(progress);
-    if opts.ui_addr.is_some() {
-        crate::linger(Duration::from_secs(opts.ui_linger));
-    }
-    drop(server);
     result
 }
 

@@ -88,24 +88,22 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
             Ok(RunReport { elapsed, started: finished - elapsed, finished, steps: Vec::new() })
         }
         Role::Single => {
-            graph.check_io()?;
-            let comm = if opts.workers == 1 {
-                CommunicationConfig::Thread
-            } else {
-                CommunicationConfig::Process(opts.workers)
-            };
-            let watch = Watch {
-                process: 0,
-                processes: 1,
-                workers: opts.workers,
-                metrics_at: metrics_addr(opts, 0)?,
-                ui_at: opts.ui_addr.clone(),
-                push_to: None,
-                progress: !opts.no_progress,
-                linger: Duration::from_secs(opts.ui_linger),
-            };
-            let checkpoints = checkpoint::Checkpoints::open(opts, &graph)?;
-            execute(graph, checkpoints, comm, None, watch)
+            let graph = Arc::new(graph);
+            let mut attempt = 0;
+            loop {
+                match run_single(&graph, opts) {
+                    Err(e) if attempt < opts.restart_attempts && !stop::stop_requested() => {
+                        attempt += 1;
+                        tracing::warn!(attempt, of = opts.restart_attempts, "the job failed: {e}; restarting");
+                        eprintln!(
+                            "riffle: the job failed ({e}); restarting it from the latest checkpoint (attempt {attempt} \
+                             of {})",
+                            opts.restart_attempts
+                        );
+                    }
+                    other => return other,
+                }
+            }
         }
         Role::Member { process, addresses, launched } => {
             if launched {
@@ -124,6 +122,27 @@ pub fn run(pipeline: &Pipeline, opts: &RunOptions) -> Result<RunReport> {
     }
 }
 
+/// Runs the job in this process's worker threads.
+fn run_single(graph: &Arc<Graph>, opts: &RunOptions) -> Result<RunReport> {
+    let checkpoints = checkpoint::Checkpoints::open(opts, graph)?;
+    graph.check_io(checkpoints.as_ref().is_some_and(|c| c.resumed.is_some()))?;
+    if let Some(c) = &checkpoints {
+        c.recover_sinks(graph)?;
+    }
+    let comm = if opts.workers == 1 { CommunicationConfig::Thread } else { CommunicationConfig::Process(opts.workers) };
+    let watch = Watch {
+        process: 0,
+        processes: 1,
+        workers: opts.workers,
+        metrics_at: metrics_addr(opts, 0)?,
+        ui_at: opts.ui_addr.clone(),
+        push_to: None,
+        progress: !opts.no_progress,
+        linger: Duration::from_secs(opts.ui_linger),
+    };
+    execute(graph.clone(), checkpoints, comm, None, watch)
+}
+
 fn run_member(
     graph: Graph,
     opts: &RunOptions,
@@ -131,7 +150,11 @@ fn run_member(
     addresses: Vec<String>,
     launched: bool,
 ) -> Result<RunReport> {
-    graph.check_io()?;
+    let checkpoints = checkpoint::Checkpoints::open(opts, &graph)?;
+    graph.check_io(checkpoints.as_ref().is_some_and(|c| c.resumed.is_some()))?;
+    if let (Some(c), 0) = (&checkpoints, process) {
+        c.recover_sinks(&graph)?;
+    }
     // Who holds the job's view: a local launcher (it says where, in the environment), or
     // process 0 when it serves the web view; the others send it their samples.
     let watch = if launched {
@@ -171,8 +194,7 @@ fn run_member(
         zerocopy: false,
     };
     let deadline = Duration::from_secs(opts.connect_timeout);
-    let checkpoints = checkpoint::Checkpoints::open(opts, &graph)?;
-    execute(graph, checkpoints, comm, Some((addresses, process, deadline)), watch)
+    execute(Arc::new(graph), checkpoints, comm, Some((addresses, process, deadline)), watch)
 }
 
 /// Where the other processes of a cluster across hosts reach process 0's web view: the
@@ -224,13 +246,12 @@ fn metrics_addr(opts: &RunOptions, process: usize) -> Result<Option<String>> {
 }
 
 fn execute(
-    graph: Graph,
+    graph: Arc<Graph>,
     checkpoints: Option<Arc<checkpoint::Checkpoints>>,
     comm: CommunicationConfig,
     cluster: Option<(Vec<String>, usize, Duration)>,
     watch: Watch,
 ) -> Result<RunReport> {
-    let graph = Arc::new(graph);
     let job = Arc::new(JobState::default());
     let metrics = Arc::new(metrics::Metrics::default());
     let info = prometheus::ProcessInfo { process: watch.process, workers: watch.workers, started_ms: status::now_ms() };

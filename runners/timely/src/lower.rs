@@ -31,7 +31,7 @@ impl<'scope> Edges<'scope> {
 
 /// Builds `graph` as a dataflow on `worker`. Steps are lowered in the graph's
 /// (topological) order, each reading the streams its inputs produced.
-pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
+pub fn build(worker: &mut Worker, graph: &std::sync::Arc<Graph>, env: &Env) {
     worker.dataflow::<Time, _, _>(|scope| {
         let env = &Env { sinks_progress: timely::dataflow::ProbeHandle::new(), ..env.clone() };
         let pacing = pacing_probes(graph);
@@ -67,7 +67,7 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                 }
                 NodeKind::Sink(s) => {
                     let env = &Env { pacing: pacing[&node.id].clone(), ..env.clone() };
-                    sinks.push(sink::sink(edges.take(&node.inputs[0]), name, s, env));
+                    sinks.push(sink::sink(edges.take(&node.inputs[0]), index, name, s, env));
                     vec![]
                 }
             };
@@ -75,7 +75,7 @@ pub fn build(worker: &mut Worker, graph: &Graph, env: &Env) {
                 edges.put(PortRef { node: node.id, port }, stream);
             }
         }
-        coordinator::coordinator(scope, sinks, env);
+        coordinator::coordinator(scope, graph, sinks, env);
     });
 }
 

@@ -91,6 +91,12 @@ pub struct RunOptions {
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_retain: u64,
 
+    /// When the job fails, start it again from its latest checkpoint, up to N times (a
+    /// local cluster restarts all its processes; Flink's fixed-delay restart strategy
+    /// without the delay). Needs --checkpoint-dir.
+    #[arg(long, default_value_t = 0, value_name = "N", requires = "checkpoint_dir")]
+    pub restart_attempts: u32,
+
     /// The arguments a local cluster passes to each process it starts; by default this
     /// process's own. Tests set it to run just one test in each child.
     #[arg(skip)]
@@ -121,6 +127,7 @@ impl Default for RunOptions {
             from_checkpoint: None,
             fresh: false,
             checkpoint_retain: 3,
+            restart_attempts: 0,
             child_args: None,
             child_env: Vec::new(),
         }

@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use riffle_engine::prelude::*;
@@ -29,6 +31,12 @@ type Panes = BTreeMap<(u64, i64), u64>;
 /// Sums of 1 per key per second over the events, slowed so that checkpoints happen while
 /// it runs; fails at [`FAIL_AT`] when `fail`.
 fn sums(p: &Pipeline, fail: bool) -> PCollection<(u64, u64)> {
+    let fail = Arc::new(AtomicBool::new(fail));
+    sums_failing(p, fail)
+}
+
+/// [`sums`], failing at [`FAIL_AT`] once: the first time it comes while `fail` is set.
+fn sums_failing(p: &Pipeline, fail: Arc<AtomicBool>) -> PCollection<(u64, u64)> {
     p.generate_stream(
         EVENTS,
         |i| (i, EventTime::from_millis(i as i64 * 10)),
@@ -38,7 +46,7 @@ fn sums(p: &Pipeline, fail: bool) -> PCollection<(u64, u64)> {
         if i % 200 == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(!(fail && *i == FAIL_AT), "the injected failure at event {i}");
+        assert!(!(*i == FAIL_AT && fail.swap(false, Ordering::SeqCst)), "the injected failure at event {i}");
         (i % KEYS, 1u64)
     })
     .window_into(FixedWindows::of_millis(WINDOW_MS))
@@ -170,4 +178,20 @@ fn fresh_refuses_a_directory_that_holds_checkpoints() {
     run(&opts(dir.path(), 1), false).unwrap();
     let err = run(&RunOptions { fresh: true, ..opts(dir.path(), 1) }, false).unwrap_err();
     assert!(err.contains("--fresh") && err.contains(&dir.path().display().to_string()), "{err}");
+}
+
+#[test]
+fn with_restart_attempts_a_failed_job_restarts_itself_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(AtomicBool::new(true));
+    let restarting = RunOptions { restart_attempts: 1, ..opts(dir.path(), 2) };
+    let out = riffle_timely::testing::try_run_windowed(&restarting, |p| sums_failing(p, fail.clone()))
+        .expect("the second attempt completes");
+    assert!(!fail.load(Ordering::SeqCst), "the first attempt failed");
+    // Both attempts' panes: each once with its sum, or twice with the same.
+    let mut got = Panes::new();
+    panes(&out, &mut got);
+    assert_eq!(got, expected());
+    let twice = out.len() - got.len();
+    assert!(twice < expected().len() / 2, "{twice} panes fired twice: the restart started over");
 }

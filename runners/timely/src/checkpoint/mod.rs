@@ -139,7 +139,7 @@ pub struct StepEntry {
     pub index: usize,
     /// Its name.
     pub name: String,
-    /// `source` or `grouping`.
+    /// `source`, `grouping` or `sink` (one that commits at checkpoints).
     pub kind: String,
 }
 
@@ -253,6 +253,35 @@ impl Checkpoints {
         m.parts.iter().filter(|p| p.step == index).map(|p| decode_part(&p.name, &self.store.get(&p.name)?)).collect()
     }
 
+    /// The parts of step `index` in checkpoint `m`, every worker's, read.
+    pub fn parts_of(&self, m: &Manifest, index: usize) -> Result<Vec<Vec<u8>>> {
+        m.parts.iter().filter(|p| p.step == index).map(|p| decode_part(&p.name, &self.store.get(&p.name)?)).collect()
+    }
+
+    /// Makes visible what the two-phase-commit sinks staged for checkpoint `m`.
+    pub fn commit_sinks(&self, graph: &Graph, m: &Manifest) -> Result<()> {
+        for step in self.steps.iter().filter(|s| s.kind == "sink") {
+            if let NodeKind::Sink(f) = &graph.nodes()[step.index].kind {
+                f.commit_checkpoint(self.parts_of(m, step.index)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a resumed run, on process 0: the two-phase-commit sinks commit what the
+    /// checkpoint resumed from staged (the run that took it may have stopped half-way),
+    /// then drop what was staged after it.
+    pub fn recover_sinks(&self, graph: &Graph) -> Result<()> {
+        let Some(m) = &self.resumed else { return Ok(()) };
+        self.commit_sinks(graph, m)?;
+        for step in self.steps.iter().filter(|s| s.kind == "sink") {
+            if let NodeKind::Sink(f) = &graph.nodes()[step.index].kind {
+                f.recover()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a part of checkpoint `id`.
     pub fn write_part(&self, id: u64, step: usize, worker: usize, kind: PartKind, body: Vec<u8>) -> Result<()> {
         self.store.put(&part_name(id, step, worker, kind), encode_part(body))
@@ -280,6 +309,7 @@ fn participants(graph: &Graph) -> Result<Vec<StepEntry>> {
                     node.name
                 )));
             }
+            NodeKind::Sink(s) if s.commits() && s.commits_at_checkpoints() => "sink",
             NodeKind::Sink(s) if s.commits() => {
                 return Err(Error::Config(format!(
                     "step '{}': this sink commits its output once, at the end of the job, and does not take part in \

@@ -12,7 +12,13 @@ use crate::checkpoint::{self, Checkpoints, Manifest, PartKind};
 use crate::time::Time;
 
 /// Adds the coordinator when the job takes checkpoints.
-pub fn coordinator<'scope>(scope: Scope<'scope, Time>, sinks: Vec<Staged<'scope>>, env: &Env) {
+pub fn coordinator<'scope>(
+    scope: Scope<'scope, Time>,
+    graph: &std::sync::Arc<riffle_engine::Graph>,
+    sinks: Vec<Staged<'scope>>,
+    env: &Env,
+) {
+    let graph = graph.clone();
     let Some(ck) = env.checkpoints.clone() else { return };
     let first = env.worker.index == 0;
     let workers = env.worker.peers;
@@ -29,7 +35,9 @@ pub fn coordinator<'scope>(scope: Scope<'scope, Time>, sinks: Vec<Staged<'scope>
         // At the end every part is in: checkpoints follow until one where every part is
         // final, the job's last (resuming from it does nothing more).
         while checkpoint::passed_generation(&f, next - 1) {
-            match checkpoint::commit(&ck, next, workers, previous.as_ref()) {
+            let committed = checkpoint::commit(&ck, next, workers, previous.as_ref())
+                .and_then(|m| ck.commit_sinks(&graph, &m).map(|()| m));
+            match committed {
                 // Every source cut this one after the stop: it holds all they read.
                 Ok(m) if !f.is_empty() && stopped_here(&ck, &m) => {
                     tracing::info!(checkpoint = m.id, "stopped at checkpoint {}", m.id);

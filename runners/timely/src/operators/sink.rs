@@ -10,15 +10,22 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Exchange, Probe};
 
 use super::{BatchStream, Env};
-use crate::checkpoint;
+use crate::checkpoint::{self, PartKind};
 
 /// What a sink hands on: what its writers staged, for the job's commit, at times whose
 /// epoch follows the sink's input (so the checkpoint coordinator downstream sees every
 /// generation its input has passed).
 pub type Staged<'scope> = timely::dataflow::Stream<'scope, crate::time::Time, Vec<Vec<u8>>>;
 
-/// Lowers a sink step; a gathering sink first sends everything to worker 0.
-pub fn sink<'scope>(input: BatchStream<'scope>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) -> Staged<'scope> {
+/// Lowers a sink step, the `step`-th of its graph; a gathering sink first sends
+/// everything to worker 0.
+pub fn sink<'scope>(
+    input: BatchStream<'scope>,
+    step: usize,
+    name: &str,
+    f: &Arc<dyn SinkFn>,
+    env: &Env,
+) -> Staged<'scope> {
     let job = env.job.clone();
     let counter = env.counter(name);
     let input = if f.gathers() && env.worker.peers > 1 { input.exchange(|_: &Batch| 0) } else { input };
@@ -38,6 +45,9 @@ pub fn sink<'scope>(input: BatchStream<'scope>, name: &str, f: &Arc<dyn SinkFn>,
     let mut last_watermark = riffle_engine::Watermark::MIN;
     // With checkpoints: the checkpoint whose generations the sink waits for next.
     let mut next_cut = env.checkpoints.as_ref().map(|c| c.start + 1);
+    let checkpoints = env.checkpoints.clone();
+    let two_phase = f.commits() && f.commits_at_checkpoints();
+    let worker = env.worker.index;
     let commits = f.commits();
     let staged =
         input.unary_frontier::<CapacityContainerBuilder<Vec<Vec<u8>>>, _, _, _>(Pipeline, name, move |cap, _| {
@@ -82,9 +92,18 @@ pub fn sink<'scope>(input: BatchStream<'scope>, name: &str, f: &Arc<dyn SinkFn>,
                 // made durable before it completes (the held capability keeps the
                 // coordinator from seeing the generation pass until then).
                 let times: Vec<crate::time::Time> = frontier.frontier().to_vec();
-                if let Some(n) = next_cut.as_mut() {
+                if let (Some(n), Some(ck)) = (next_cut.as_mut(), checkpoints.as_ref()) {
                     while !times.is_empty() && checkpoint::passed_generation(&times, *n - 1) && !job.has_failed() {
-                        if let Some(Err(e)) = writer.as_mut().map(|w| w.flush()) {
+                        // A two-phase-commit sink stages what came before the cut as its
+                        // part of the checkpoint; the others write it out.
+                        let done = match writer.as_mut() {
+                            Some(w) if two_phase => {
+                                w.precommit().and_then(|b| ck.write_part(*n, step, worker, PartKind::Cut, b))
+                            }
+                            Some(w) => w.flush(),
+                            None => Ok(()),
+                        };
+                        if let Err(e) = done {
                             job.fail(e);
                             writer = None;
                         }
@@ -105,6 +124,16 @@ pub fn sink<'scope>(input: BatchStream<'scope>, name: &str, f: &Arc<dyn SinkFn>,
                     }
                 }
                 if frontier.is_empty() && !job.has_failed() {
+                    // The input is complete: a two-phase-commit sink's last part, good for
+                    // every later checkpoint, holds what came after the last cut.
+                    if let (Some(w), Some(n), Some(ck), true) =
+                        (writer.as_mut(), next_cut, checkpoints.as_ref(), two_phase)
+                    {
+                        if let Err(e) = w.precommit().and_then(|b| ck.write_part(n, step, worker, PartKind::Final, b)) {
+                            job.fail(e);
+                            writer = None;
+                        }
+                    }
                     if let Some(mut w) = writer.take() {
                         match w.finish() {
                             Ok(()) if commits => {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod checkpoints;
 mod parquet;
 
 /// mimalloc rather than the system allocator: every batch is a fresh buffer of tens of
@@ -19,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "riffle",
     version,
-    about = "Riffle's command-line tool: benchmarks and tools that need no pipeline code."
+    about = "Riffle's command-line tool: benchmarks, and tools that need no pipeline code (Parquet files, checkpoints)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +33,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+    /// Lists a job's checkpoints, or shows one (--checkpoint-dir of a pipeline binary).
+    Checkpoints {
+        #[command(subcommand)]
+        command: checkpoints::CheckpointsCommand,
     },
     /// Inspects Parquet files at a path or URL (file://, s3://, hdfs://; globs and
     /// prefixes). S3 credentials and endpoint come from the AWS_* environment variables.
@@ -76,5 +82,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench { bench: Bench::TcpSink { port } } => bench::shuffle::tcp_sink(port),
         Command::Parquet { command } => parquet::run(&command),
+        Command::Checkpoints { command } => checkpoints::run(&command),
     }
 }

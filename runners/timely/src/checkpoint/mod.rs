@@ -343,6 +343,35 @@ fn latest(store: &Store, ids: &[u64]) -> Option<Manifest> {
     None
 }
 
+/// What `riffle checkpoints list` says of one checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listed {
+    /// Its id.
+    pub id: u64,
+    /// Its manifest, or why there is none that reads (a crashed run's partial checkpoint,
+    /// or a damaged manifest).
+    pub manifest: std::result::Result<Manifest, String>,
+    /// The bytes of everything in its directory.
+    pub bytes: u64,
+}
+
+/// Every checkpoint in `store`, oldest first.
+pub fn list(store: &Store) -> Result<Vec<Listed>> {
+    let mut ids: Vec<u64> = store.list("")?.iter().filter_map(|(n, _)| id_of_dir(n)).collect();
+    ids.sort_unstable();
+    ids.into_iter()
+        .map(|id| {
+            let entries = store.list(&dir_of(id))?;
+            let manifest = if entries.iter().any(|(n, _)| n == MANIFEST) {
+                read_manifest(store, id).map_err(|e| e.to_string())
+            } else {
+                Err("incomplete: no manifest (the run that cut it stopped first)".to_string())
+            };
+            Ok(Listed { id, manifest, bytes: entries.iter().map(|(_, b)| b).sum() })
+        })
+        .collect()
+}
+
 /// Reads checkpoint `id`'s manifest.
 pub fn read_manifest(store: &Store, id: u64) -> Result<Manifest> {
     let name = format!("{}/{MANIFEST}", dir_of(id));

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p riffle-benches --bench windowed               # 10M events
 //! cargo bench -p riffle-benches --bench windowed -- 2000000    # events
+//! cargo bench -p riffle-benches --bench windowed -- checkpoints # one section (or modes)
 //! ```
 //!
 //! Events: key `splitmix(i) % 1000`, value 1, timestamp `i` ms less up to 50 ms of jitter
@@ -18,6 +19,11 @@
 //!   means the default trigger's panes by another path (not lifted, the trigger's state
 //!   per key and window), against the default trigger, at 2 and 4 workers: the cost of a
 //!   grouping that applies its input in watermark order (docs/semantics.md).
+//!
+//! - **checkpoints**: the stream with `--checkpoint-dir` (a local temporary directory) and
+//!   `--checkpoint-interval 1s`, against the stream without, same run: the cost of
+//!   epoch-aligned checkpoints (docs/checkpoints.md; goal at most 10% slower), with how
+//!   many checkpoints completed and the size of the last.
 //!
 //! Each run is its own process, so its peak RSS is its own.
 
@@ -46,7 +52,7 @@ const JITTER_MS: u64 = 50;
 /// Runs one mode in this process; prints `{"elapsed_s":..,"peak_rss_kib":..,"panes":..}`.
 fn child(mode: &str, events: u64, workers: usize) {
     let strategy = match mode {
-        "stream" | "explicit" => WatermarkStrategy::bounded_out_of_orderness(JITTER_MS as i64),
+        "stream" | "explicit" | "checkpoints" => WatermarkStrategy::bounded_out_of_orderness(JITTER_MS as i64),
         _ => WatermarkStrategy::bounded_out_of_orderness(i64::MAX / 4),
     };
     let p = Pipeline::new();
@@ -63,15 +69,44 @@ fn child(mode: &str, events: u64, workers: usize) {
     let sums = if mode == "explicit" { sums.triggering(Trigger::after_watermark()) } else { sums };
     let sums = sums.combine_per_key(Sum::new());
     riffle_connectors::memory::discard(&sums);
-    let report = riffle_timely::run(&p, &RunOptions::threads(workers)).expect("the job runs");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let opts = match mode {
+        "checkpoints" => RunOptions {
+            checkpoint_dir: Some(dir.path().display().to_string()),
+            checkpoint_interval: Duration::from_secs(1),
+            ..RunOptions::threads(workers)
+        },
+        _ => RunOptions::threads(workers),
+    };
+    let report = riffle_timely::run(&p, &opts).expect("the job runs");
+    let (checkpoints, last_bytes) = checkpoints_in(dir.path());
     let panes: u64 = report.elements_in("Discard").iter().sum();
     let dropped = report.late_dropped("CombinePerKey");
     assert_eq!(dropped, 0, "no event is later than the watermark's delay");
     println!(
-        "{{\"elapsed_s\":{},\"peak_rss_kib\":{},\"panes\":{panes}}}",
+        "{{\"elapsed_s\":{},\"peak_rss_kib\":{},\"panes\":{panes},\"checkpoints\":{checkpoints},\"last_bytes\":{last_bytes}}}",
         report.elapsed.as_secs_f64(),
         peak_rss_kib()
     );
+}
+
+/// How many checkpoints completed in `dir` (the ids of the run: its last is the job's
+/// final one), and the bytes of the last one before the final.
+fn checkpoints_in(dir: &std::path::Path) -> (u64, u64) {
+    let mut ids: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("_MANIFEST.json").exists()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    let manifest: serde_json::Value = ids
+        .iter()
+        .rev()
+        .nth(1)
+        .and_then(|p| serde_json::from_slice(&std::fs::read(p.join("_MANIFEST.json")).ok()?).ok())
+        .unwrap_or_default();
+    let bytes = manifest["parts"].as_array().map_or(0, |parts| parts.iter().filter_map(|p| p["bytes"].as_u64()).sum());
+    let first: u64 = ids.first().and_then(|p| p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()).unwrap_or(0);
+    let last: u64 = ids.last().and_then(|p| p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()).unwrap_or(0);
+    (if ids.is_empty() { 0 } else { last - first + 1 }, bytes)
 }
 
 /// Peak resident memory of this process, from /proc (Linux).
@@ -88,6 +123,8 @@ struct Run {
     elapsed: Duration,
     rss_kib: u64,
     panes: u64,
+    checkpoints: u64,
+    last_bytes: u64,
 }
 
 fn run(mode: &str, events: u64, workers: usize) -> Run {
@@ -103,6 +140,8 @@ fn run(mode: &str, events: u64, workers: usize) -> Run {
         elapsed: Duration::from_secs_f64(v["elapsed_s"].as_f64().unwrap()),
         rss_kib: v["peak_rss_kib"].as_u64().unwrap(),
         panes: v["panes"].as_u64().unwrap(),
+        checkpoints: v["checkpoints"].as_u64().unwrap(),
+        last_bytes: v["last_bytes"].as_u64().unwrap(),
     }
 }
 
@@ -120,11 +159,27 @@ fn main() {
         let spread = runs[2].elapsed.as_secs_f64() / runs[0].elapsed.as_secs_f64();
         (runs.swap_remove(1), spread)
     };
+    // `-- checkpoints`: that section alone.
+    let sections: Vec<&str> = args.iter().skip(1).filter(|a| a.parse::<u64>().is_err()).map(String::as_str).collect();
+    let only = |name: &str| sections.is_empty() || sections.contains(&name);
+    if only("modes") {
+        modes(events, &median);
+    }
+    if only("checkpoints") {
+        checkpoints(events, &median);
+    }
+}
+
+fn rate(r: &Run, n: u64) -> f64 {
+    n as f64 / r.elapsed.as_secs_f64() / 1e6
+}
+
+/// Batch against stream, a 10x longer stream's memory, and the explicit trigger.
+fn modes(events: u64, median: &dyn Fn(&str, u64, usize) -> (Run, f64)) {
     let (batch, _) = median("batch", events, 2);
     let (stream, _) = median("stream", events, 2);
     assert_eq!(batch.panes, stream.panes, "batch and stream fire the same number of panes");
     let long = run("stream", events * 10, 2);
-    let rate = |r: &Run, n: u64| n as f64 / r.elapsed.as_secs_f64() / 1e6;
     println!("windowed sum per key: 1-minute windows, 1000 keys, 2 workers, median of 3");
     println!("{:<22} {:>12} {:>10} {:>13} {:>8}", "run", "events", "Mev/s", "peak RSS MiB", "panes");
     for (name, r, n) in
@@ -156,4 +211,26 @@ fn main() {
         );
     }
     println!("(goal: explicit within 10% of default)");
+    println!();
+}
+
+/// The stream with checkpoints every second against without.
+fn checkpoints(events: u64, median: &dyn Fn(&str, u64, usize) -> (Run, f64)) {
+    println!("checkpoints every 1 s against none, 2 workers, median of 3 (spread: slowest/fastest)");
+    println!(
+        "{:<14} {:>8} {:>18} {:>8} {:>8} {:>12} {:>16}",
+        "none Mev/s", "spread", "checkpoints Mev/s", "spread", "ratio", "checkpoints", "last size bytes"
+    );
+    let (none, ns) = median("stream", events, 2);
+    let (with, ws) = median("checkpoints", events, 2);
+    assert_eq!(none.panes, with.panes, "checkpoints change no pane");
+    println!(
+        "{:<14.2} {ns:>7.2}x {:>18.2} {ws:>7.2}x {:>7.2}x {:>12} {:>16}",
+        rate(&none, events),
+        rate(&with, events),
+        rate(&with, events) / rate(&none, events),
+        with.checkpoints,
+        with.last_bytes
+    );
+    println!("(goal: checkpoints at most 10% slower)");
 }

@@ -64,5 +64,8 @@ pub fn run(command: &CheckpointsCommand) -> anyhow::Result<()> {
 
 /// Milliseconds since the epoch as ISO-8601.
 fn time(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| format!("{ms} ms"), |t| t.round(jiff::Unit::Second).map_or_else(|_| t.to_string(), |t| t.to_string()))
+    jiff::Timestamp::from_millisecond(ms).map_or_else(
+        |_| format!("{ms} ms"),
+        |t| t.round(jiff::Unit::Second).map_or_else(|_| t.to_string(), |t| t.to_string()),
+    )
 }

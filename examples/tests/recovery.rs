@@ -289,3 +289,9 @@ fn a_backfill_then_live_job_killed_at_random_moments_resumes_with_the_batch_tota
     let more = ["--history".to_string(), url, "--switch-at".to_string(), switch.to_string()];
     run_with_kills_on("events-hybrid", &all, &live, &more, &[&["--workers", "2"], &["--workers", "3"]], 2, false);
 }
+
+#[test]
+fn a_two_by_two_cluster_killed_twenty_times_gives_the_batch_totals() {
+    // One of the two processes, at random, each time.
+    run_with_kills("events-twenty", &[&["--processes", "2", "--workers", "2"]], 20, true);
+}

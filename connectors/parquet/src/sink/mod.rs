@@ -275,14 +275,10 @@ impl<T: Data> ParquetSink<T> {
             .set_max_row_group_row_count(Some(self.config.row_group_size))
             .build()
     }
-}
 
-impl<T: Data> SinkFn for ParquetSink<T> {
-    fn gathers(&self) -> bool {
-        false
-    }
-
-    fn check(&self) -> riffle_engine::Result<()> {
+    /// The checks of a run, fresh or resumed: the row type maps to columns, the URL is an
+    /// output location, and the store answers with these credentials.
+    fn check_location(&self) -> Result<Location> {
         self.fields()?;
         let location = Location::parse(&self.config.url, &self.config.options)?;
         if location.glob.is_some() {
@@ -305,14 +301,67 @@ impl<T: Data> SinkFn for ParquetSink<T> {
         });
         drop(store); // outside the runtime: an HDFS client owns a runtime of its own
         checked?;
+        Ok(location)
+    }
+}
+
+impl<T: Data> SinkFn for ParquetSink<T> {
+    fn gathers(&self) -> bool {
+        false
+    }
+
+    fn check(&self) -> riffle_engine::Result<()> {
+        let location = self.check_location()?;
         if self.config.mode == OutputMode::ErrorIfExists {
             self.refuse_existing_output(&location)?;
         }
         Ok(())
     }
 
+    /// The output there is the job's own, committed at earlier checkpoints: no refusal of
+    /// existing output. The overwrite modes never get here (the sink does not commit at
+    /// checkpoints in them), but a checkpoint of another version could: refused by name.
+    fn check_resuming(&self) -> riffle_engine::Result<()> {
+        if matches!(self.config.mode, OutputMode::Overwrite | OutputMode::OverwritePartitions) {
+            return Err(Error::Config(refuse_checkpoints(&self.config.url, self.config.mode)).into());
+        }
+        self.check_location()?;
+        Ok(())
+    }
+
     fn commits(&self) -> bool {
         true
+    }
+
+    /// In modes that add files ([`OutputMode::ErrorIfExists`], [`OutputMode::Append`]). The
+    /// overwrite modes replace the old output in one step at the end, which commits at
+    /// checkpoints cannot do: a job that takes checkpoints is refused at start.
+    fn commits_at_checkpoints(&self) -> bool {
+        matches!(self.config.mode, OutputMode::ErrorIfExists | OutputMode::Append)
+    }
+
+    fn commit_checkpoint(&self, staged: Vec<Vec<u8>>) -> riffle_engine::Result<()> {
+        let mut moves = Vec::new();
+        for s in &staged {
+            moves.extend(Precommit::decode(s, &self.config.url)?);
+        }
+        let location = Location::parse(&self.config.url, &self.config.options)?;
+        let store = location.store()?;
+        let n = moves.len();
+        let result = runtime().block_on(commit::commit_checkpoint(&location, store.clone(), moves));
+        drop(store);
+        result?;
+        tracing::info!(files = n, url = %self.config.url, "committed a checkpoint's output");
+        Ok(())
+    }
+
+    fn recover(&self) -> riffle_engine::Result<()> {
+        let location = Location::parse(&self.config.url, &self.config.options)?;
+        let store = location.store()?;
+        let result = runtime().block_on(commit::clear_staging(&location, &store));
+        drop(store);
+        result?;
+        Ok(())
     }
 
     fn commit(&self, staged: Vec<Vec<u8>>) -> riffle_engine::Result<()> {
@@ -358,10 +407,19 @@ impl<T: Data> SinkFn for ParquetSink<T> {
     }
 }
 
+/// Why a sink in an overwrite mode takes no part in checkpoints.
+fn refuse_checkpoints(url: &str, mode: OutputMode) -> String {
+    format!(
+        "{url}: the output mode {mode:?} replaces the old output in one step at the end of the job, which a \
+         job that commits its output at every checkpoint cannot do. Write with append or error-if-exists, or \
+         leave out --checkpoint-dir"
+    )
+}
+
 mod commit;
 mod writer;
 
-use commit::commit;
+use commit::{Precommit, commit};
 use writer::ParquetWriter;
 
 #[cfg(test)]

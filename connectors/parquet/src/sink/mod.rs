@@ -108,6 +108,19 @@ type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 /// there removes. A reader that must not see a commit in progress (or one a crash cut
 /// short) waits for `_SUCCESS`.
 ///
+/// # Checkpoints
+/// In a job that takes checkpoints (modes [`OutputMode::ErrorIfExists`] and
+/// [`OutputMode::Append`]; the overwrite modes replace the old output in one step at the
+/// end, so a job with checkpoints is refused at start), each worker seals its open files
+/// at every checkpoint and hands them over; once the checkpoint is complete they move to
+/// their names, so output becomes visible checkpoint by checkpoint, exactly once across
+/// crashes: a resumed run commits its checkpoint again (moves already done are skipped)
+/// and removes everything left under `_temporary/` (what a crashed run staged after it).
+/// Files handed to a checkpoint carry the writer's run token,
+/// `part-w00003-RUN[-G].parquet`, so that a resumed run, counting generations from 0
+/// again, never replaces them; what comes after the last checkpoint goes in the job's
+/// commit at the end, which writes `_SUCCESS` (a checkpoint's commit removes an old one).
+///
 /// # Watermarks
 /// A file is sealed (encoded and uploaded to staging) once the sink's input watermark
 /// reaches the end of its day (hour, window) and of every window it holds, so in backfill
@@ -285,8 +298,7 @@ impl<T: Data> ParquetSink<T> {
             return Err(Error::BadUrl {
                 url: self.config.url.clone(),
                 reason: "an output location has no glob".into(),
-            }
-            .into());
+            });
         }
         let store = location.store()?;
         // One cheap request, so refused credentials or a missing bucket stop the job now.

@@ -108,6 +108,19 @@ type PartitionFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 /// there removes. A reader that must not see a commit in progress (or one a crash cut
 /// short) waits for `_SUCCESS`.
 ///
+/// # Checkpoints
+/// In a job that takes checkpoints (modes [`OutputMode::ErrorIfExists`] and
+/// [`OutputMode::Append`]; the overwrite modes replace the old output in one step at the
+/// end, so a job with checkpoints is refused at start), each worker seals its open files
+/// at every checkpoint and hands them over; once the checkpoint is complete they move to
+/// their names, so output becomes visible checkpoint by checkpoint, exactly once across
+/// crashes: a resumed run commits its checkpoint again (moves already done are skipped)
+/// and removes everything left under `_temporary/` (what a crashed run staged after it).
+/// Files handed to a checkpoint carry the writer's run token,
+/// `part-w00003-RUN[-G].parquet`, so that a resumed run, counting generations from 0
+/// again, never replaces them; what comes after the last checkpoint goes in the job's
+/// commit at the end, which writes `_SUCCESS` (a checkpoint's commit removes an old one).
+///
 /// # Watermarks
 /// A file is sealed (encoded and uploaded to staging) once the sink's input watermark
 /// reaches the end of its day (hour, window) and of every window it holds, so in backfill
@@ -275,22 +288,17 @@ impl<T: Data> ParquetSink<T> {
             .set_max_row_group_row_count(Some(self.config.row_group_size))
             .build()
     }
-}
 
-impl<T: Data> SinkFn for ParquetSink<T> {
-    fn gathers(&self) -> bool {
-        false
-    }
-
-    fn check(&self) -> riffle_engine::Result<()> {
+    /// The checks of a run, fresh or resumed: the row type maps to columns, the URL is an
+    /// output location, and the store answers with these credentials.
+    fn check_location(&self) -> Result<Location> {
         self.fields()?;
         let location = Location::parse(&self.config.url, &self.config.options)?;
         if location.glob.is_some() {
             return Err(Error::BadUrl {
                 url: self.config.url.clone(),
                 reason: "an output location has no glob".into(),
-            }
-            .into());
+            });
         }
         let store = location.store()?;
         // One cheap request, so refused credentials or a missing bucket stop the job now.
@@ -305,14 +313,67 @@ impl<T: Data> SinkFn for ParquetSink<T> {
         });
         drop(store); // outside the runtime: an HDFS client owns a runtime of its own
         checked?;
+        Ok(location)
+    }
+}
+
+impl<T: Data> SinkFn for ParquetSink<T> {
+    fn gathers(&self) -> bool {
+        false
+    }
+
+    fn check(&self) -> riffle_engine::Result<()> {
+        let location = self.check_location()?;
         if self.config.mode == OutputMode::ErrorIfExists {
             self.refuse_existing_output(&location)?;
         }
         Ok(())
     }
 
+    /// The output there is the job's own, committed at earlier checkpoints: no refusal of
+    /// existing output. The overwrite modes never get here (the sink does not commit at
+    /// checkpoints in them), but a checkpoint of another version could: refused by name.
+    fn check_resuming(&self) -> riffle_engine::Result<()> {
+        if matches!(self.config.mode, OutputMode::Overwrite | OutputMode::OverwritePartitions) {
+            return Err(Error::Config(refuse_checkpoints(&self.config.url, self.config.mode)).into());
+        }
+        self.check_location()?;
+        Ok(())
+    }
+
     fn commits(&self) -> bool {
         true
+    }
+
+    /// In modes that add files ([`OutputMode::ErrorIfExists`], [`OutputMode::Append`]). The
+    /// overwrite modes replace the old output in one step at the end, which commits at
+    /// checkpoints cannot do: a job that takes checkpoints is refused at start.
+    fn commits_at_checkpoints(&self) -> bool {
+        matches!(self.config.mode, OutputMode::ErrorIfExists | OutputMode::Append)
+    }
+
+    fn commit_checkpoint(&self, staged: Vec<Vec<u8>>) -> riffle_engine::Result<()> {
+        let mut moves = Vec::new();
+        for s in &staged {
+            moves.extend(Precommit::decode(s, &self.config.url)?);
+        }
+        let location = Location::parse(&self.config.url, &self.config.options)?;
+        let store = location.store()?;
+        let n = moves.len();
+        let result = runtime().block_on(commit::commit_checkpoint(&location, store.clone(), moves));
+        drop(store);
+        result?;
+        tracing::info!(files = n, url = %self.config.url, "committed a checkpoint's output");
+        Ok(())
+    }
+
+    fn recover(&self) -> riffle_engine::Result<()> {
+        let location = Location::parse(&self.config.url, &self.config.options)?;
+        let store = location.store()?;
+        let result = runtime().block_on(commit::clear_staging(&location, &store));
+        drop(store);
+        result?;
+        Ok(())
     }
 
     fn commit(&self, staged: Vec<Vec<u8>>) -> riffle_engine::Result<()> {
@@ -358,10 +419,19 @@ impl<T: Data> SinkFn for ParquetSink<T> {
     }
 }
 
+/// Why a sink in an overwrite mode takes no part in checkpoints.
+fn refuse_checkpoints(url: &str, mode: OutputMode) -> String {
+    format!(
+        "{url}: the output mode {mode:?} replaces the old output in one step at the end of the job, which a \
+         job that commits its output at every checkpoint cannot do. Write with append or error-if-exists, or \
+         leave out --checkpoint-dir"
+    )
+}
+
 mod commit;
 mod writer;
 
-use commit::commit;
+use commit::{Precommit, commit};
 use writer::ParquetWriter;
 
 #[cfg(test)]

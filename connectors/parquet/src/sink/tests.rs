@@ -6,6 +6,8 @@ use super::*;
 use riffle_engine::runtime::WorkerInfo;
 use riffle_engine::{Batch, Elements, EventTime, PaneInfo, Watermark, Window};
 
+mod checkpoint;
+
 /// A sink's writer for worker 3 of 4, and `finish`, which finishes it and commits the
 /// job as the runner does.
 struct Writer {

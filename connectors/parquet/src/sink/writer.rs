@@ -1,5 +1,6 @@
 //! One worker's writer: rows to files per day (hour, window) and partition, sealed into
-//! staging as the watermark passes them, handed to the job's commit at the end.
+//! staging as the watermark passes them, handed to each checkpoint (in a job that takes
+//! them) and to the job's commit at the end.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use parquet::file::properties::WriterProperties;
 use riffle_engine::runtime::SinkWriter;
 use riffle_engine::{Batch, Data, EventTime, Watermark, Window};
 
+use super::commit::Precommit;
 use super::{DAY, FilesPer, HOUR, OutputMode, ROWS_PER_ENCODE, WriteConfig};
 use crate::error::{Error, Result};
 use crate::location::{Location, runtime};
@@ -20,10 +22,13 @@ use crate::location::{Location, runtime};
 struct OpenFile<T> {
     /// Where the file is written: under the writer's staging directory.
     staging: Path,
-    /// Where it goes at the end.
+    /// Where it goes at the end, for messages (its name may yet take the run's token, see
+    /// [`ParquetWriter::final_path`]).
     path: Path,
     /// The name without generation and extension, e.g. `part-0-3600000-w00001`.
     base: String,
+    /// How many files of `base` this writer sealed before this one.
+    generation: u32,
     /// The end of the file's day (hour, window) and of every window it holds: the file
     /// is sealed once the watermark reaches it. `None`: the global window, sealed at the end.
     seal_at: Option<EventTime>,
@@ -38,23 +43,33 @@ pub(super) struct ParquetWriter<T: Data> {
     properties: WriterProperties,
     config: Arc<WriteConfig<T>>,
     worker: usize,
-    /// This writer's own token: in append mode its files' names end with it, so that they
-    /// never replace another run's.
+    /// This writer's own token: in append mode, and in a job that commits at checkpoints,
+    /// its files' names carry it, so that they never replace another run's.
     run: String,
     /// `URL/_temporary/<worker>-<unique>`: hidden from readers (names starting with `_`
     /// are skipped), and this writer's alone.
     staging: Path,
     /// Files still taking rows, by name, so they are sealed in a fixed order.
     files: BTreeMap<String, OpenFile<T>>,
-    /// Files completed under the staging directory, moved to their names at the job's
-    /// commit: (staging path, final path).
-    sealed: Vec<(Path, Path)>,
+    /// Files completed under the staging directory since the last checkpoint, moved to
+    /// their names at the commit of the next checkpoint or of the job.
+    sealed: Vec<Sealed>,
     /// How many files of each name were sealed, so rows of a window that come after its
     /// file was sealed (late panes) go to a new file rather than overwrite it.
     generations: BTreeMap<String, u32>,
     /// Files sealed so far (for progress).
     written: u64,
+    /// Whether this writer handed files to a checkpoint: from then on its names carry
+    /// `run` (see [`ParquetWriter::final_path`]).
+    checkpointed: bool,
     done: bool,
+}
+
+/// A file completed under the staging directory.
+struct Sealed {
+    staging: Path,
+    base: String,
+    generation: u32,
 }
 
 impl<T: Data> ParquetWriter<T> {
@@ -83,13 +98,14 @@ impl<T: Data> ParquetWriter<T> {
             sealed: Vec::new(),
             generations: BTreeMap::new(),
             written: 0,
+            checkpointed: false,
             done: false,
         }
     }
 
-    /// The base name (see [`OpenFile::base`]) and the file name for a row, and when its
-    /// file may be sealed.
-    fn file_name(&self, row: &T, window: Window) -> (String, String, Option<EventTime>) {
+    /// The base name (see [`OpenFile::base`]), the generation and the file name (in
+    /// staging) for a row, and when its file may be sealed.
+    fn file_name(&self, row: &T, window: Window) -> (String, u32, String, Option<EventTime>) {
         let dir = self.config.partition.as_ref().map(|f| format!("{}/", f(row))).unwrap_or_default();
         let w = self.worker;
         let (base, seal_at) = match (window, self.config.files_per) {
@@ -110,11 +126,50 @@ impl<T: Data> ParquetWriter<T> {
             }
         };
         let base = if self.config.mode == OutputMode::Append { format!("{base}-{}", self.run) } else { base };
-        let name = match self.generations.get(&base) {
-            None | Some(0) => format!("{base}.parquet"),
-            Some(g) => format!("{base}-{g}.parquet"),
+        let generation = self.generations.get(&base).copied().unwrap_or(0);
+        let name = with_generation(&base, generation);
+        (base, generation, name, seal_at)
+    }
+
+    /// Where a sealed file goes. Its name is the one it has in staging, except that once this
+    /// writer has handed files to a checkpoint, the names (of what it hands from then on)
+    /// carry its run's token before the generation: `part-w00003-RUN-2.parquet`. A job that
+    /// commits at checkpoints is resumed by new runs that write into the same output, each
+    /// counting generations from 0 again; the token keeps their names apart. (Append mode
+    /// has the token in the base already.) The job's commit at the end needs no token: a
+    /// job commits once, and everything earlier runs committed carries theirs.
+    ///
+    /// # Panics
+    /// Never: the name parsed as a path when its file was opened, and a token of hex
+    /// digits keeps it one.
+    fn final_path(&self, base: &str, generation: u32) -> Path {
+        let name = if self.checkpointed && self.config.mode != OutputMode::Append {
+            with_generation(&format!("{base}-{}", self.run), generation)
+        } else {
+            with_generation(base, generation)
         };
-        (base, name, seal_at)
+        self.path(&self.location.base, &name).expect("the name of a file that was opened")
+    }
+
+    /// Seals every file still open, so that what this writer took so far is all staged.
+    fn seal_all(&mut self) -> Result<()> {
+        let names: Vec<String> = self.files.keys().cloned().collect();
+        for name in names {
+            self.seal(&name)?;
+        }
+        Ok(())
+    }
+
+    /// The files sealed since the last hand-off, with their final paths.
+    fn take_sealed(&mut self) -> Vec<(Path, Path)> {
+        let sealed = std::mem::take(&mut self.sealed);
+        sealed
+            .into_iter()
+            .map(|s| {
+                let path = self.final_path(&s.base, s.generation);
+                (s.staging, path)
+            })
+            .collect()
     }
 
     fn path(&self, under: &Path, name: &str) -> Result<Path> {
@@ -122,14 +177,14 @@ impl<T: Data> ParquetWriter<T> {
             .map_err(|e| Error::BadUrl { url: self.config.url.clone(), reason: e.to_string() })
     }
 
-    fn open_file(&self, base: String, name: &str, seal_at: Option<EventTime>) -> Result<OpenFile<T>> {
+    fn open_file(&self, base: String, generation: u32, name: &str, seal_at: Option<EventTime>) -> Result<OpenFile<T>> {
         let path = self.path(&self.location.base, name)?;
         let staging = self.path(&self.staging, name)?;
         let upload = BufWriter::with_capacity(self.store.clone(), staging.clone(), self.config.part_size);
         let schema = Arc::new(arrow_schema::Schema::new(self.fields.as_ref().clone()));
         let writer = AsyncArrowWriter::try_new(upload, schema, Some(self.properties.clone()))
             .map_err(|e| Error::Convert { url: self.location.url_of(&path), message: e.to_string() })?;
-        Ok(OpenFile { staging, path, base, seal_at, rows: Vec::new(), writer })
+        Ok(OpenFile { staging, path, base, generation, seal_at, rows: Vec::new(), writer })
     }
 
     fn encode(&self, file: &mut OpenFile<T>) -> Result<()> {
@@ -144,14 +199,15 @@ impl<T: Data> ParquetWriter<T> {
     }
 
     /// Encodes the rest of a file and its footer and completes its upload to the staging
-    /// directory, freeing its memory; it moves to its name at [`SinkWriter::finish`].
+    /// directory, freeing its memory; it moves to its name at the commit of the next
+    /// checkpoint or of the job.
     fn seal(&mut self, name: &str) -> Result<()> {
         let Some(mut file) = self.files.remove(name) else { return Ok(()) };
         self.encode(&mut file)?;
         let url = self.location.url_of(&file.path);
         runtime().block_on(file.writer.close()).map_err(|e| Error::parquet_write(&url, e))?;
-        *self.generations.entry(file.base).or_insert(0) += 1;
-        self.sealed.push((file.staging, file.path));
+        *self.generations.entry(file.base.clone()).or_insert(0) += 1;
+        self.sealed.push(Sealed { staging: file.staging, base: file.base, generation: file.generation });
         self.written += 1;
         Ok(())
     }
@@ -195,10 +251,10 @@ impl<T: Data> SinkWriter for ParquetWriter<T> {
                 if let Some((_, name, file)) = current.take() {
                     self.files.insert(name, file);
                 }
-                let (base, name, seal_at) = self.file_name(&wv.value, wv.window);
+                let (base, generation, name, seal_at) = self.file_name(&wv.value, wv.window);
                 let mut file = match self.files.remove(&name) {
                     Some(f) => f,
-                    None => self.open_file(base, &name, seal_at)?,
+                    None => self.open_file(base, generation, &name, seal_at)?,
                 };
                 file.seal_at = file.seal_at.max(seal_at);
                 current = Some((wv.window, name, file));
@@ -236,18 +292,28 @@ impl<T: Data> SinkWriter for ParquetWriter<T> {
     }
 
     fn finish(&mut self) -> riffle_engine::Result<()> {
-        let names: Vec<String> = self.files.keys().cloned().collect();
-        for name in names {
-            self.seal(&name)?;
-        }
+        self.seal_all()?;
         // The files wait in staging for the job's commit.
         self.done = true;
         Ok(())
     }
 
+    /// Seals every open file and hands over what was sealed since the last checkpoint
+    /// ([`Precommit`]); rows that come next go to new files (the next generation). What it
+    /// hands over stays in staging, even if this writer is dropped, until the checkpoint's
+    /// commit moves it or a resumed run's recovery removes it.
+    fn precommit(&mut self) -> riffle_engine::Result<Vec<u8>> {
+        if matches!(self.config.mode, OutputMode::Overwrite | OutputMode::OverwritePartitions) {
+            return Err(Error::Config(super::refuse_checkpoints(&self.config.url, self.config.mode)).into());
+        }
+        self.seal_all()?;
+        self.checkpointed = true;
+        Ok(Precommit::encode(self.take_sealed()))
+    }
+
     fn staged(&mut self) -> Vec<u8> {
         let pairs: Vec<(String, String)> =
-            std::mem::take(&mut self.sealed).into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            self.take_sealed().into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         serde_json::to_vec(&pairs).expect("paths encode as JSON")
     }
 
@@ -269,7 +335,7 @@ impl<T: Data> Drop for ParquetWriter<T> {
                 tracing::warn!("could not abort the upload of {}: {e}", self.location.url_of(&file.staging));
             }
         }
-        for (staging, _) in std::mem::take(&mut self.sealed) {
+        for Sealed { staging, .. } in std::mem::take(&mut self.sealed) {
             let store = self.store.clone();
             let url = self.location.url_of(&staging);
             if let Err(e) = runtime().block_on(async move { store.delete(&staging).await }) {
@@ -277,5 +343,13 @@ impl<T: Data> Drop for ParquetWriter<T> {
             }
         }
         self.remove_local_staging();
+    }
+}
+
+/// `base.parquet` for the first file of a base, `base-G.parquet` for the next.
+fn with_generation(base: &str, generation: u32) -> String {
+    match generation {
+        0 => format!("{base}.parquet"),
+        g => format!("{base}-{g}.parquet"),
     }
 }

@@ -1,6 +1,7 @@
 //! What the example tests share.
 
 pub mod events;
+pub mod parquet_out;
 
 use std::path::PathBuf;
 use std::process::Command;

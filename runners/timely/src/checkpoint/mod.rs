@@ -205,6 +205,8 @@ pub struct Checkpoints {
     pub resumed: Option<Manifest>,
     /// The steps that take part (sources and groupings), as the manifest lists them.
     pub steps: Vec<StepEntry>,
+    /// The job's last checkpoint (every part final) is complete.
+    completed: std::sync::atomic::AtomicBool,
 }
 
 impl Checkpoints {
@@ -244,6 +246,7 @@ impl Checkpoints {
             start,
             resumed,
             steps,
+            completed: Default::default(),
         })))
     }
 
@@ -251,6 +254,16 @@ impl Checkpoints {
     pub fn resumed_parts(&self, index: usize) -> Result<Vec<Vec<u8>>> {
         let Some(m) = &self.resumed else { return Ok(Vec::new()) };
         m.parts.iter().filter(|p| p.step == index).map(|p| decode_part(&p.name, &self.store.get(&p.name)?)).collect()
+    }
+
+    /// Whether the job's last checkpoint (after every input ended) is complete.
+    pub fn completed(&self) -> bool {
+        self.completed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks the job's last checkpoint complete.
+    pub fn mark_completed(&self) {
+        self.completed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The parts of step `index` in checkpoint `m`, every worker's, read.
@@ -312,8 +325,9 @@ fn participants(graph: &Graph) -> Result<Vec<StepEntry>> {
             NodeKind::Sink(s) if s.commits() && s.commits_at_checkpoints() => "sink",
             NodeKind::Sink(s) if s.commits() => {
                 return Err(Error::Config(format!(
-                    "step '{}': this sink commits its output once, at the end of the job, and does not take part in \
-                     checkpoints yet (leave out --checkpoint-dir)",
+                    "step '{}': this sink, as configured, commits its output once, at the end of the job (a Parquet \
+                     sink in an overwrite mode replaces the output in one step), so it cannot commit at checkpoints: \
+                     use --output-mode append or error-if-exists, or leave out --checkpoint-dir",
                     node.name
                 )));
             }

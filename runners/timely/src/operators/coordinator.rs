@@ -48,6 +48,9 @@ pub fn coordinator<'scope>(
                 }
                 Ok(m) => {
                     completed = f.is_empty() && m.parts.iter().all(|p| checkpoint::is_kind(&p.name, PartKind::Final));
+                    if completed {
+                        ck.mark_completed();
+                    }
                     previous = Some(m);
                 }
                 Err(e) => {

@@ -230,6 +230,22 @@ pub fn group<'scope>(
                 }
                 c.next += 1;
                 let next = c.next;
+                // What fires from here on is after the cut: it goes out in the generation
+                // the checkpoint begins, never before (a sink would commit it with the
+                // checkpoint, and the restored state would fire it again).
+                let first = checkpoint::first_epoch(next - 1);
+                for h in holds.iter_mut().filter(|h| h.time().epoch < first) {
+                    let t = Time { epoch: first, event: h.time().event };
+                    h.downgrade(&t);
+                }
+                for sent in order.holds_mut() {
+                    for caps in sent.iter_mut() {
+                        for c in caps.iter_mut().filter(|c| c.time().epoch < first) {
+                            let t = Time { epoch: first, event: c.time().event };
+                            c.downgrade(&t);
+                        }
+                    }
+                }
                 let (now, later): (Vec<Aside>, Vec<Aside>) =
                     std::mem::take(&mut c.aside).into_iter().partition(|a| checkpoint::generation(a.epoch) < next);
                 c.aside = later;

@@ -48,6 +48,7 @@ pub fn sink<'scope>(
     let checkpoints = env.checkpoints.clone();
     let two_phase = f.commits() && f.commits_at_checkpoints();
     let worker = env.worker.index;
+    let mut aside: Vec<(u64, Batch)> = Vec::new();
     let commits = f.commits();
     let staged =
         input.unary_frontier::<CapacityContainerBuilder<Vec<Vec<u8>>>, _, _, _>(Pipeline, name, move |cap, _| {
@@ -60,11 +61,17 @@ pub fn sink<'scope>(
                     writer = None;
                     cap = None;
                 }
-                input.for_each_stamp(|_cap, containers| {
+                input.for_each_stamp(|cap, containers| {
+                    // A two-phase-commit sink holds input stamped after the checkpoint it
+                    // precommits next aside: that checkpoint must not commit it.
+                    let epoch = cap.stamp().iter().map(|t| t.epoch).min().unwrap_or(0);
+                    let later = two_phase && next_cut.is_some_and(|n| checkpoint::generation(epoch) >= n);
                     for container in containers {
                         for batch in container.drain(..) {
                             counter.add_in(batch.len());
-                            if let Some(w) = writer.as_mut() {
+                            if later {
+                                aside.push((epoch, batch));
+                            } else if let Some(w) = writer.as_mut() {
                                 if let Err(e) = w.write(batch) {
                                     job.fail(e);
                                     writer = None;
@@ -108,6 +115,17 @@ pub fn sink<'scope>(
                             writer = None;
                         }
                         *n += 1;
+                        // What was held aside for the next checkpoint is written now.
+                        let next = *n;
+                        let (now, still): (Vec<_>, Vec<_>) =
+                            aside.drain(..).partition(|(e, _)| checkpoint::generation(*e) < next);
+                        aside = still;
+                        for (_, batch) in now {
+                            if let Some(Err(e)) = writer.as_mut().map(|w| w.write(batch)) {
+                                job.fail(e);
+                                writer = None;
+                            }
+                        }
                     }
                 }
                 // The held capability follows the input's epoch, not its event time, up to
@@ -124,12 +142,32 @@ pub fn sink<'scope>(
                     }
                 }
                 if frontier.is_empty() && !job.has_failed() {
-                    // The input is complete: a two-phase-commit sink's last part, good for
-                    // every later checkpoint, holds what came after the last cut.
-                    if let (Some(w), Some(n), Some(ck), true) =
-                        (writer.as_mut(), next_cut, checkpoints.as_ref(), two_phase)
-                    {
-                        if let Err(e) = w.precommit().and_then(|b| ck.write_part(n, step, worker, PartKind::Final, b)) {
+                    // The input is complete: a two-phase-commit sink precommits each
+                    // checkpoint whose input it held aside, then its last part, good for
+                    // every later checkpoint, with what came after the last cut.
+                    if let (Some(n), Some(ck), true) = (next_cut.as_mut(), checkpoints.as_ref(), two_phase) {
+                        let written = (|| {
+                            while !aside.is_empty() {
+                                if let Some(w) = writer.as_mut() {
+                                    ck.write_part(*n, step, worker, PartKind::Cut, w.precommit()?)?;
+                                }
+                                *n += 1;
+                                let next = *n;
+                                let (now, still): (Vec<_>, Vec<_>) =
+                                    aside.drain(..).partition(|(e, _)| checkpoint::generation(*e) < next);
+                                aside = still;
+                                for (_, batch) in now {
+                                    if let Some(w) = writer.as_mut() {
+                                        w.write(batch)?;
+                                    }
+                                }
+                            }
+                            match writer.as_mut() {
+                                Some(w) => ck.write_part(*n, step, worker, PartKind::Final, w.precommit()?),
+                                None => Ok(()),
+                            }
+                        })();
+                        if let Err(e) = written {
                             job.fail(e);
                             writer = None;
                         }
@@ -165,6 +203,7 @@ fn commit(staged: Staged<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) {
     let f = f.clone();
     let first = env.worker.index == 0;
     let every_sink = env.sinks_progress.clone();
+    let checkpoints = env.checkpoints.clone();
     let scope = staged.scope();
     let mut all = Vec::new();
     let mut committed = false;
@@ -184,8 +223,11 @@ fn commit(staged: Staged<'_>, name: &str, f: &Arc<dyn SinkFn>, env: &Env) {
                 if !frontier.is_empty() || committed {
                     return;
                 }
-                if !every_sink.done() && !job.has_failed() {
-                    // Other sinks still take input: look again soon.
+                // Other sinks still take input, or (with checkpoints) the job's last
+                // checkpoint is not complete: its commit moves files this one's cleanup
+                // would delete. Look again soon.
+                let last_checkpoint = checkpoints.as_ref().is_none_or(|c| c.completed());
+                if (!every_sink.done() || (first && !last_checkpoint)) && !job.has_failed() {
                     activator.activate_after(std::time::Duration::from_millis(20));
                     return;
                 }

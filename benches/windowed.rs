@@ -90,8 +90,8 @@ fn child(mode: &str, events: u64, workers: usize) {
     );
 }
 
-/// How many checkpoints completed in `dir` (the ids of the run: its last is the job's
-/// final one), and the bytes of the last one before the final.
+/// How many checkpoints completed in `dir` (the last is the job's final one), and the
+/// bytes of the last one before the final.
 fn checkpoints_in(dir: &std::path::Path) -> (u64, u64) {
     let mut ids: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("_MANIFEST.json").exists()).collect())
@@ -104,9 +104,9 @@ fn checkpoints_in(dir: &std::path::Path) -> (u64, u64) {
         .and_then(|p| serde_json::from_slice(&std::fs::read(p.join("_MANIFEST.json")).ok()?).ok())
         .unwrap_or_default();
     let bytes = manifest["parts"].as_array().map_or(0, |parts| parts.iter().filter_map(|p| p["bytes"].as_u64()).sum());
-    let first: u64 = ids.first().and_then(|p| p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()).unwrap_or(0);
+    // A fresh directory's ids count from 1; older ones were deleted (retention).
     let last: u64 = ids.last().and_then(|p| p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok()).unwrap_or(0);
-    (if ids.is_empty() { 0 } else { last - first + 1 }, bytes)
+    (last, bytes)
 }
 
 /// Peak resident memory of this process, from /proc (Linux).

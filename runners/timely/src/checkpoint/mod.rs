@@ -238,6 +238,7 @@ impl Checkpoints {
         if let Some(m) = &resumed {
             check_compatible(m, &steps)?;
             tracing::info!(checkpoint = m.id, dir = %url, workers = m.workers, "resuming from checkpoint");
+            eprintln!("riffle: resuming from checkpoint {} in {url} (taken at {} workers)", m.id, m.workers);
         }
         Ok(Some(Arc::new(Checkpoints {
             store,

@@ -295,3 +295,107 @@ fn a_two_by_two_cluster_killed_twenty_times_gives_the_batch_totals() {
     // One of the two processes, at random, each time.
     run_with_kills("events-twenty", &[&["--processes", "2", "--workers", "2"]], 20, true);
 }
+
+#[test]
+fn a_backfill_then_live_job_killed_during_the_replay_resumes_it_and_switches_once() {
+    // History: 30 days of events (make_events), long enough to replay that the kills land
+    // in it; the switch at its end; the topic: events from half an hour before the switch
+    // (not counted: the files hold that time) to three hours after.
+    let day = 24 * HOUR;
+    let switch = common::events::START + 30 * day;
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    let made = example("make_events")
+        .args(["--events", "1500000", "--days", "30", "--users", "50", "--row-group", "5000", "--output"])
+        .arg(&history)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let replayed = example("backfill")
+        .args(["--window", "1h", "--mode", "backfill", "--no-progress", "--input"])
+        .arg(&history)
+        .output()
+        .unwrap();
+    assert!(replayed.status.success());
+    let mut want: Vec<String> = String::from_utf8(replayed.stdout).unwrap().lines().map(str::to_string).collect();
+    let topic: Vec<(i32, Event)> = (0..230i64)
+        .map(|i| {
+            let ts = switch - HOUR / 2 + i * 54_000;
+            ((i % 3) as i32, Event { user_id: format!("u{}", i % 4), ts, amount: i % 7 + 1 })
+        })
+        .collect();
+    let mut live_totals: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for (_, e) in topic.iter().filter(|(_, e)| e.ts >= switch) {
+        *live_totals.entry((e.user_id.clone(), e.ts - e.ts.rem_euclid(HOUR))).or_default() += e.amount;
+    }
+    want.extend(live_totals.iter().map(|((u, s), t)| format!("{u}\t{s}\t{}\t{t}", s + HOUR)));
+    want.sort();
+
+    let broker = Tansu::start();
+    broker.create_topic("events-replay", 3);
+    produce(&broker, "events-replay", &topic);
+    let ck = dir.path().join("checkpoints");
+    let more = ["--history".to_string(), history.display().to_string(), "--switch-at".to_string(), switch.to_string()];
+    // The history's totals are many: the jobs write to files, not to pipes nobody reads.
+    let run = |round: usize, scale: &[&str], log: bool| {
+        let (out, err) = (dir.path().join(format!("out-{round}")), dir.path().join(format!("err-{round}")));
+        let mut c = example("live");
+        c.args(["--brokers", &broker.brokers(), "--topic", "events-replay", "--no-progress"])
+            .args(["--window", "1h", "--out-of-orderness", "5s"])
+            .args(["--checkpoint-dir", &ck.display().to_string(), "--checkpoint-interval", "200ms"])
+            .args(scale)
+            .args(&more)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        if log {
+            c.env("RUST_LOG", "info");
+        }
+        (c.spawn().unwrap(), out, err)
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let mut panes = BTreeMap::new();
+    let mut log = String::new();
+    for (round, scale) in [&["--workers", "2"][..], &["--workers", "3"]].into_iter().enumerate() {
+        let before = completed(&ck);
+        let (mut job, out, err) = run(round, scale, true);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while completed(&ck) <= before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        signal("-KILL", job.id());
+        job.wait().unwrap();
+        let err = read(&err);
+        assert!(completed(&ck) > before, "round {round}: a checkpoint within a minute\n{err}");
+        assert!(
+            !err.contains("switching to the live source"),
+            "round {round}: killed after the switch, not during the replay:\n{err}"
+        );
+        if round > 0 {
+            assert!(err.contains("resuming from checkpoint"), "round {round} resumed: {err}");
+        }
+        add(&mut panes, &read(&out));
+        log.push_str(&err);
+    }
+    // The last run replays the rest of the history, switches, and reads the topic; then a
+    // stop once the last live window's total has come (or a minute passed).
+    let last = topic.iter().map(|(_, e)| e.ts).max().unwrap();
+    let pushers: Vec<_> = (0..3).map(|p| (p, Event { user_id: "zz".into(), ts: last + 2 * HOUR, amount: 0 })).collect();
+    produce(&broker, "events-replay", &pushers);
+    let (mut job, out, err) = run(2, &["--workers", "2"], false);
+    // Every live window's total, the last to fire (the history's all end before the switch).
+    let live_keys: Vec<String> = live_totals.keys().map(|(u, s)| format!("{u}\t{s}\t")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !live_keys.iter().all(|k| read(&out).lines().any(|l| l.starts_with(k))) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal("-TERM", job.id());
+    let status = job.wait().unwrap();
+    let err = read(&err);
+    assert!(status.success(), "{status}: {err}");
+    add(&mut panes, &read(&out));
+    let mut got: Vec<String> =
+        panes.iter().map(|((u, s), t)| format!("{u}\t{s}\t{}\t{t}", s.parse::<i64>().unwrap() + HOUR)).collect();
+    got.sort();
+    assert_eq!(got.len(), want.len(), "as many panes as history and topic have windows\n{log}\n{err}");
+    assert_eq!(got, want, "history killed during the replay, then live, against the batch of each part");
+}

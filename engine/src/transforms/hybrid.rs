@@ -49,6 +49,29 @@ impl<H: Data, L: Data> HybridSource<H, L> {
     }
 }
 
+impl<H: Data, L: Data> HybridSource<H, L> {
+    /// A reader at `ctx` over `history` (none: not opened yet), whose live reader opens
+    /// from `saved_live`.
+    fn reader(
+        &self,
+        ctx: &StepContext,
+        history: Option<Box<dyn SourceReader>>,
+        saved_live: Vec<Vec<u8>>,
+    ) -> HybridReader<H, L> {
+        HybridReader {
+            history,
+            live_source: self.live.clone(),
+            live: None,
+            ctx: ctx.clone(),
+            switch_at: self.switch_at,
+            convert: self.convert.clone(),
+            history_progress: None,
+            history_done: None,
+            saved_live,
+        }
+    }
+}
+
 impl<H: Data, L: Data> SourceFn for HybridSource<H, L> {
     fn is_bounded(&self) -> bool {
         self.live.is_bounded()
@@ -60,17 +83,7 @@ impl<H: Data, L: Data> SourceFn for HybridSource<H, L> {
     }
 
     fn open(&self, ctx: &StepContext) -> Result<Box<dyn SourceReader>> {
-        Ok(Box::new(HybridReader::<H, L> {
-            history: Some(self.history.open(ctx)?),
-            live_source: self.live.clone(),
-            live: None,
-            ctx: ctx.clone(),
-            switch_at: self.switch_at,
-            convert: self.convert.clone(),
-            history_progress: None,
-            history_done: None,
-            saved_live: Vec::new(),
-        }))
+        Ok(Box::new(self.reader(ctx, Some(self.history.open(ctx)?), Vec::new())))
     }
 
     fn checkpoints(&self) -> bool {
@@ -91,17 +104,7 @@ impl<H: Data, L: Data> SourceFn for HybridSource<H, L> {
         let history_read = saved.iter().all(|p| p.phase == Phase::Live) || (same_count && live_here(ctx.worker.index));
         let history_saved: Vec<Vec<u8>> = saved.iter().map(|p| p.history.clone()).collect();
         let saved_live: Vec<Vec<u8>> = saved.iter().filter_map(|p| p.live.clone()).collect();
-        let mut reader = HybridReader::<H, L> {
-            history: None,
-            live_source: self.live.clone(),
-            live: None,
-            ctx: ctx.clone(),
-            switch_at: self.switch_at,
-            convert: self.convert.clone(),
-            history_progress: None,
-            history_done: None,
-            saved_live,
-        };
+        let mut reader = self.reader(ctx, None, saved_live);
         if history_read {
             // What is left of the history here is nothing: its position, for the next
             // checkpoint, is the one it was restored from.

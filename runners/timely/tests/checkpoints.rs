@@ -155,10 +155,11 @@ fn a_damaged_manifest_is_skipped_for_the_one_before() {
     let resumed = run(&opts(dir.path(), 2), false).expect("resumes from the checkpoint before");
     let mut got = Panes::new();
     panes(&resumed, &mut got);
+    let want = expected();
     for (pane, sum) in &got {
-        assert_eq!(expected().get(pane), Some(sum), "{pane:?}");
+        assert_eq!(want.get(pane), Some(sum), "{pane:?}");
     }
-    assert!(got.len() < expected().len(), "it resumed rather than starting over");
+    assert!(got.len() < want.len(), "it resumed rather than starting over");
 }
 
 #[test]
@@ -194,4 +195,32 @@ fn with_restart_attempts_a_failed_job_restarts_itself_from_its_checkpoint() {
     assert_eq!(got, expected());
     let twice = out.len() - got.len();
     assert!(twice < expected().len() / 2, "{twice} panes fired twice: the restart started over");
+}
+
+#[test]
+fn from_checkpoint_resumes_from_an_older_one_and_retention_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep_two = RunOptions { checkpoint_retain: 2, ..opts(dir.path(), 2) };
+    let _ = run(&keep_two, true);
+    let kept = manifests(dir.path());
+    assert_eq!(kept.len(), 2, "--checkpoint-retain 2 keeps two: {kept:?}");
+    let older: u64 = kept[0].strip_prefix("chk-").unwrap().parse().unwrap();
+    let newer: u64 = kept[1].strip_prefix("chk-").unwrap().parse().unwrap();
+    assert!(older < newer);
+
+    let missing = run(&RunOptions { from_checkpoint: Some(newer + 100), ..opts(dir.path(), 2) }, false).unwrap_err();
+    assert!(missing.contains(&format!("--from-checkpoint {}", newer + 100)), "{missing}");
+
+    // From the older one: every pane after where it resumed, each with its sum.
+    let from_older = run(&RunOptions { from_checkpoint: Some(older), ..opts(dir.path(), 2) }, false).unwrap();
+    let mut got = Panes::new();
+    panes(&from_older, &mut got);
+    let want = expected();
+    for (pane, sum) in &got {
+        assert_eq!(want.get(pane), Some(sum), "{pane:?} from checkpoint {older}");
+    }
+    let first_start = got.keys().map(|(_, s)| *s).min().unwrap();
+    for (pane, _) in want.iter().filter(|((_, s), _)| *s >= first_start) {
+        assert!(got.contains_key(pane), "{pane:?} missing from checkpoint {older}");
+    }
 }

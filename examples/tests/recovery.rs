@@ -306,7 +306,7 @@ fn a_backfill_then_live_job_killed_during_the_replay_resumes_it_and_switches_onc
     let dir = tempfile::tempdir().unwrap();
     let history = dir.path().join("history");
     let made = example("make_events")
-        .args(["--events", "1500000", "--days", "30", "--users", "50", "--row-group", "5000", "--output"])
+        .args(["--events", "3000000", "--days", "30", "--users", "50", "--row-group", "5000", "--output"])
         .arg(&history)
         .output()
         .unwrap();

@@ -12,6 +12,8 @@
 //!
 //! - the size of that checkpoint (every part, from its manifest) and its duration, from
 //!   the first part written (a source's cut) to the manifest (file times);
+//! - how long that first run took, and how many checkpoints it completed: a checkpoint is
+//!   written synchronously by each worker, so a large state slows the run;
 //! - the time to resume: a run from that checkpoint, which restores K keys and, its source
 //!   being at its end, fires the K panes and ends; against a fresh run over the K events
 //!   (read, group, fire), measured in the same process.
@@ -64,8 +66,8 @@ fn opts(dir: &Path) -> RunOptions {
     }
 }
 
-/// The newest checkpoint in `dir`: its bytes, and from its first part to its manifest.
-fn newest(dir: &Path) -> (u64, Duration) {
+/// The newest checkpoint in `dir`: its bytes, from its first part to its manifest, its id.
+fn newest(dir: &Path) -> (u64, Duration, u64) {
     let mut ids: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -85,7 +87,8 @@ fn newest(dir: &Path) -> (u64, Duration) {
         .map(|e| modified(&e.path()))
         .min()
         .unwrap();
-    (bytes, modified(&chk.join("_MANIFEST.json")).duration_since(first).unwrap_or_default())
+    let id = manifest["id"].as_u64().unwrap();
+    (bytes, modified(&chk.join("_MANIFEST.json")).duration_since(first).unwrap_or_default(), id)
 }
 
 fn main() {
@@ -93,17 +96,27 @@ fn main() {
     let counts = if counts.is_empty() { vec![100_000, 1_000_000, 10_000_000] } else { counts };
     println!("checkpoint size and duration against state size; time to resume (2 workers, 1-second interval)");
     println!(
-        "{:>10} {:>14} {:>10} {:>16} {:>12} {:>12} {:>8}",
-        "keys", "checkpoint MB", "B/key", "cut->manifest ms", "resume s", "fresh run s", "ratio"
+        "{:>10} {:>14} {:>10} {:>16} {:>12} {:>12} {:>8} {:>14} {:>12}",
+        "keys",
+        "checkpoint MB",
+        "B/key",
+        "cut->manifest ms",
+        "resume s",
+        "fresh run s",
+        "ratio",
+        "stop run s",
+        "checkpoints"
     );
     for keys in counts {
         let dir = tempfile::tempdir().unwrap();
         riffle_timely::reset_stop();
         let p = Pipeline::new();
         job(&p, keys, true);
+        let started = Instant::now();
         riffle_timely::run(&p, &opts(dir.path())).expect("the job stops at a checkpoint");
+        let with_checkpoints = started.elapsed();
         riffle_timely::reset_stop();
-        let (bytes, duration) = newest(dir.path());
+        let (bytes, duration, id) = newest(dir.path());
 
         let p = Pipeline::new();
         job(&p, keys, false);
@@ -118,14 +131,16 @@ fn main() {
         riffle_timely::run(&p, &opts(fresh_dir.path())).expect("a fresh run");
         let fresh = started.elapsed();
         println!(
-            "{keys:>10} {:>14.1} {:>10.1} {:>16} {:>12.2} {:>12.2} {:>7.2}x",
+            "{keys:>10} {:>14.1} {:>10.1} {:>16} {:>12.2} {:>12.2} {:>7.2}x {:>14.2} {id:>12}",
             bytes as f64 / 1e6,
             bytes as f64 / keys as f64,
             duration.as_millis(),
             resume.as_secs_f64(),
             fresh.as_secs_f64(),
-            resume.as_secs_f64() / fresh.as_secs_f64()
+            resume.as_secs_f64() / fresh.as_secs_f64(),
+            with_checkpoints.as_secs_f64(),
         );
     }
-    println!("(resume: restore every key, fire every pane, end; fresh: read, group and fire the same events)");
+    println!("(resume: restore every key, fire every pane, end; fresh: read, group and fire the same events;");
+    println!(" stop run: the first run, read the K events with a checkpoint every second, stop at one)");
 }

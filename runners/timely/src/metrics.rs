@@ -169,6 +169,23 @@ pub struct StepReport {
 #[derive(Default)]
 pub struct Metrics {
     counters: Mutex<Vec<(String, usize, Arc<StepCounter>)>>,
+    /// The last checkpoint this process completed (process 0's coordinator writes them).
+    checkpoint: Mutex<Option<CheckpointFigures>>,
+}
+
+/// What the last completed checkpoint was, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointFigures {
+    /// Its id.
+    pub id: u64,
+    /// Checkpoints completed by this run.
+    pub completed: u64,
+    /// When its manifest was written, ms since the Unix epoch.
+    pub written_ms: i64,
+    /// From this process's first cut of it to its manifest, ms.
+    pub duration_ms: u64,
+    /// The bytes of its parts.
+    pub bytes: u64,
 }
 
 impl Metrics {
@@ -181,6 +198,18 @@ impl Metrics {
         let counter = Arc::new(StepCounter::default());
         c.push((step.to_string(), worker, counter.clone()));
         counter
+    }
+
+    /// Records a completed checkpoint.
+    pub fn checkpoint_completed(&self, id: u64, written_ms: i64, duration_ms: u64, bytes: u64) {
+        let mut c = self.checkpoint.lock().unwrap_or_else(|p| p.into_inner());
+        let completed = c.map_or(0, |f| f.completed) + 1;
+        *c = Some(CheckpointFigures { id, completed, written_ms, duration_ms, bytes });
+    }
+
+    /// The last completed checkpoint, if any.
+    pub fn last_checkpoint(&self) -> Option<CheckpointFigures> {
+        *self.checkpoint.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A snapshot of every counter, by step then worker.

@@ -160,6 +160,27 @@ pub fn render(metrics: &Metrics, info: ProcessInfo) -> String {
     }
     registry.register("sink_files_written", "Files a sink has written (visible when the job ends)", files);
     let pl = ProcessLabels { process: process.clone() };
+    if let Some(c) = metrics.last_checkpoint() {
+        let family = |value: i64| {
+            let g = Gauges::<ProcessLabels>::default();
+            g.get_or_create(&pl).set(value);
+            g
+        };
+        registry.register("checkpoint_last_id", "The id of the last completed checkpoint", family(c.id as i64));
+        registry.register(
+            "checkpoint_last_completed_seconds",
+            "When the last checkpoint completed (its manifest was written), in seconds since the Unix epoch: \
+             alert on time() minus this",
+            family(c.written_ms / 1000),
+        );
+        registry.register(
+            "checkpoint_last_duration_ms",
+            "From process 0's first cut of the last checkpoint to its manifest",
+            family(c.duration_ms as i64),
+        );
+        registry.register("checkpoint_last_bytes", "The bytes of the last checkpoint's parts", family(c.bytes as i64));
+        registry.register("checkpoints_completed", "Checkpoints this run completed", family(c.completed as i64));
+    }
     let up = Gauges::<ProcessLabels>::default();
     up.get_or_create(&pl).set(1);
     registry.register("process_up", "1 while the process runs its part of the job", up);

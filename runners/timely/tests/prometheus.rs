@@ -64,3 +64,61 @@ fn a_bad_metrics_address_is_a_clear_error() {
     let err = riffle_timely::run(&p, &opts).unwrap_err().to_string();
     assert!(err.contains("--metrics-addr \"nonsense\" is not host:port"), "{err}");
 }
+
+#[test]
+fn a_job_that_checkpoints_serves_its_last_checkpoints_figures() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RunOptions {
+        workers: 2,
+        metrics_addr: Some(addr.clone()),
+        checkpoint_dir: Some(dir.path().display().to_string()),
+        checkpoint_interval: Duration::from_millis(50),
+        // The figures of the job's last checkpoint stay to be scraped after it ends.
+        ui_linger: 3,
+        ..RunOptions::default()
+    };
+    let job = std::thread::spawn(move || {
+        let p = Pipeline::new();
+        let sums = p
+            .create((0..80u64).map(|i| (i % 3, i)).collect::<Vec<_>>())
+            .map(|kv| {
+                std::thread::sleep(Duration::from_millis(25));
+                *kv
+            })
+            .combine_per_key(Sum::new());
+        riffle_connectors::memory::discard(&sums);
+        riffle_timely::run(&p, &opts).map(|r| r.elapsed)
+    });
+    let value = |body: &str, name: &str| -> Option<i64> {
+        body.lines().find(|l| l.starts_with(&format!("{name}{{")))?.rsplit(' ').next()?.parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = None;
+    while Instant::now() < deadline && seen.is_none() {
+        if let Some(body) = scrape(&addr, "/metrics") {
+            if value(&body, "riffle_checkpoints_completed").is_some() {
+                seen = Some(body);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = seen.expect("a scrape shows a completed checkpoint");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let completed_at = value(&body, "riffle_checkpoint_last_completed_seconds").unwrap();
+    assert!((now - completed_at).abs() <= 60, "completed at {completed_at}, now {now}: {body}");
+    assert!(value(&body, "riffle_checkpoint_last_id").unwrap() >= 1, "{body}");
+    assert!(value(&body, "riffle_checkpoint_last_bytes").unwrap() > 0, "{body}");
+    assert!(value(&body, "riffle_checkpoint_last_duration_ms").unwrap() >= 0, "{body}");
+    // The manifest on disk says the same id, or a later one already.
+    let newest: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("_MANIFEST.json").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+        .unwrap();
+    assert!(newest as i64 >= value(&body, "riffle_checkpoint_last_id").unwrap());
+    job.join().unwrap().expect("the job succeeds");
+}

@@ -207,6 +207,8 @@ pub struct Checkpoints {
     pub steps: Vec<StepEntry>,
     /// The job's last checkpoint (every part final) is complete.
     completed: std::sync::atomic::AtomicBool,
+    /// When this process's first source cut each checkpoint not yet complete.
+    cut_at: std::sync::Mutex<BTreeMap<u64, std::time::Instant>>,
 }
 
 impl Checkpoints {
@@ -248,6 +250,7 @@ impl Checkpoints {
             resumed,
             steps,
             completed: Default::default(),
+            cut_at: Default::default(),
         })))
     }
 
@@ -255,6 +258,20 @@ impl Checkpoints {
     pub fn resumed_parts(&self, index: usize) -> Result<Vec<Vec<u8>>> {
         let Some(m) = &self.resumed else { return Ok(Vec::new()) };
         m.parts.iter().filter(|p| p.step == index).map(|p| decode_part(&p.name, &self.store.get(&p.name)?)).collect()
+    }
+
+    /// Notes that a source of this process cut checkpoint `id` (the first cut counts).
+    pub fn note_cut(&self, id: u64) {
+        self.cut_at.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_insert_with(std::time::Instant::now);
+    }
+
+    /// How long checkpoint `id` took, from this process's first cut of it to now; forgets
+    /// it and those before.
+    pub fn took(&self, id: u64) -> Duration {
+        let mut cuts = self.cut_at.lock().unwrap_or_else(|p| p.into_inner());
+        let took = cuts.get(&id).map_or(Duration::ZERO, |t| t.elapsed());
+        cuts.retain(|i, _| *i > id);
+        took
     }
 
     /// Whether the job's last checkpoint (after every input ended) is complete.

@@ -23,6 +23,7 @@ pub fn coordinator<'scope>(
     let first = env.worker.index == 0;
     let workers = env.worker.peers;
     let job = env.job.clone();
+    let metrics = env.metrics.clone();
     let mut next = ck.start + 1;
     let mut previous: Option<Manifest> = None;
     let mut completed = false;
@@ -37,6 +38,10 @@ pub fn coordinator<'scope>(
         while checkpoint::passed_generation(&f, next - 1) {
             let committed = checkpoint::commit(&ck, next, workers, previous.as_ref())
                 .and_then(|m| ck.commit_sinks(&graph, &m).map(|()| m));
+            if let Ok(m) = &committed {
+                let bytes = m.parts.iter().map(|p| p.bytes).sum();
+                metrics.checkpoint_completed(m.id, m.written_ms, ck.took(m.id).as_millis() as u64, bytes);
+            }
             match committed {
                 // Every source cut this one after the stop: it holds all they read.
                 Ok(m) if !f.is_empty() && stopped_here(&ck, &m) => {

@@ -107,6 +107,7 @@ impl Cutter {
             return Ok(());
         }
         let kind = if self.stopping { PartKind::Stop } else { PartKind::Cut };
+        self.ck.note_cut(self.next);
         self.ck.write_part(self.next, self.step, self.worker, kind, r.position()?)?;
         cap.downgrade(&Time { epoch: checkpoint::first_epoch(self.next), event: cap.time().event });
         self.next += 1;

@@ -44,10 +44,17 @@ fn start_with(broker: &Tansu, topic: &str, dir: &Path, scale: &[&str], more: &[S
         .unwrap()
 }
 
-/// The completed checkpoints in `dir`.
+/// The newest completed checkpoint in `dir` (0: none yet).
 fn completed(dir: &Path) -> usize {
+    // The newest completed checkpoint's id, not how many there are: retention keeps three.
     std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().join("_MANIFEST.json").exists()).count())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("_MANIFEST.json").exists())
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<usize>().ok())
+                .max()
+                .unwrap_or(0)
+        })
         .unwrap_or(0)
 }
 

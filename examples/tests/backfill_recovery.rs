@@ -15,22 +15,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::example;
 use common::parquet_out::read_totals;
-
-/// The newest completed checkpoint in `dir` (0: none yet).
-fn completed(dir: &Path) -> usize {
-    // The newest completed checkpoint's id, not how many there are: retention keeps three.
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.path().join("_MANIFEST.json").exists())
-                .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<usize>().ok())
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
+use common::{completed, example, members};
 
 /// Files under `dir`'s `_temporary`, if any.
 fn staged(dir: &Path) -> usize {
@@ -107,13 +93,12 @@ fn kill_until_complete(
             // It completed before the kill: the job is done.
             break s;
         }
-        let members = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", job.id())).unwrap_or_default();
-        let members: Vec<&str> = members.split_whitespace().collect();
+        let members = members(job.id());
         let victim = match members.len() {
-            0 => job.id().to_string(),
-            n => members[rand::Rng::random_range(&mut rng, 0..n)].to_string(),
+            0 => job.id(),
+            n => members[rand::Rng::random_range(&mut rng, 0..n)],
         };
-        assert!(Command::new("kill").args(["-KILL", &victim]).status().unwrap().success());
+        assert!(Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap().success());
         let done = job.wait_with_output().unwrap();
         log.push_str(&String::from_utf8_lossy(&done.stderr));
         kills += 1;

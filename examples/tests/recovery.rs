@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::events::{Event, HOUR, batch_totals, events, produce};
-use common::example;
+use common::{completed, example, members};
 use riffle_kafka::testing::Tansu;
 
 /// Starts `live` on `topic` with checkpoints in `dir`, printing totals.
@@ -44,32 +44,12 @@ fn start_with(broker: &Tansu, topic: &str, dir: &Path, scale: &[&str], more: &[S
         .unwrap()
 }
 
-/// The newest completed checkpoint in `dir` (0: none yet).
-fn completed(dir: &Path) -> usize {
-    // The newest completed checkpoint's id, not how many there are: retention keeps three.
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.path().join("_MANIFEST.json").exists())
-                .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<usize>().ok())
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
-
 /// Reads a child's stdout and stderr to the end (after it exited).
 fn output(mut child: Child) -> (String, String) {
     let (mut out, mut err) = (String::new(), String::new());
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     (out, err)
-}
-
-/// The members a local-cluster launcher started.
-fn members(launcher: u32) -> Vec<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).unwrap_or_default();
-    children.split_whitespace().filter_map(|p| p.parse().ok()).collect()
 }
 
 /// Adds printed totals to `panes` (user, window) -> total, failing on a second, different total.

@@ -234,17 +234,9 @@ pub fn group<'scope>(
                 // the checkpoint begins, never before (a sink would commit it with the
                 // checkpoint, and the restored state would fire it again).
                 let first = checkpoint::first_epoch(next - 1);
-                for h in holds.iter_mut().filter(|h| h.time().epoch < first) {
-                    let t = Time { epoch: first, event: h.time().event };
-                    h.downgrade(&t);
-                }
+                forward_to_epoch(holds.iter_mut(), first);
                 for sent in order.holds_mut() {
-                    for caps in sent.iter_mut() {
-                        for c in caps.iter_mut().filter(|c| c.time().epoch < first) {
-                            let t = Time { epoch: first, event: c.time().event };
-                            c.downgrade(&t);
-                        }
-                    }
+                    forward_to_epoch(sent.iter_mut().flatten(), first);
                 }
                 let (now, later): (Vec<Aside>, Vec<Aside>) =
                     std::mem::take(&mut c.aside).into_iter().partition(|a| checkpoint::generation(a.epoch) < next);
@@ -285,11 +277,7 @@ pub fn group<'scope>(
             let epoch = frontiers[0].frontier().iter().map(|t| t.epoch).min();
             if let Some(e) = epoch {
                 for sent in order.holds_mut() {
-                    for caps in sent.iter_mut() {
-                        for c in caps.iter_mut().filter(|c| c.time().epoch < e) {
-                            c.downgrade(&Time { epoch: e, event: c.time().event });
-                        }
-                    }
+                    forward_to_epoch(sent.iter_mut().flatten(), e);
                     // Holds of one watermark that now share an epoch: one covers the others.
                     sent.dedup_by_key(|caps| caps[0].time().epoch);
                 }
@@ -315,6 +303,14 @@ pub fn group<'scope>(
         }
     });
     streams
+}
+
+/// Moves every capability before `epoch` forward to it, at the same event time.
+fn forward_to_epoch<'a>(caps: impl Iterator<Item = &'a mut Capability<Time>>, epoch: u64) {
+    for c in caps.filter(|c| c.time().epoch < epoch) {
+        let t = Time { epoch, event: c.time().event };
+        c.downgrade(&t);
+    }
 }
 
 /// Emits fired panes, each at its output timestamp under the earliest hold (a pane is

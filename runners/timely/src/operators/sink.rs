@@ -116,15 +116,9 @@ pub fn sink<'scope>(
                         }
                         *n += 1;
                         // What was held aside for the next checkpoint is written now.
-                        let next = *n;
-                        let (now, still): (Vec<_>, Vec<_>) =
-                            aside.drain(..).partition(|(e, _)| checkpoint::generation(*e) < next);
-                        aside = still;
-                        for (_, batch) in now {
-                            if let Some(Err(e)) = writer.as_mut().map(|w| w.write(batch)) {
-                                job.fail(e);
-                                writer = None;
-                            }
+                        if let Err(e) = write_released(&mut aside, *n, writer.as_deref_mut()) {
+                            job.fail(e);
+                            writer = None;
                         }
                     }
                 }
@@ -152,15 +146,7 @@ pub fn sink<'scope>(
                                     ck.write_part(*n, step, worker, PartKind::Cut, w.precommit()?)?;
                                 }
                                 *n += 1;
-                                let next = *n;
-                                let (now, still): (Vec<_>, Vec<_>) =
-                                    aside.drain(..).partition(|(e, _)| checkpoint::generation(*e) < next);
-                                aside = still;
-                                for (_, batch) in now {
-                                    if let Some(w) = writer.as_mut() {
-                                        w.write(batch)?;
-                                    }
-                                }
+                                write_released(&mut aside, *n, writer.as_deref_mut())?;
                             }
                             match writer.as_mut() {
                                 Some(w) => ck.write_part(*n, step, worker, PartKind::Final, w.precommit()?),
@@ -192,6 +178,21 @@ pub fn sink<'scope>(
         commit(staged.clone(), name, f, env);
     }
     staged
+}
+
+/// Writes the input held aside that is before checkpoint `next`'s cut (stamped in an
+/// earlier generation), keeping the rest aside.
+fn write_released(
+    aside: &mut Vec<(u64, Batch)>,
+    next: u64,
+    writer: Option<&mut (dyn riffle_engine::runtime::SinkWriter + 'static)>,
+) -> riffle_engine::Result<()> {
+    let (now, still): (Vec<_>, Vec<_>) = aside.drain(..).partition(|(e, _)| checkpoint::generation(*e) < next);
+    *aside = still;
+    if let Some(w) = writer {
+        now.into_iter().try_for_each(|(_, batch)| w.write(batch))?;
+    }
+    Ok(())
 }
 
 /// The job's commit: what every writer staged goes to worker 0, which commits once every

@@ -322,6 +322,12 @@ impl Stamps {
         self.timestamps.get(i)
     }
 
+    /// The `i`th window.
+    #[inline]
+    pub(crate) fn window(&self, i: usize) -> Window {
+        self.windows.get(i)
+    }
+
     /// The `i`th pane.
     #[inline]
     pub(crate) fn pane(&self, i: usize) -> PaneInfo {

@@ -64,24 +64,6 @@ impl<G: Grouping> KeyedState<G> {
     }
 }
 
-impl<G: Grouping> KeyedState<G> {
-    /// Adds one element of window `w`, timestamp `ts`, that arrived at `arrival`.
-    #[inline]
-    fn add(&mut self, w: Window, ts: EventTime, k: G::K, x: G::Shuffled, arrival: Watermark) {
-        let Some(pane) = self.pane_for(w, arrival) else {
-            self.dropped.one(WindowedValue { value: (k, x), timestamp: ts, window: w, pane: PaneInfo::NO_FIRING });
-            return;
-        };
-        let g = &self.grouping;
-        let state = self.pending.entry(pane).or_insert_with(|| PaneState::new(pane.fire_at));
-        let (acc, combined) = state.keys.entry(k).or_insert_with(|| (g.create(), None));
-        g.fold(acc, x);
-        if self.combiner.fold(combined, ts, w.max_timestamp(), arrival) {
-            state.hold = state.hold.min(ts);
-        }
-    }
-}
-
 impl<G: Grouping> GroupState for KeyedState<G> {
     fn size(&self) -> StateSize {
         let entries: usize = self.pending.values().map(|p| p.keys.len()).sum();
@@ -106,10 +88,35 @@ impl<G: Grouping> GroupState for KeyedState<G> {
                     g.fold(&mut state.keys.entry(k).or_insert_with(|| (g.create(), None)).0, x);
                 }
             } else {
-                for wv in input.into_iter_windowed() {
-                    self.default_settled |= wv.window == Window::Global;
-                    let (k, x) = wv.value;
-                    self.add(wv.window, wv.timestamp, k, x, arrival);
+                // Runs of one window (a lifted shuffle sends its partials window by
+                // window): the pane is looked up once per run.
+                let (values, stamps) = input.into_columns();
+                let runs = stamps.window_runs(values.len());
+                let mut values = values.into_iter().enumerate();
+                for (w, n) in runs {
+                    self.default_settled |= w == Window::Global;
+                    let Some(pane) = self.pane_for(w, arrival) else {
+                        for (i, (k, x)) in values.by_ref().take(n) {
+                            let wv = WindowedValue {
+                                value: (k, x),
+                                timestamp: stamps.timestamp(i),
+                                window: w,
+                                pane: PaneInfo::NO_FIRING,
+                            };
+                            self.dropped.one(wv);
+                        }
+                        continue;
+                    };
+                    let (g, combiner) = (&self.grouping, self.combiner);
+                    let state = self.pending.entry(pane).or_insert_with(|| PaneState::new(pane.fire_at));
+                    for (i, (k, x)) in values.by_ref().take(n) {
+                        let ts = stamps.timestamp(i);
+                        let (acc, combined) = state.keys.entry(k).or_insert_with(|| (g.create(), None));
+                        g.fold(acc, x);
+                        if combiner.fold(combined, ts, w.max_timestamp(), arrival) {
+                            state.hold = state.hold.min(ts);
+                        }
+                    }
                 }
             }
         }))

@@ -1,5 +1,7 @@
 //! The routing before a grouping's exchange: by key group, and with combiner lifting.
 
+use std::fmt::Debug;
+
 use super::*;
 
 /// Splits keyed elements by the worker that owns each key's group.
@@ -36,11 +38,14 @@ pub(super) type Stamped<K, Acc> = FastMap<K, (Acc, Option<EventTime>)>;
 pub(super) struct LiftedShuffle<K, C: CombineFn> {
     pub(super) step: Arc<str>,
     pub(super) combine: Arc<C>,
-    /// Few windows are live in one bundle, so a short list searched from the most
-    /// recently used beats a map keyed by (window, key) that clones every key. Each
+    /// Partials by window, then key: a map per window rather than one keyed by
+    /// (window, key), so a key is hashed alone and moved, never cloned, into it. Each
     /// partial carries the combined timestamp of its elements that count towards a pane's
     /// output timestamp (see [`TimestampCombiner`]).
     pub(super) partials: Vec<(Window, Stamped<K, C::Accum>)>,
+    /// Where each window's partials are in `partials`: elements in event-time order
+    /// within a bundle are rare (a day's rows shuffled), so the window changes often.
+    pub(super) slots: FastMap<Window, usize>,
     /// Maps emptied by the last flush, kept with their capacity: a bundle meets about as
     /// many keys as the last one, and growing a fresh map each bundle costs rehashing.
     pub(super) spare: Vec<Stamped<K, C::Accum>>,
@@ -64,6 +69,7 @@ impl<K: Key, C: CombineFn> ShuffleFn for LiftedShuffleFn<K, C> {
             step: ctx.name.clone(),
             combine: self.combine.clone(),
             partials: Vec::new(),
+            slots: FastMap::default(),
             spare: Vec::new(),
             combiner: self.combiner,
             lateness_ms: self.lateness_ms,
@@ -79,40 +85,48 @@ impl<K: Key, C: CombineFn> ShuffleFn for LiftedShuffleFn<K, C> {
 
 impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
     fn route(&mut self, input: Batch, _peers: usize, arrival: Watermark, _out: &mut Vec<Batch>) -> Result<()> {
-        let input = input.into_elements::<(K, C::Input)>();
-        let mut current = 0;
+        let (values, stamps) = input.into_elements::<(K, C::Input)>().into_columns();
         let (combine, partials, spare, combiner) = (&self.combine, &mut self.partials, &mut self.spare, self.combiner);
-        let (lateness, dropped) = (self.lateness_ms, &mut self.dropped);
+        let (slots, lateness, dropped) = (&mut self.slots, self.lateness_ms, &mut self.dropped);
+        // The element a CombineFn panicked on, formatted while it unwinds (the loop owns
+        // the elements, so they are gone once it has).
+        let mut failed_on: Option<String> = None;
         catch_unwind(AssertUnwindSafe(|| {
-            let mut slot = 0;
-            for i in 0..input.len() {
-                current = i;
-                let w = input.window(i);
+            let mut slot = usize::MAX;
+            let mut slot_window = None;
+            for (i, (k, v)) in values.into_iter().enumerate() {
+                let w = stamps.window(i);
                 // Droppable: counted here, one by one.
                 if arrival.is_past(w.max_timestamp().plus_millis(lateness)) {
                     *dropped += 1;
                     continue;
                 }
-                if partials.get(slot).is_none_or(|(pw, _)| *pw != w) {
-                    slot = match partials.iter().position(|(pw, _)| *pw == w) {
-                        Some(s) => s,
-                        None => {
-                            partials.push((w, spare.pop().unwrap_or_default()));
-                            partials.len() - 1
-                        }
-                    };
+                if slot_window != Some(w) {
+                    slot = *slots.entry(w).or_insert_with(|| {
+                        partials.push((w, spare.pop().unwrap_or_default()));
+                        partials.len() - 1
+                    });
+                    slot_window = Some(w);
                 }
                 let map = &mut partials[slot].1;
-                let (k, v) = input.value(i);
-                let (acc, combined) = match map.get_mut(k) {
-                    Some(entry) => entry,
-                    None => map.entry(k.clone()).or_insert_with(|| (combine.create_accumulator(), None)),
-                };
-                combine.add_input(acc, v);
-                combiner.fold(combined, input.timestamp(i), w.max_timestamp(), arrival);
+                let _naming = NameOnPanic(&k, &v, &mut failed_on);
+                match map.get_mut(&k) {
+                    Some((acc, combined)) => {
+                        combine.add_input(acc, &v);
+                        combiner.fold(combined, stamps.timestamp(i), w.max_timestamp(), arrival);
+                    }
+                    None => {
+                        let mut acc = combine.create_accumulator();
+                        combine.add_input(&mut acc, &v);
+                        let mut combined = None;
+                        combiner.fold(&mut combined, stamps.timestamp(i), w.max_timestamp(), arrival);
+                        drop(_naming);
+                        map.insert(k, (acc, combined));
+                    }
+                }
             }
         }))
-        .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(input.value(current), 200))))
+        .map_err(|p| Error::from_panic(&self.step, p, failed_on.take()))
     }
 
     fn late_dropped(&self) -> u64 {
@@ -120,7 +134,10 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
     }
 
     fn flush(&mut self, peers: usize, out: &mut Vec<Batch>) -> Result<()> {
-        let mut parts: Vec<Elements<(K, C::Accum)>> = (0..peers).map(|_| Elements::new()).collect();
+        self.slots.clear();
+        let total: usize = self.partials.iter().map(|(_, map)| map.len()).sum();
+        let mut parts: Vec<Elements<(K, C::Accum)>> =
+            (0..peers).map(|_| Elements::with_capacity(total / peers + total / 8)).collect();
         for (w, mut map) in self.partials.drain(..) {
             for (k, (acc, combined)) in map.drain() {
                 let target = if peers == 1 { 0 } else { KeyGroup::of(&k).worker(peers) };
@@ -136,5 +153,17 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
         }
         out.extend(Batch::per_worker(parts));
         Ok(())
+    }
+}
+
+/// While alive, formats its element into `.2` if the thread unwinds: a panic in a
+/// CombineFn names the element it was folding, although the loop owns (and drops) it.
+struct NameOnPanic<'a, K: Debug, V: Debug>(&'a K, &'a V, &'a mut Option<String>);
+
+impl<K: Debug, V: Debug> Drop for NameOnPanic<'_, K, V> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            *self.2 = Some(truncated_debug(&(self.0, self.1), 200));
+        }
     }
 }

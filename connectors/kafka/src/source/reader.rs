@@ -118,7 +118,13 @@ impl<T: Data> KafkaReader<T> {
             pending: Vec::new(),
             emitted: low,
         });
-        tracing::info!(topic = %self.topic, partition = id, from = low, watermark = floor.0.millis(), "picked up a partition added while running");
+        tracing::info!(
+            topic = %self.topic,
+            partition = id,
+            from = low,
+            watermark = floor.0.millis(),
+            "picked up a partition added while running"
+        );
         Ok(())
     }
 

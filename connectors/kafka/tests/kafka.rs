@@ -1,6 +1,8 @@
-//! The Kafka connector against a real Kafka-protocol broker (tansu) on loopback.
+//! The Kafka connector against a real Kafka-protocol broker on loopback: tansu, and
+//! noida-db where a test adds partitions to a topic (tansu cannot).
 //!
-//! Bug classes caught: a bounded read that stops early or late, or whose panes differ from
+//! Bug classes caught: partitions added to a topic while a live job runs that are never
+//! read, or not counted in the lag gauges, or that make records already on time late; a bounded read that stops early or late, or whose panes differ from
 //! the batch of the same events, at any worker count; lateness judged against a worker's
 //! watermark rather than the record's own partition's; a malformed record that stops the
 //! job or vanishes instead of reaching the dead-letter output with where it was; a broker
@@ -15,7 +17,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use riffle_engine::WatermarkStrategy;
 use riffle_engine::prelude::*;
-use riffle_kafka::testing::{Tansu, free_port};
+use riffle_kafka::testing::{Noida, Tansu, free_port};
 use riffle_kafka::{ReadKafka, WriteKafka};
 use riffle_timely::RunOptions;
 use serde::{Deserialize, Serialize};
@@ -514,4 +516,110 @@ fn bounded_mode_ends_on_a_topic_written_in_transactions() {
         });
         assert_eq!(got, Ok((0..10).collect::<Vec<_>>()), "{workers} workers");
     }
+}
+
+/// The Prometheus text served at `addr`, if it answers.
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// Whether `body` has worker `worker`'s gauge `metric` (lag, offset) of partition `split`
+/// at `value`.
+fn split_gauge(body: &str, metric: &str, worker: usize, split: i32, value: i64) -> bool {
+    body.contains(&format!(
+        "riffle_source_split_{metric}{{step=\"ReadKafka\",worker=\"{worker}\",process=\"0\",split=\"{split}\"}} {value}"
+    ))
+}
+
+/// A live job at 2 workers reads a topic of 2 partitions; while it runs the topic grows
+/// to 4 and records go into the new ones. Worker 0 picks up partition 2 and worker 1
+/// partition 3 within seconds (their lag and offset gauges appear, read to the end), from
+/// their earliest offset, and their records count in the window the old partitions then
+/// close: on time, in the one pane. Without discovery the new partitions' gauges never
+/// appear and the pane lacks their amounts.
+#[test]
+fn partitions_added_while_a_live_job_runs_are_read_and_counted_in_its_lag() {
+    let _one = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Noida::start();
+    broker.create_topic("growing", 2);
+    let e = |ts: i64, amount: i64| Event { user_id: "u".into(), ts, amount };
+    let produce = |records: &[(i32, Event)]| {
+        let records: Vec<_> =
+            records.iter().map(|(p, e)| (*p, e.user_id.clone(), serde_json::to_vec(e).unwrap(), e.ts)).collect();
+        broker.produce("growing", &records);
+    };
+    // Both partitions at 2 s: [0, 10 s) stays open (bound 1 s, no idle timeout).
+    produce(&[(0, e(2_000, 1)), (1, e(2_000, 10))]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (brokers, metrics_addr) = (broker.brokers(), addr.clone());
+    let job = std::thread::spawn(move || {
+        let p = Pipeline::new();
+        let (read, _) = ReadKafka::<Event>::topic("growing")
+            .brokers(&brokers)
+            .event_time(|e| ms(e.ts))
+            .watermarks(WatermarkStrategy::bounded_out_of_orderness(1_000))
+            .read(&p);
+        tx.send(riffle_connectors::memory::collect(&sums(read))).unwrap();
+        let opts = RunOptions { workers: 2, metrics_addr: Some(metrics_addr), ..RunOptions::default() };
+        riffle_timely::run(&p, &opts)
+    });
+    let out = rx.recv().unwrap();
+    let wait_for = |ok: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if scrape(&addr).is_some_and(|b| ok(&b)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    let stop = |job: std::thread::JoinHandle<riffle_engine::Result<riffle_timely::RunReport>>| {
+        riffle_timely::request_stop();
+        let ran = job.join().unwrap();
+        riffle_timely::reset_stop();
+        ran
+    };
+    if !wait_for(&|b| split_gauge(b, "offset", 0, 0, 1) && split_gauge(b, "offset", 1, 1, 1)) {
+        let last: Vec<String> = (scrape(&addr).unwrap_or_default().lines())
+            .filter(|l| l.starts_with("riffle_source_split"))
+            .map(str::to_string)
+            .collect();
+        let ran = stop(job).map(|_| ());
+        panic!("the job did not read its two partitions within 20 s ({ran:?}); the split gauges: {last:#?}");
+    }
+    broker.add_partitions("growing", 4);
+    produce(&[(2, e(5_000, 100)), (2, e(6_000, 100)), (3, e(7_000, 1_000))]);
+    let added = Instant::now();
+    let read_added = |b: &str| {
+        split_gauge(b, "lag", 0, 2, 0)
+            && split_gauge(b, "offset", 0, 2, 2)
+            && split_gauge(b, "lag", 1, 3, 0)
+            && split_gauge(b, "offset", 1, 3, 1)
+    };
+    if !wait_for(&read_added) {
+        let last: Vec<String> = (scrape(&addr).unwrap_or_default().lines())
+            .filter(|l| l.starts_with("riffle_source_split"))
+            .map(str::to_string)
+            .collect();
+        let ran = stop(job).map(|_| ());
+        panic!("the added partitions were not read within 20 s ({ran:?}); the split gauges: {last:#?}");
+    }
+    let picked_up = added.elapsed();
+    // Close [0, 10 s) on every partition.
+    produce(&(0..4).map(|p| (p, e(30_000, 0))).collect::<Vec<_>>());
+    let fired = pane_fires(&out, 0, Duration::from_secs(20));
+    let report = stop(job).unwrap();
+    assert!(fired, "[0, 10 s) did not fire once every partition was past it");
+    assert!(picked_up < Duration::from_secs(10), "picked up after {picked_up:?}");
+    let w = Window::Interval { start: ms(0), end: ms(10_000) };
+    let first: Vec<i64> = out.lock().unwrap().iter().filter(|wv| wv.window == w).map(|wv| wv.value.1).collect();
+    assert_eq!(first, [1_211], "one pane with the old partitions' and the added ones' amounts");
+    assert_eq!(report.late_dropped("Sums"), 0);
 }

@@ -36,7 +36,8 @@ fn step(w: Watermark) -> Watermark {
 const BROKER_LOSS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a live reader's watcher asks the broker where its partitions end (to tell a
-/// backlog from idleness), and how long it waits for the answer.
+/// backlog from idleness) and which partitions the topic has (to pick up those added while
+/// running), and how long it waits for each answer.
 const END_REFRESH: Duration = Duration::from_secs(1);
 const END_FETCH_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -105,6 +106,11 @@ type TimeFn<T> = Arc<dyn Fn(&T) -> EventTime + Send + Sync>;
 /// timeout), and records go out at their own partition's watermark, so whether a record
 /// is late depends on its partition alone (docs/semantics.md). A worker's watermark is
 /// the least over its partitions.
+///
+/// A live read finds partitions added to the topic while it runs within about a second
+/// ([`END_REFRESH`]): the worker dealt one (`p % workers`) reads it from its earliest
+/// offset, with a watermark of its own that starts at the worker's (so it moves the
+/// worker's neither back nor on), and saves it in checkpoints with the others.
 ///
 /// In **bounded** mode each partition is read up to the offset that was its end when the
 /// job started, and then the source ends: a topic's history run as a batch, with the
@@ -315,9 +321,9 @@ impl<T: Data> ReadKafka<T> {
         }
     }
 
-    /// The offset to start `partition` at, its end now, and (bounded) the offset to stop
-    /// before.
-    fn range(&self, consumer: &BaseConsumer, partition: i32) -> Result<(i64, i64, Option<i64>)> {
+    /// The offset to start `partition` at (its earliest when it was `added` to the topic
+    /// while the job ran), its end now, and (bounded) the offset to stop before.
+    fn range(&self, consumer: &BaseConsumer, partition: i32, added: bool) -> Result<(i64, i64, Option<i64>)> {
         let read_err = |e: rdkafka::error::KafkaError| Error::Read {
             topic: self.topic.clone(),
             brokers: self.brokers.clone(),
@@ -327,6 +333,7 @@ impl<T: Data> ReadKafka<T> {
         // A hybrid read starts at the switch point less the out-of-orderness.
         let start_at = match &self.history {
             Some((_, t)) => StartAt::Timestamp(t.millis().saturating_sub(self.strategy.max_delay_ms)),
+            None if added => StartAt::Earliest,
             None => self.start,
         };
         let start = match start_at {
@@ -394,6 +401,12 @@ impl<T: Data> ReadKafka<T> {
         let mine: Vec<i32> = self.partitions(&consumer)?.into_iter().filter(|p| *p as usize % peers == index).collect();
         let (resumed, fresh): (Vec<i32>, Vec<i32>) =
             mine.iter().partition(|p| saved.iter().any(|s| s.partition == **p));
+        // A live read resumed from a checkpoint saved every partition its readers had: one
+        // that no saved position names was added to the topic since, and is read from its
+        // earliest offset, as one picked up while running is. (A hybrid read's live
+        // positions may come from some workers only: its unnamed partitions start at the
+        // switch, which loses nothing either.)
+        let added_since = !saved.is_empty() && !self.bounded && self.history.is_none();
         // A hybrid read opens the topic when its history is read, maybe hours after the
         // start: retention may have deleted the switch point since. A resumed partition
         // must still hold the offset it resumes at.
@@ -404,7 +417,7 @@ impl<T: Data> ReadKafka<T> {
             let resume = saved.iter().find(|s| s.partition == p);
             let (start, high, end) = match resume {
                 Some(s) => self.resumed_range(&consumer, s)?,
-                None => self.range(&consumer, p)?,
+                None => self.range(&consumer, p, added_since)?,
             };
             let done = end.is_some_and(|end| start >= end);
             if !done {
@@ -430,7 +443,12 @@ impl<T: Data> ReadKafka<T> {
         consumer.assign(&tpl).map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
         let watcher = match self.bounded {
             true => None,
-            false => Some(EndWatcher::start(self.consumer()?, &self.topic, partitions.iter().map(|p| p.id).collect())?),
+            false => Some(EndWatcher::start(
+                self.consumer()?,
+                &self.topic,
+                (index, peers),
+                partitions.iter().map(|p| p.id).collect(),
+            )?),
         };
         tracing::info!(
             topic = %self.topic,
@@ -542,4 +560,6 @@ use reader::{EndWatcher, KafkaReader, Partition};
 
 #[cfg(test)]
 mod checkpoint_tests;
+#[cfg(test)]
+mod discovery_tests;
 pub use switch::SwitchAt;

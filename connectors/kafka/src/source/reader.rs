@@ -1,5 +1,5 @@
 //! One worker's reader: its partitions, each with its own watermark, and the thread that
-//! watches where they end.
+//! watches where they end and finds partitions added to the topic.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -88,6 +88,46 @@ impl<T: Data> KafkaReader<T> {
         }
     }
 
+    /// Starts reading partition `id`, which the watcher found in the topic (added while
+    /// the job runs), at its earliest offset `low` (Flink's partition discovery does too:
+    /// a partition added while running holds only records written since). Its watermark
+    /// starts at this worker's watermark now, so it moves the worker's neither back nor
+    /// on: it holds the worker there until its own records (or the idle timeout) move it
+    /// past, as Flink's does. Its records before that watermark are late (the worker's
+    /// capability has passed them; no watermark ever moves back).
+    fn pick_up(&mut self, id: i32, low: i64, high: i64) -> Result<()> {
+        let floor = self.watermark();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, id, Offset::Offset(low))
+            .map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
+        self.consumer.incremental_assign(&tpl).map_err(|e| Error::Client {
+            topic: self.topic.clone(),
+            reason: format!("assigning partition {id}: {e}"),
+        })?;
+        let now = self.clock.now();
+        let held = riffle_engine::EstimatorState { max_seen: EventTime::MIN, watermark: floor.0 };
+        let mut estimator = self.strategy.estimator().restored(held);
+        estimator.active(now);
+        self.partitions.push(Partition {
+            id,
+            end: None,
+            next: low,
+            known_end: high,
+            done: false,
+            estimator,
+            pending: Vec::new(),
+            emitted: low,
+        });
+        tracing::info!(
+            topic = %self.topic,
+            partition = id,
+            from = low,
+            watermark = floor.0.millis(),
+            "picked up a partition added while running"
+        );
+        Ok(())
+    }
+
     /// Takes what the consumer has, up to `max` records, into the partitions' pending lists.
     fn fetch(&mut self, max: usize) -> Result<()> {
         for _ in 0..max {
@@ -159,13 +199,19 @@ impl<T: Data> SourceReader for KafkaReader<T> {
         // backlog must not turn late. A live reader learns the ends from its watcher
         // thread; a bounded one knows where it stops.
         let now = self.clock.now();
+        let mut added = Vec::new();
         if let Some(watcher) = &self.watcher {
             let ends = watcher.ends.lock().unwrap_or_else(|p| p.into_inner());
-            for part in &mut self.partitions {
-                if let Some(high) = ends.get(&part.id) {
-                    part.known_end = *high;
+            for (&id, &(low, high)) in ends.iter() {
+                match self.partitions.iter_mut().find(|part| part.id == id) {
+                    Some(part) => part.known_end = high,
+                    None => added.push((id, low, high)),
                 }
             }
+        }
+        added.sort_unstable();
+        for (id, low, high) in added {
+            self.pick_up(id, low, high)?;
         }
         for part in &mut self.partitions {
             if part.next < part.known_end {
@@ -242,16 +288,27 @@ impl<T: Data> SourceReader for KafkaReader<T> {
     }
 }
 
-/// Asks the broker where a live reader's partitions end, every [`END_REFRESH`], on a
-/// thread of its own with a client of its own: a round trip per partition must not stall
-/// the worker. The thread stops soon after the watcher is dropped.
+/// Asks the broker, every [`END_REFRESH`], which partitions the topic has (for those
+/// added while the job runs that this worker is dealt, `p % workers`) and where each of
+/// this worker's partitions begins and ends (to tell a backlog from idleness), on a
+/// thread of its own with a client of its own: round trips must not stall the worker.
+/// The thread stops soon after the watcher is dropped.
 pub(super) struct EndWatcher {
-    pub(super) ends: Arc<std::sync::Mutex<std::collections::HashMap<i32, i64>>>,
+    /// Per partition of this worker's share, the topic's as last seen: its earliest
+    /// offset and its end.
+    pub(super) ends: Arc<std::sync::Mutex<std::collections::HashMap<i32, (i64, i64)>>>,
     pub(super) stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl EndWatcher {
-    pub(super) fn start(client: BaseConsumer, topic: &str, partitions: Vec<i32>) -> Result<Self> {
+    /// Watches `partitions`, and every partition of `topic` that worker `index` of
+    /// `peers` is dealt.
+    pub(super) fn start(
+        client: BaseConsumer,
+        topic: &str,
+        (index, peers): (usize, usize),
+        mut partitions: Vec<i32>,
+    ) -> Result<Self> {
         let ends = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ends_topic = topic.to_string();
@@ -260,9 +317,17 @@ impl EndWatcher {
             .name(format!("riffle-kafka-ends-{topic}"))
             .spawn(move || {
                 while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(md) = client.fetch_metadata(Some(&topic), END_FETCH_TIMEOUT) {
+                        let listed = md.topics().iter().find(|t| t.name() == topic && t.error().is_none());
+                        for p in listed.map(|t| t.partitions()).unwrap_or_default() {
+                            if p.id() as usize % peers == index && !partitions.contains(&p.id()) {
+                                partitions.push(p.id());
+                            }
+                        }
+                    }
                     for &p in &partitions {
-                        if let Ok((_, high)) = client.fetch_watermarks(&topic, p, END_FETCH_TIMEOUT) {
-                            found.lock().unwrap_or_else(|e| e.into_inner()).insert(p, high);
+                        if let Ok(range) = client.fetch_watermarks(&topic, p, END_FETCH_TIMEOUT) {
+                            found.lock().unwrap_or_else(|e| e.into_inner()).insert(p, range);
                         }
                     }
                     // Sleep in short steps, so a dropped watcher's thread ends soon.

@@ -55,12 +55,16 @@ impl<X: Copy + PartialEq> Column<X> {
         Column { first, each: Vec::new() }
     }
 
-    fn push(&mut self, x: X, len_before: usize) {
+    /// Appends `x` after `len_before` entries; `room` is how many the batch has room for,
+    /// so a column that stops being uniform is allocated once, at the batch's size.
+    #[inline]
+    fn push(&mut self, x: X, len_before: usize, room: usize) {
         match self.first {
             None => self.first = Some(x),
             Some(f) if self.each.is_empty() => {
                 if f != x {
-                    self.each = vec![f; len_before];
+                    self.each = Vec::with_capacity(room.max(len_before + 1));
+                    self.each.resize(len_before, f);
                     self.each.push(x);
                 }
             }
@@ -161,6 +165,38 @@ impl<T> Elements<T> {
         self.values.reserve(n);
     }
 
+    /// The batch with `values` in place of its own, one for one, each keeping the
+    /// timestamp, window and pane of the value it replaces.
+    pub(crate) fn with_values<U>(self, values: Vec<U>) -> Elements<U> {
+        assert_eq!(values.len(), self.values.len(), "one new value per element");
+        let Elements { timestamps, windows, panes, .. } = self;
+        Elements { values, timestamps, windows, panes }
+    }
+
+    /// Keeps the elements whose `keep` entry is true, metadata and all, in order.
+    pub(crate) fn retain_by(self, keep: &[bool]) -> Elements<T> {
+        let kept = keep.iter().filter(|k| **k).count();
+        if kept == self.values.len() {
+            return self;
+        }
+        let uniform = self.is_uniform();
+        let Elements { values, timestamps, windows, panes } = self;
+        let mut out = Elements::with_capacity(kept);
+        for (i, value) in values.into_iter().enumerate() {
+            if keep[i] {
+                if uniform {
+                    out.values.push(value);
+                } else {
+                    out.push(value, timestamps.get(i), windows.get(i), panes.get(i));
+                }
+            }
+        }
+        if uniform && !out.values.is_empty() {
+            (out.timestamps.first, out.windows.first, out.panes.first) = (timestamps.first, windows.first, panes.first);
+        }
+        out
+    }
+
     /// Moves `other`'s elements to the end of this batch, metadata and all.
     pub fn append(&mut self, other: Elements<T>) {
         if self.values.is_empty() {
@@ -179,10 +215,11 @@ impl<T> Elements<T> {
     /// are not moved. `None` from `window` (an element with other than one window)
     /// leaves the batch as it was and returns `false`.
     pub(crate) fn rewindow(&mut self, mut window: impl FnMut(EventTime) -> Option<Window>) -> bool {
+        let n = self.values.len();
         let mut windows = Column::new();
-        for i in 0..self.values.len() {
+        for i in 0..n {
             match window(self.timestamps.get(i)) {
-                Some(w) => windows.push(w, i),
+                Some(w) => windows.push(w, i, n),
                 None => return false,
             }
         }
@@ -237,10 +274,12 @@ impl<T> Elements<T> {
     /// Appends one element.
     #[inline]
     pub fn push(&mut self, value: T, timestamp: EventTime, window: Window, pane: PaneInfo) {
+        // (A `Vec` of a zero-sized type has room for `usize::MAX`: no hint from it.)
+        let room = if std::mem::size_of::<T>() == 0 { 0 } else { self.values.capacity() };
         let n = self.values.len();
-        self.timestamps.push(timestamp, n);
-        self.windows.push(window, n);
-        self.panes.push(pane, n);
+        self.timestamps.push(timestamp, n, room);
+        self.windows.push(window, n, room);
+        self.panes.push(pane, n, room);
         self.values.push(value);
     }
 
@@ -368,6 +407,15 @@ impl<T> FromIterator<WindowedValue<T>> for Elements<T> {
 mod tests {
     use super::*;
     use crate::pane::Timing;
+
+    #[test]
+    fn elements_of_a_zero_sized_type_keep_their_metadata() {
+        // A `Vec<()>` says it has room for usize::MAX: that must not size the columns.
+        let mut e = Elements::<()>::with_capacity(2);
+        e.push((), EventTime::from_millis(1), Window::Global, PaneInfo::NO_FIRING);
+        e.push((), EventTime::from_millis(2), Window::Global, PaneInfo::NO_FIRING);
+        assert_eq!((e.timestamp(0), e.timestamp(1)), (EventTime::from_millis(1), EventTime::from_millis(2)));
+    }
 
     #[test]
     fn uniform_columns_stay_uniform_and_split_on_difference() {

@@ -3,9 +3,15 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::element::{Data, Key};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::batch::Batch;
+use crate::element::{Data, Elements, Key};
+use crate::error::{Error, Result, truncated_debug};
+use crate::graph::{NodeKind, PortRef};
 use crate::pipeline::PCollection;
-use crate::transforms::par_do::{DoFn, ProcessContext, add_simple};
+use crate::runtime::{ParDoFn, ParDoInstance, PortBatches, StepContext};
+use crate::transforms::par_do::{DoFn, ELEMENT_IN_ERROR, ProcessContext, add_simple};
 
 /// A DoFn calling a closure `f(&element, ctx)`; each convenience transform is one.
 struct ClosureFn<I, O, F> {
@@ -40,6 +46,122 @@ pub(crate) fn closure_step<I: Data, O: Data>(
     add_simple(input, transform, ClosureFn { f: Arc::new(f), _types: PhantomData })
 }
 
+/// A whole-batch function of a batch's values: `map` and `filter` keep each element's
+/// timestamp, window and pane, so they run over the values alone and hand the metadata
+/// columns on as they are (a DoFn pushes every output's metadata one by one), and
+/// `filter` moves what it keeps instead of cloning it.
+trait ValuesFn: Send + Sync + 'static {
+    type In: Data;
+    type Out: Data;
+    /// What user code makes of the batch's values, borrowed (on a panic, `current` is
+    /// the index of the element it was at, still there to be named).
+    type Made;
+    /// Runs user code over the values.
+    fn make(&self, input: &Elements<Self::In>, current: &mut usize) -> Self::Made;
+    /// The output batch, from the input and what was made of it.
+    fn finish(input: Elements<Self::In>, made: Self::Made) -> Elements<Self::Out>;
+}
+
+struct MapValues<I, O, F> {
+    f: F,
+    _types: PhantomData<fn(&I) -> O>,
+}
+
+impl<I: Data, O: Data, F: Fn(&I) -> O + Send + Sync + 'static> ValuesFn for MapValues<I, O, F> {
+    type In = I;
+    type Out = O;
+    type Made = Vec<O>;
+    fn make(&self, input: &Elements<I>, current: &mut usize) -> Vec<O> {
+        let mut out = Vec::with_capacity(input.len());
+        for (i, x) in input.values().iter().enumerate() {
+            *current = i;
+            out.push((self.f)(x));
+        }
+        out
+    }
+    fn finish(input: Elements<I>, made: Vec<O>) -> Elements<O> {
+        input.with_values(made)
+    }
+}
+
+struct FilterValues<T, F> {
+    f: F,
+    _types: PhantomData<fn(&T)>,
+}
+
+impl<T: Data, F: Fn(&T) -> bool + Send + Sync + 'static> ValuesFn for FilterValues<T, F> {
+    type In = T;
+    type Out = T;
+    type Made = Vec<bool>;
+    fn make(&self, input: &Elements<T>, current: &mut usize) -> Vec<bool> {
+        let mut keep = Vec::with_capacity(input.len());
+        for (i, x) in input.values().iter().enumerate() {
+            *current = i;
+            keep.push((self.f)(x));
+        }
+        keep
+    }
+    fn finish(input: Elements<T>, keep: Vec<bool>) -> Elements<T> {
+        input.retain_by(&keep)
+    }
+}
+
+/// The graph's face of a [`ValuesFn`] step.
+struct ValuesStep<V>(Arc<V>);
+
+impl<V: ValuesFn> ParDoFn for ValuesStep<V> {
+    fn outputs(&self) -> usize {
+        1
+    }
+    fn instantiate(&self, ctx: &StepContext) -> Box<dyn ParDoInstance> {
+        Box::new(ValuesInstance { step: ctx.name.clone(), f: self.0.clone(), out: Elements::new() })
+    }
+}
+
+struct ValuesInstance<V: ValuesFn> {
+    step: Arc<str>,
+    f: Arc<V>,
+    out: Elements<V::Out>,
+}
+
+impl<V: ValuesFn> ParDoInstance for ValuesInstance<V> {
+    fn setup(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn start_bundle(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn process(&mut self, input: Batch) -> Result<()> {
+        let input = input.try_into_elements::<V::In>()?;
+        let mut current = 0;
+        let f = &self.f;
+        match catch_unwind(AssertUnwindSafe(|| f.make(&input, &mut current))) {
+            Ok(made) => {
+                self.out.append(V::finish(input, made));
+                Ok(())
+            }
+            Err(payload) => {
+                let (x, ts, w) = (input.value(current), input.timestamp(current), input.window(current));
+                let element = format!("{} at {ts} in {w:?}", truncated_debug(x, ELEMENT_IN_ERROR));
+                Err(Error::from_panic(&self.step, payload, Some(element)))
+            }
+        }
+    }
+
+    fn finish_bundle(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn take_outputs(&mut self) -> PortBatches {
+        let out = std::mem::take(&mut self.out);
+        vec![(!out.is_empty()).then(|| Batch::new(out))]
+    }
+
+    fn teardown(&mut self) {}
+}
+
 impl<T: Data> PCollection<T> {
     /// One output per element.
     ///
@@ -49,7 +171,10 @@ impl<T: Data> PCollection<T> {
     /// assert_eq!(out, [10, 20, 30]);
     /// ```
     pub fn map<O: Data>(&self, f: impl Fn(&T) -> O + Send + Sync + 'static) -> PCollection<O> {
-        closure_step(self, "Map", move |x, ctx| ctx.output(f(x)))
+        let info = self.derived_info::<O>();
+        let step = ValuesStep(Arc::new(MapValues { f, _types: PhantomData }));
+        let node = self.pipeline().add_step("Map", NodeKind::ParDo(Arc::new(step)), vec![self.port()], vec![info]);
+        PCollection::from_port(self.pipeline(), PortRef { node, port: 0 })
     }
 
     /// Zero or more outputs per element.
@@ -81,11 +206,10 @@ impl<T: Data> PCollection<T> {
     /// assert_eq!(out, [2, 4]);
     /// ```
     pub fn filter(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> PCollection<T> {
-        closure_step(self, "Filter", move |x: &T, ctx| {
-            if f(x) {
-                ctx.output(x.clone())
-            }
-        })
+        let info = self.derived_info::<T>();
+        let step = ValuesStep(Arc::new(FilterValues { f, _types: PhantomData }));
+        let node = self.pipeline().add_step("Filter", NodeKind::ParDo(Arc::new(step)), vec![self.port()], vec![info]);
+        PCollection::from_port(self.pipeline(), PortRef { node, port: 0 })
     }
 }
 

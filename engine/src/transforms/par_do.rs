@@ -16,7 +16,7 @@ use crate::time::EventTime;
 use crate::window::Window;
 
 /// How many characters of an element an error message shows.
-const ELEMENT_IN_ERROR: usize = 200;
+pub(crate) const ELEMENT_IN_ERROR: usize = 200;
 
 /// Per-element processing with setup, bundles and side outputs (Beam's `DoFn`).
 ///

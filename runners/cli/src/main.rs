@@ -51,7 +51,7 @@ enum Command {
 enum Bench {
     /// Shuffle throughput: record sizes x workers x processes x key skew x operation x
     /// codec, against raw timely and the loopback TCP ceiling. See docs/benchmarks.md.
-    Shuffle(bench::shuffle::ShuffleArgs),
+    Shuffle(Box<bench::shuffle::ShuffleArgs>),
     /// One configuration in this process (started by `bench shuffle`).
     #[command(hide = true)]
     Member {

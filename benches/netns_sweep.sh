@@ -19,7 +19,7 @@ RIFFLE=$(realpath "${1:-target/release/riffle}")
 OUT=${2:-docs/results/netns}
 SHAPES=${SHAPES:-"none 10gbit:8mb 1gbit:1mb"}
 DELAY=${DELAY:-}
-SWEEP=${SWEEP:-"--sizes 72,1024 --workers 1,2 --ops exchange --skew --tcp-mib 1024"}
+SWEEP=${SWEEP:-"--sizes 72,1024 --workers 1,2 --ops exchange --skew --tcp-mib 512"}
 mkdir -p "$OUT"
 
 A=riffle-sw-a$$ B=riffle-sw-b$$ VA=rswa$$ VB=rswb$$
@@ -78,7 +78,7 @@ done
 python3 - "$OUT" $SHAPES <<'EOF'
 import json, sys
 out, shapes = sys.argv[1], [s.split(":")[0] for s in sys.argv[2:]]
-print("| link | record | procs x workers | Riffle pod MB/s | Riffle serde MB/s | timely MB/s | TCP ceiling MB/s | Riffle pod / TCP | pod bytes on the link each way / TCP | spread (pod, serde, timely) |")
+print("| link | record | procs x workers | Riffle pod MB/s | Riffle bitcode (serde) MB/s | timely MB/s | TCP ceiling MB/s | Riffle pod / TCP | pod bytes on the link each way / TCP | spread (pod, serde, timely) |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for shape in shapes:
     r = json.load(open(f"{out}/{shape}.json"))

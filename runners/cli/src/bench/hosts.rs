@@ -248,6 +248,9 @@ fn run_member(
     serde_json::from_str(line).map_err(|e| format!("its member's result is not understood: {e}"))
 }
 
+/// The longest one write or read of the TCP baseline may block.
+const STALL: Duration = Duration::from_secs(60);
+
 /// Writes `bytes` to the sink at `address` and waits for its acknowledgement: MB/s.
 pub fn tcp_send(address: &str, bytes: u64) -> anyhow::Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -259,6 +262,10 @@ pub fn tcp_send(address: &str, bytes: u64) -> anyhow::Result<f64> {
         }
     };
     stream.set_nodelay(true)?;
+    // A host that freezes (no reset, no more acknowledgements) fails the write instead
+    // of blocking it forever.
+    stream.set_write_timeout(Some(STALL))?;
+    stream.set_read_timeout(Some(STALL))?;
     let chunk = vec![0x5au8; 1 << 20];
     let started = Instant::now();
     let mut left = bytes;
@@ -273,8 +280,8 @@ pub fn tcp_send(address: &str, bytes: u64) -> anyhow::Result<f64> {
     Ok(bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
 }
 
-/// Accepts one connection on `listener` (within `timeout`), reads it to the end and
-/// acknowledges.
+/// Accepts one connection on `listener` (within `timeout`), reads it to the end (each
+/// read within `timeout`) and acknowledges.
 pub fn drain(listener: &TcpListener, timeout: Duration) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let deadline = Instant::now() + timeout;
@@ -495,7 +502,7 @@ impl Leader {
             for _ in 0..3 {
                 let listener = TcpListener::bind(format!("{host0}:0"))?;
                 let address = format!("{host0}:{}", listener.local_addr()?.port());
-                let timeout = self.timeouts.run;
+                let timeout = self.timeouts.host;
                 let sink = std::thread::spawn(move || drain(&listener, timeout));
                 send(&self.links[j - 1], &ToMember::TcpSend { address, bytes })?;
                 let ToLeader::Tcp(mb) = self.expect(j)? else { bail!("process {j} did not measure TCP") };
@@ -594,7 +601,7 @@ pub fn follow(hosts: &[String], process: usize, timeouts: Timeouts, dir: &Path) 
             ToMember::TcpSink => {
                 let listener = TcpListener::bind(format!("{me}:0"))?;
                 send(&writer, &ToLeader::Port(listener.local_addr()?.port()))?;
-                drain(&listener, timeouts.run)?;
+                drain(&listener, timeouts.host)?;
             }
             ToMember::TcpSend { address, bytes } => send(&writer, &ToLeader::Tcp(tcp_send(&address, bytes)?))?,
             ToMember::Finish => {

@@ -64,14 +64,16 @@ pub struct ShuffleArgs {
     /// Run on your own hosts: one `host:port` line per process (at least two). Every host
     /// runs this same command with its own --process; the number of lines is the number
     /// of processes of every configuration (--processes is ignored, and single-process
-    /// configurations are left out: they cross no network). Process 0 listens on its
-    /// line's port and plans: the other processes join it, take each configuration from
-    /// it (so only process 0's other options matter) and run it on free ports of their
-    /// hosts, so the hosts must reach each other on any TCP port. The timely baseline
-    /// runs between the same hosts, and the TCP ceiling is measured from process 0 to
-    /// each host and back (the slowest direction is the ceiling). Process 0 prints the
-    /// report and writes --json and --plot; CPU and RSS are sums over the hosts, and
-    /// every row checks that every record arrived.
+    /// configurations are left out: they cross no network).
+    ///
+    /// Process 0 listens on its line's port and plans: the other processes join it, take
+    /// each configuration from it (so only process 0's other options matter) and run it
+    /// on free ports of their hosts, so the hosts must reach each other on any TCP port.
+    /// The timely baseline runs between the same hosts, and the TCP ceiling is measured
+    /// from process 0 to each host and back (the slowest direction is the ceiling).
+    ///
+    /// Process 0 prints the report and writes --json and --plot; CPU and RSS are sums over
+    /// the hosts, and every row checks that every record arrived.
     #[arg(long, value_name = "FILE", requires = "process")]
     pub hostfile: Option<PathBuf>,
     /// This host's line in --hostfile, from 0 (process 0 prints the report).

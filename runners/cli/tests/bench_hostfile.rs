@@ -121,7 +121,7 @@ fn shuffle(ns: Option<&str>, hostfile: &Path, i: usize, json: &Path, extra: &[&s
         None => Command::new(exe),
     };
     cmd.args(["bench", "shuffle", "--sizes", "72", "--ops", "exchange", "--workers", "1", "--skew"])
-        .args(["--mib", "1", "--key-count", "1000", "--reps", "1", "--min-run", "0.05", "--run-timeout", "120"])
+        .args(["--key-count", "1000", "--reps", "1", "--run-timeout", "120"])
         .args(extra)
         .args(["--process", &i.to_string(), "--hostfile"])
         .arg(hostfile)
@@ -130,8 +130,8 @@ fn shuffle(ns: Option<&str>, hostfile: &Path, i: usize, json: &Path, extra: &[&s
     cmd
 }
 
-/// The tiny sweep's TCP measure and patience.
-const TINY: &[&str] = &["--tcp-mib", "8", "--host-timeout", "30"];
+/// The tiny sweep's size, TCP measure and patience.
+const TINY: &[&str] = &["--mib", "1", "--min-run", "0.05", "--tcp-mib", "8", "--host-timeout", "30"];
 
 #[test]
 fn two_hosts_run_every_configuration_and_measure_tcp_between_them() {
@@ -237,4 +237,64 @@ fn a_host_that_dies_is_an_error_naming_it() {
     assert!(!status.success(), "{out}");
     assert!(err.contains("process 1"), "{out}\n{err}");
     assert!(started.elapsed() < Duration::from_secs(45), "took {:?}", started.elapsed());
+}
+
+/// The processes whose command line mentions `needle` (a member's hostfile lives in
+/// `riffle-bench-<pid of its shuffle process>`).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_host_that_dies_during_a_run_stops_every_member_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let json = dir.path().join("r.json");
+    // Runs of at least 60 s: process 1 is killed in the middle of the first one.
+    let long = ["--tcp-mib", "1", "--host-timeout", "10", "--min-run", "60", "--mib", "16"];
+    let mut p1 =
+        shuffle(None, &hostfile, 1, &json, &long).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let p1_dir = format!("riffle-bench-{}", p1.id());
+    let p0 = shuffle(None, &hostfile, 0, &json, &long)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p0_dir = format!("riffle-bench-{}", p0.id());
+    // Wait (bounded) until process 1's member runs, then kill process 1 alone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_mentioning(&p1_dir).is_empty() {
+        assert!(Instant::now() < deadline, "process 1 started no member within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Instant::now();
+    p1.kill().unwrap();
+    p1.wait().unwrap();
+    let (status, out, err) = wait(p0, Duration::from_secs(60), "process 0");
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("process 1 (127.0.0.1:"), "{out}\n{err}");
+    assert!(killed.elapsed() < Duration::from_secs(30), "process 0 took {:?} to fail", killed.elapsed());
+    // No member of either side is left behind.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = [&p1_dir, &p0_dir].iter().flat_map(|d| processes_mentioning(d)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "members left running: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -206,13 +206,13 @@ fn run_member(
 ) -> Result<Measure, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .args(["bench", "member", "--spec", &json, "--process", &process.to_string(), "--hostfile"])
+    let mut cmd = Command::new(exe);
+    cmd.args(["bench", "member", "--spec", &json, "--process", &process.to_string(), "--hostfile"])
         .arg(hostfile)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start a member process: {e}"))?;
+        .stderr(Stdio::inherit());
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start a member process: {e}"))?;
     let mut stdout = child.stdout.take().ok_or("no stdout")?;
     let output = std::thread::spawn(move || {
         let mut s = String::new();
@@ -250,6 +250,29 @@ fn run_member(
 
 /// The longest one write or read of the TCP baseline may block.
 const STALL: Duration = Duration::from_secs(60);
+
+/// Has the member killed when the thread that started it goes, as when this process is
+/// killed: a member left behind would hold its ports and wait on peers that are gone.
+/// (The thread that starts a member waits for it, so it outlives it otherwise.)
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; prctl is async-signal-safe and only
+    // sets an attribute of that child.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere a member outlives a killed parent; it stops when its peers go.
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
 
 /// Writes `bytes` to the sink at `address` and waits for its acknowledgement: MB/s.
 pub fn tcp_send(address: &str, bytes: u64) -> anyhow::Result<f64> {

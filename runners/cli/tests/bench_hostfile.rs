@@ -126,7 +126,9 @@ fn shuffle(ns: Option<&str>, hostfile: &Path, i: usize, json: &Path, extra: &[&s
         .args(["--process", &i.to_string(), "--hostfile"])
         .arg(hostfile)
         .arg("--json")
-        .arg(json);
+        .arg(json)
+        .arg("--plot")
+        .arg(json.with_extension("svg"));
     cmd
 }
 
@@ -174,6 +176,8 @@ fn two_hosts_run_every_configuration_and_measure_tcp_between_them() {
 
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["hosts"], serde_json::json!(hosts), "the report names the hosts");
+    let svg = std::fs::read_to_string(json.with_extension("svg")).unwrap();
+    assert!(svg.contains("TCP ceiling between the hosts"), "the plot says where its ceiling was measured");
     // The ceiling is measured between the hosts, both ways, and is the slower way.
     let pairs = report["tcp_pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 2, "{pairs:?}");

@@ -51,7 +51,12 @@ enum Command {
 enum Bench {
     /// Shuffle throughput: record sizes x workers x processes x key skew x operation x
     /// codec, against raw timely and the loopback TCP ceiling. See docs/benchmarks.md.
-    Shuffle(bench::shuffle::ShuffleArgs),
+    #[command(
+        after_long_help = "On your own hosts, with a hosts.txt of two lines, 10.0.0.1:7400 and 10.0.0.2:7400:\n  \
+        on 10.0.0.1:  riffle bench shuffle --quick --hostfile hosts.txt --process 0 --json out.json\n  \
+        on 10.0.0.2:  riffle bench shuffle --hostfile hosts.txt --process 1"
+    )]
+    Shuffle(Box<bench::shuffle::ShuffleArgs>),
     /// One configuration in this process (started by `bench shuffle`).
     #[command(hide = true)]
     Member {

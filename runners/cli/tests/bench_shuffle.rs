@@ -45,9 +45,26 @@ fn a_tiny_sweep_prints_ratios_and_writes_json_and_svg() {
 fn help_explains_the_sweep() {
     let out = Command::new(env!("CARGO_BIN_EXE_riffle")).args(["bench", "shuffle", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in
-        ["--quick", "--sizes", "--workers", "--processes", "--skew", "--ops", "--json", "--plot", "--min-run", "--reps"]
-    {
+    for flag in [
+        "--quick",
+        "--sizes",
+        "--workers",
+        "--processes",
+        "--skew",
+        "--ops",
+        "--json",
+        "--plot",
+        "--min-run",
+        "--reps",
+        "--hostfile",
+        "--process",
+        "--host-timeout",
+        "--run-timeout",
+    ] {
         assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+    // The hostfile mode says what runs where.
+    for words in ["single-process configurations are left out", "Process 0 prints the", "TCP ceiling"] {
+        assert!(help.contains(words), "{words:?} missing:\n{help}");
     }
 }

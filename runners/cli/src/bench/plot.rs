@@ -9,7 +9,7 @@ use super::records::Keys;
 use super::shuffle::{Report, Row};
 
 /// Draws MB/s against record size: Riffle's exchange and the timely baseline per
-/// (processes, workers), and the loopback TCP ceiling.
+/// (processes, workers), and the TCP ceiling (loopback, or between the hosts).
 pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -56,7 +56,7 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
     let tcp = report.tcp_mb_per_s;
     chart
         .draw_series(LineSeries::new(vec![(8.0, tcp), (8192.0, tcp)], BLACK.stroke_width(1)))?
-        .label("loopback TCP ceiling")
+        .label(if report.hosts.is_some() { "TCP ceiling between the hosts" } else { "loopback TCP ceiling" })
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     root.present()?;

@@ -1,9 +1,9 @@
 //! `riffle bench shuffle`: sweeps record size, workers, processes, key distribution,
 //! operation and codec; measures each configuration in fresh processes; prints every
-//! Riffle figure beside the baselines measured in the same run.
+//! Riffle figure beside the baselines measured in the same run. With `--hostfile` the
+//! processes are the user's hosts (see [`super::hosts`]).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::hosts::{Leader, TcpPair, Timeouts};
 use super::member::{Codec, Engine, Measure, Op, Spec};
 use super::records::Keys;
 
@@ -27,11 +28,12 @@ pub struct ShuffleArgs {
     /// Worker threads per process to try [default: 1, 2, 4, ... up to the cores].
     #[arg(long, value_delimiter = ',')]
     pub workers: Vec<usize>,
-    /// Process counts to try; 2 runs two real OS processes on loopback.
+    /// Process counts to try; 2 runs two real OS processes on loopback (with --hostfile:
+    /// ignored, every configuration runs on all the hosts).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub processes: Vec<usize>,
-    /// Key distributions for the skew runs (uniform, zipfS).
-    #[arg(long, value_delimiter = ',', default_value = "zipf0.8,zipf1.2")]
+    /// Key distributions for the skew runs (uniform, zipfS); `--skew` alone: none.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "zipf0.8,zipf1.2")]
     pub skew: Vec<Keys>,
     /// Operations.
     #[arg(long, value_delimiter = ',', default_value = "exchange,gbk,combine")]
@@ -56,6 +58,35 @@ pub struct ShuffleArgs {
     /// Also draw throughput against record size as SVG to this file.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Data per measure of the TCP ceiling, MiB [default: 2048; 512 with --quick].
+    #[arg(long, value_name = "MIB")]
+    pub tcp_mib: Option<u64>,
+    /// Run on your own hosts: one `host:port` line per process (at least two). Every host
+    /// runs this same command with its own --process; the number of lines is the number
+    /// of processes of every configuration (--processes is ignored, and single-process
+    /// configurations are left out: they cross no network).
+    ///
+    /// Process 0 listens on its line's port and plans: the other processes join it, take
+    /// each configuration from it (so only process 0's other options matter) and run it
+    /// on free ports of their hosts, so the hosts must reach each other on any TCP port.
+    /// The timely baseline runs between the same hosts, and the TCP ceiling is measured
+    /// from process 0 to each host and back (the slowest direction is the ceiling).
+    ///
+    /// Process 0 prints the report and writes --json and --plot; CPU and RSS are sums over
+    /// the hosts, and every row checks that every record arrived.
+    #[arg(long, value_name = "FILE", requires = "process")]
+    pub hostfile: Option<PathBuf>,
+    /// This host's line in --hostfile, from 0 (process 0 prints the report).
+    #[arg(long, value_name = "I", requires = "hostfile")]
+    pub process: Option<usize>,
+    /// With --hostfile: how long to wait for every host to join, and the longest a host
+    /// may stay silent (heartbeats every second) before it counts as lost.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub host_timeout: u64,
+    /// With --hostfile: the longest one configuration's run may take on a host before
+    /// it is stopped and the sweep fails.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub run_timeout: u64,
 }
 
 /// One measured configuration, as printed and written to JSON.
@@ -65,6 +96,9 @@ pub struct Row {
     pub spec: Spec,
     /// Records per second.
     pub records_per_s: f64,
+    /// Elements counted after the shuffle, all workers: the records sent, checked (a
+    /// lifted combine counts its partial sums).
+    pub delivered: u64,
     /// Record bytes per second, in MB (10^6).
     pub mb_per_s: f64,
     /// CPU seconds, all processes.
@@ -85,8 +119,13 @@ pub struct Row {
 /// Everything one run of the benchmark measured.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// Loopback TCP between two processes, MB/s.
+    /// The TCP ceiling, MB/s: loopback between two processes, or with --hostfile the
+    /// slowest direction between process 0 and another host.
     pub tcp_mb_per_s: f64,
+    /// With --hostfile: the hostfile's lines, process 0 first.
+    pub hosts: Option<Vec<String>>,
+    /// With --hostfile: the TCP ceiling of each direction measured.
+    pub tcp_pairs: Vec<TcpPair>,
     /// Cores of this machine.
     pub cores: usize,
     /// The Riffle rows.
@@ -107,8 +146,8 @@ fn default_workers() -> Vec<usize> {
     w
 }
 
-/// The configurations to run, in order.
-fn plan(args: &ShuffleArgs) -> Vec<Spec> {
+/// The configurations to run, in order: at every process count of `processes`.
+fn plan(args: &ShuffleArgs, processes: &[usize]) -> Vec<Spec> {
     let workers = if args.workers.is_empty() { default_workers() } else { args.workers.clone() };
     let sizes: Vec<usize> = if args.quick { vec![16, 72, 1024, 4096] } else { args.sizes.clone() };
     let mib = if args.quick { 128 } else { args.mib };
@@ -124,7 +163,7 @@ fn plan(args: &ShuffleArgs) -> Vec<Spec> {
         codec,
     };
     let mut out = Vec::new();
-    for &procs in &args.processes {
+    for &procs in processes {
         for &w in &workers {
             for &size in &sizes {
                 out.push(spec(Engine::Timely, Op::Exchange, size, w, procs, Keys::Uniform, Codec::Serde));
@@ -148,7 +187,7 @@ fn plan(args: &ShuffleArgs) -> Vec<Spec> {
     // Skew: every operation at 72 bytes (the quick sweep: combine only), the most
     // workers, in one and two processes.
     let w = *workers.last().unwrap_or(&1);
-    for &procs in &args.processes {
+    for &procs in processes {
         for keys in &args.skew {
             for &op in &args.ops {
                 if !args.quick || op == Op::Combine {
@@ -183,8 +222,7 @@ fn measure(spec: &Spec, dir: &Path) -> anyhow::Result<Measure> {
         }
         children.push(cmd.spawn().context("starting a benchmark process")?);
     }
-    let mut total = Measure::default();
-    let (mut start, mut end) = (0f64, 0f64);
+    let mut parts = Vec::new();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output()?;
         if !out.status.success() {
@@ -192,7 +230,17 @@ fn measure(spec: &Spec, dir: &Path) -> anyhow::Result<Measure> {
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().rev().find(|l| l.starts_with('{')).context("a benchmark process printed no result")?;
-        let m: Measure = serde_json::from_str(line)?;
+        parts.push(serde_json::from_str(line)?);
+    }
+    combine(spec, parts)
+}
+
+/// One configuration's measure from its processes' (their times on one clock), checked
+/// for every record.
+fn combine(spec: &Spec, parts: Vec<Measure>) -> anyhow::Result<Measure> {
+    let mut total = Measure::default();
+    let (mut start, mut end) = (0f64, 0f64);
+    for m in parts {
         // The run starts when the last process's workers start, and ends with the last.
         start = start.max(m.started_unix_s);
         end = end.max(m.finished_unix_s);
@@ -218,20 +266,20 @@ const MAX_RUN_BYTES: u64 = 4 << 30;
 /// Runs `spec` with enough records that a run takes at least `min_run` seconds (up to
 /// 64x the planned count, and [`MAX_RUN_BYTES`]), `reps` times: the configuration as run, the median run, and
 /// the spread (slowest over fastest).
-fn timed_measure(spec: &Spec, reps: usize, min_run: f64, dir: &Path) -> anyhow::Result<(Spec, Measure, f64)> {
+fn timed_measure(spec: &Spec, reps: usize, min_run: f64, on: &Where) -> anyhow::Result<(Spec, Measure, f64)> {
     let mut spec = spec.clone();
     // A grouping holds every record of the (global) window until the end: the data of a
     // run stays under 4 GiB.
     let most = (spec.records * 64).min((MAX_RUN_BYTES / spec.size as u64).max(spec.records));
-    let mut first = measure(&spec, dir)?;
+    let mut first = on.measure(&spec)?;
     while first.elapsed_s < min_run && spec.records < most {
         let scale = (min_run * 1.25 / first.elapsed_s.max(1e-3)).clamp(1.5, 16.0);
         spec.records = ((spec.records as f64 * scale) as u64).min(most);
-        first = measure(&spec, dir)?;
+        first = on.measure(&spec)?;
     }
     let mut runs = vec![first];
     for _ in 1..reps.max(1) {
-        runs.push(measure(&spec, dir)?);
+        runs.push(on.measure(&spec)?);
     }
     runs.sort_by(|a, b| a.elapsed_s.total_cmp(&b.elapsed_s));
     let spread = runs.last().map_or(1.0, |l| l.elapsed_s) / runs[0].elapsed_s.max(1e-9);
@@ -247,39 +295,31 @@ fn tcp_ceiling(bytes: u64) -> anyhow::Result<f64> {
         .args(["bench", "tcp-sink", "--port", &port.to_string()])
         .stdout(Stdio::null())
         .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(e).context("connecting to the TCP sink"),
-        }
-    };
-    stream.set_nodelay(true)?;
-    let chunk = vec![0x5au8; 1 << 20];
-    let started = Instant::now();
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        stream.write_all(&chunk[..n])?;
-        left -= n as u64;
-    }
-    stream.shutdown(std::net::Shutdown::Write)?;
-    let mut ack = [0u8; 1];
-    stream.read_exact(&mut ack)?;
-    let secs = started.elapsed().as_secs_f64();
+    let mb = super::hosts::tcp_send(&format!("127.0.0.1:{port}"), bytes)?;
     sink.wait()?;
-    Ok(bytes as f64 / secs / 1e6)
+    Ok(mb)
 }
 
 /// The other end of [`tcp_ceiling`].
 pub fn tcp_sink(port: u16) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port))?;
-    let (mut stream, _) = listener.accept()?;
-    let mut buf = vec![0u8; 1 << 20];
-    while stream.read(&mut buf)? > 0 {}
-    stream.write_all(&[1])?;
-    Ok(())
+    super::hosts::drain(&TcpListener::bind(("127.0.0.1", port))?, Duration::from_secs(600))
+}
+
+/// Where the configurations run.
+enum Where {
+    /// Fresh processes on this host's loopback, their hostfiles in this folder.
+    Loopback(PathBuf),
+    /// One process on each host of a hostfile, led by this one.
+    Hosts(Leader),
+}
+
+impl Where {
+    fn measure(&self, spec: &Spec) -> anyhow::Result<Measure> {
+        match self {
+            Where::Loopback(dir) => measure(spec, dir),
+            Where::Hosts(leader) => combine(spec, leader.measure(spec)?),
+        }
+    }
 }
 
 fn row(spec: &Spec, m: &Measure) -> Row {
@@ -289,6 +329,7 @@ fn row(spec: &Spec, m: &Measure) -> Row {
     Row {
         spec: spec.clone(),
         records_per_s: rps,
+        delivered: m.loads.iter().sum(),
         mb_per_s: rps * spec.size as f64 / 1e6,
         cpu_s: m.cpu_s,
         peak_rss_mib: m.peak_rss_kib as f64 / 1024.0,
@@ -299,19 +340,74 @@ fn row(spec: &Spec, m: &Measure) -> Row {
     }
 }
 
-/// Runs the sweep, printing rows as they are measured.
-pub fn run(args: &ShuffleArgs) -> anyhow::Result<Report> {
+/// Runs the sweep, printing rows as they are measured: the report, or `None` in a
+/// process other than 0 of a --hostfile run (process 0 has the report).
+pub fn run(args: &ShuffleArgs) -> anyhow::Result<Option<Report>> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("riffle-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let report = sweep(args, &dir);
+    std::fs::remove_dir_all(&dir).ok();
+    let Some(report) = report? else { return Ok(None) };
+    print_goals(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        super::plot::draw(&report, path)?;
+        println!("wrote {}", path.display());
+    }
+    println!("done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(Some(report))
+}
+
+fn sweep(args: &ShuffleArgs, dir: &Path) -> anyhow::Result<Option<Report>> {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let tcp_bytes: u64 = if args.quick { 512 << 20 } else { 2 << 30 };
-    let tcp = {
+    let tcp_bytes: u64 = args.tcp_mib.unwrap_or(if args.quick { 512 } else { 2048 }) << 20;
+    let (on, tcp, tcp_pairs, processes) = if let (Some(file), Some(process)) = (&args.hostfile, args.process) {
+        let hosts = super::hosts::read_hosts(file)?;
+        if process >= hosts.len() {
+            bail!("--process {process} is out of range: {} names processes 0 to {}", file.display(), hosts.len() - 1);
+        }
+        let timeouts =
+            Timeouts { host: Duration::from_secs(args.host_timeout), run: Duration::from_secs(args.run_timeout) };
+        if process > 0 {
+            super::hosts::follow(&hosts, process, timeouts, dir)?;
+            return Ok(None);
+        }
+        let leader = Leader::start(hosts, timeouts, dir.to_path_buf())?;
+        let pairs = leader.tcp(tcp_bytes)?;
+        let tcp = pairs.iter().map(|p| p.mb_per_s).fold(f64::INFINITY, f64::min);
+        let n = leader.hosts().len();
+        println!("riffle bench shuffle on {n} hosts ({}); this host has {cores} cores", leader.hosts().join(", "));
+        for p in &pairs {
+            println!("  TCP process {} -> {}: {:.0} MB/s (median of 3)", p.from, p.to, p.mb_per_s);
+        }
+        println!("TCP ceiling between the hosts (slowest direction): {tcp:.0} MB/s");
+        (Where::Hosts(leader), tcp, pairs, vec![n])
+    } else {
         let mut t: Vec<f64> = (0..3).map(|_| tcp_ceiling(tcp_bytes)).collect::<anyhow::Result<_>>()?;
         t.sort_by(f64::total_cmp);
-        t[1]
+        println!("riffle bench shuffle: {cores} cores; loopback TCP ceiling {:.0} MB/s (median of 3)", t[1]);
+        (Where::Loopback(dir.to_path_buf()), t[1], Vec::new(), args.processes.clone())
     };
-    println!("riffle bench shuffle: {cores} cores; loopback TCP ceiling {tcp:.0} MB/s (median of 3)");
+    // On an error the other processes see process 0 go and fail too; only a finished
+    // sweep lets them end cleanly.
+    let (rows, baselines) = measure_plan(args, &on, &processes, tcp)?;
+    if let Where::Hosts(leader) = &on {
+        leader.finish();
+    }
+    let hosts = match &on {
+        Where::Hosts(leader) => Some(leader.hosts().to_vec()),
+        Where::Loopback(_) => None,
+    };
+    Ok(Some(Report { tcp_mb_per_s: tcp, hosts, tcp_pairs, cores, rows, baselines }))
+}
+
+/// Measures every configuration of the plan: the Riffle rows and the baselines.
+fn measure_plan(args: &ShuffleArgs, on: &Where, processes: &[usize], tcp: f64) -> anyhow::Result<(Vec<Row>, Vec<Row>)> {
     println!(
         "{:<8} {:>5} {:<9} {:<5} {:>5} {:>3} {:>9} {:>8} {:>7} {:>8} {:>6} {:>9} {:>7} {:>6}",
         "op",
@@ -331,8 +427,8 @@ pub fn run(args: &ShuffleArgs) -> anyhow::Result<Report> {
     );
     let mut rows = Vec::new();
     let mut baselines: Vec<Row> = Vec::new();
-    for spec in plan(args) {
-        let (spec, m, spread) = timed_measure(&spec, args.reps, args.min_run, &dir)?;
+    for spec in plan(args, processes) {
+        let (spec, m, spread) = timed_measure(&spec, args.reps, args.min_run, on)?;
         let mut r = row(&spec, &m);
         r.spread = spread;
         if spec.engine == Engine::Timely {
@@ -351,20 +447,7 @@ pub fn run(args: &ShuffleArgs) -> anyhow::Result<Report> {
         print_row(&r, "riffle");
         rows.push(r);
     }
-    let report = Report { tcp_mb_per_s: tcp, cores, rows, baselines };
-    print_goals(&report);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
-    if let Some(path) = &args.plot {
-        super::plot::draw(&report, path)?;
-        println!("wrote {}", path.display());
-    }
-    std::fs::remove_dir_all(&dir).ok();
-    println!("done in {:.0} s", started.elapsed().as_secs_f64());
-    Ok(report)
+    Ok((rows, baselines))
 }
 
 fn print_row(r: &Row, engine: &str) {

@@ -40,7 +40,11 @@ fn start_with(broker: &dyn Broker, topic: &str, dir: &Path, scale: &[&str], more
         .args(["--brokers", &broker.brokers(), "--topic", topic, "--no-progress"])
         .args(["--window", "1h", "--out-of-orderness", "5s"])
         .args(["--checkpoint-dir", &dir.display().to_string()])
-        .args(if more.iter().any(|a| a == "--checkpoint-interval") { &[][..] } else { &["--checkpoint-interval", "200ms"] })
+        .args(if more.iter().any(|a| a == "--checkpoint-interval") {
+            &[][..]
+        } else {
+            &["--checkpoint-interval", "200ms"]
+        })
         .args(scale)
         .args(more)
         .stdout(Stdio::piped())

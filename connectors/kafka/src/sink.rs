@@ -121,11 +121,8 @@ impl<T: Data + Serialize> WriteKafka<T> {
     /// next one starts a new committer (whose `init_transactions` aborts what is open).
     fn with_committer(&self, f: impl FnOnce(&Committer) -> Result<(), String>) -> riffle_engine::Result<()> {
         let mut held = self.committer.lock().unwrap_or_else(|p| p.into_inner());
-        let txn_err = |reason: String| Error::Transaction {
-            topic: self.topic.clone(),
-            transactional_id: self.txn_id(),
-            reason,
-        };
+        let txn_err =
+            |reason: String| Error::Transaction { topic: self.topic.clone(), transactional_id: self.txn_id(), reason };
         if held.is_none() {
             *held = Some(Committer::new(&self.brokers, &self.topic, &self.txn_id()).map_err(txn_err)?);
         }
@@ -174,7 +171,11 @@ impl<T: Data + Serialize> SinkFn for WriteKafka<T> {
 
     fn open(&self, _ctx: &StepContext) -> riffle_engine::Result<Box<dyn SinkWriter>> {
         if self.exactly_once {
-            return Ok(Box::new(StagingWriter { topic: self.topic.clone(), key: self.key.clone(), staged: Vec::new() }));
+            return Ok(Box::new(StagingWriter {
+                topic: self.topic.clone(),
+                key: self.key.clone(),
+                staged: Vec::new(),
+            }));
         }
         let failed = Arc::new(Mutex::new(None));
         let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
@@ -361,7 +362,12 @@ impl ProducerContext for Deliveries {
 
 /// What a record is made of: the element's key, its JSON, and its timestamp (none for
 /// the ends of time).
-fn to_record<T: Serialize>(topic: &str, key: &Option<KeyFn<T>>, value: &T, ts: EventTime) -> riffle_engine::Result<Record> {
+fn to_record<T: Serialize>(
+    topic: &str,
+    key: &Option<KeyFn<T>>,
+    value: &T,
+    ts: EventTime,
+) -> riffle_engine::Result<Record> {
     let json = serde_json::to_vec(value).map_err(|e| Error::Delivery {
         topic: topic.to_string(),
         reason: format!("an element does not encode as JSON: {e}"),
@@ -514,8 +520,11 @@ fn decode(part: &[u8], out: &mut Vec<Record>) -> Result<(), String> {
         } else {
             None
         };
-        let timestamp =
-            if flags & 2 != 0 { Some(i64::from_le_bytes(take(&mut rest, 8)?.try_into().expect("8 bytes"))) } else { None };
+        let timestamp = if flags & 2 != 0 {
+            Some(i64::from_le_bytes(take(&mut rest, 8)?.try_into().expect("8 bytes")))
+        } else {
+            None
+        };
         let n = len(&mut rest)?;
         let value = take(&mut rest, n)?.to_vec();
         out.push(Record { key, value, timestamp });

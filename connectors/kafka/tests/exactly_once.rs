@@ -225,7 +225,12 @@ fn a_job_that_fails_and_resumes_writes_each_pane_once_under_read_committed() {
         panes.entry((key.clone(), ts - 999)).or_default().push(value.clone());
     }
     let windows = EVENTS as i64 * 10 / 1_000;
-    assert_eq!(got.len() as i64, windows * KEYS as i64, "one record per pane, none twice: {} before the failure", before.len());
+    assert_eq!(
+        got.len() as i64,
+        windows * KEYS as i64,
+        "one record per pane, none twice: {} before the failure",
+        before.len()
+    );
     for w in 0..windows {
         for k in 0..KEYS {
             let key = (format!("k{k}"), w * 1_000);

@@ -383,12 +383,19 @@ pub trait SinkFn: Send + Sync {
     fn commits_at_checkpoints(&self) -> bool {
         false
     }
-    /// Makes visible what every writer staged for one completed checkpoint (each writer's
-    /// [`SinkWriter::precommit`] bytes). Called once per checkpoint, on worker 0, after its
-    /// manifest is written; again with the same bytes when a run resumes from that
-    /// checkpoint (it may have stopped half-way), so it must be idempotent.
-    fn commit_checkpoint(&self, staged: Vec<Vec<u8>>) -> Result<()> {
-        let _ = staged;
+    /// Makes visible what every writer staged for one completed checkpoint, `checkpoint`
+    /// (each writer's [`SinkWriter::precommit`] bytes). Called once per checkpoint, on
+    /// worker 0, after its manifest is written; again with the same bytes when a run
+    /// resumes from that checkpoint (it may have stopped half-way), so it must be
+    /// idempotent.
+    ///
+    /// Checkpoint ids only grow, across resumed runs too, and checkpoints are committed in
+    /// order: when checkpoint `n` is handed over, every checkpoint before it was committed,
+    /// so a sink can record the newest id it committed and skip what is not newer. A
+    /// writer that finished before this checkpoint staged nothing for it: its last bytes
+    /// were handed to the checkpoint it finished in, and are not handed again.
+    fn commit_checkpoint(&self, checkpoint: u64, staged: Vec<Vec<u8>>) -> Result<()> {
+        let _ = (checkpoint, staged);
         Ok(())
     }
     /// Before a run resumes from a checkpoint, once per job (on process 0), after

@@ -8,6 +8,10 @@
 //! checkpoint and before a kill is printed again after the restart, with the same total
 //! (at-least-once output of exactly-once state). No pane may have two different totals.
 //!
+//! With `--output-topic` over noida-db (a broker that hides aborted transactions from
+//! `read_committed` consumers), output is exactly-once: read back with `read_committed`
+//! after twenty kills, the topic holds each pane once, row for row the batch's.
+//!
 //! Bug classes caught: positions and state saved at different cuts (an event counted
 //! twice or never across a crash); a restart that starts over or skips a partition; key
 //! groups or partitions lost when the worker or process count changes; a SIGTERM that
@@ -23,19 +27,24 @@ use std::time::{Duration, Instant};
 
 use common::events::{Event, HOUR, batch_totals, events, produce};
 use common::{completed, example, members};
-use riffle_kafka::testing::Tansu;
+use riffle_kafka::testing::{Broker, Noida, Tansu};
 
 /// Starts `live` on `topic` with checkpoints in `dir`, printing totals.
-fn start(broker: &Tansu, topic: &str, dir: &Path, scale: &[&str]) -> Child {
+fn start(broker: &dyn Broker, topic: &str, dir: &Path, scale: &[&str]) -> Child {
     start_with(broker, topic, dir, scale, &[])
 }
 
 /// [`start`], with more arguments.
-fn start_with(broker: &Tansu, topic: &str, dir: &Path, scale: &[&str], more: &[String]) -> Child {
+fn start_with(broker: &dyn Broker, topic: &str, dir: &Path, scale: &[&str], more: &[String]) -> Child {
     example("live")
         .args(["--brokers", &broker.brokers(), "--topic", topic, "--no-progress"])
         .args(["--window", "1h", "--out-of-orderness", "5s"])
-        .args(["--checkpoint-dir", &dir.display().to_string(), "--checkpoint-interval", "200ms"])
+        .args(["--checkpoint-dir", &dir.display().to_string()])
+        .args(if more.iter().any(|a| a == "--checkpoint-interval") {
+            &[][..]
+        } else {
+            &["--checkpoint-interval", "200ms"]
+        })
         .args(scale)
         .args(more)
         .stdout(Stdio::piped())
@@ -94,6 +103,33 @@ fn run_with_kills_on(
     let broker = Tansu::start();
     broker.create_topic(topic, 3);
     let want = batch_totals(all);
+    let (panes, log) = kill_rounds(&broker, topic, all, live, more, scales, kills, kill_member, None);
+    let mut got: Vec<String> =
+        panes.iter().map(|((u, s), t)| format!("{u}\t{s}\t{}\t{t}", s.parse::<i64>().unwrap() + HOUR)).collect();
+    got.sort();
+    assert_eq!(got, want, "totals over every run against one batch run\n{log}");
+    got
+}
+
+/// The rounds of [`run_with_kills_on`] on `broker`, whose `topic` exists: the totals
+/// printed over all runs, (user, window start) -> total, and the runs' logs.
+///
+/// With `kill_within`, each killed round waits for a checkpoint of its run first, then
+/// produces its events and kills at a random moment within `kill_within`: panes fired by
+/// those events are then often killed before a checkpoint covers them, which is what
+/// exactly-once output must survive (they fire again after the restart).
+#[allow(clippy::too_many_arguments)]
+fn kill_rounds(
+    broker: &dyn Broker,
+    topic: &str,
+    all: &[(i32, Event)],
+    live: &[(i32, Event)],
+    more: &[String],
+    scales: &[&[&str]],
+    kills: usize,
+    kill_member: bool,
+    kill_within: Option<Duration>,
+) -> (BTreeMap<(String, String), String>, String) {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("checkpoints");
     let chunks: Vec<_> = live.chunks(live.len() / (kills + 1) + 1).collect();
@@ -102,20 +138,29 @@ fn run_with_kills_on(
     let mut log = String::new();
     for (round, chunk) in chunks.iter().enumerate() {
         let scale = scales[round % scales.len()];
-        let job = start_with(&broker, topic, &ck, scale, more);
+        let job = start_with(broker, topic, &ck, scale, more);
         let before = completed(&ck);
-        for part in chunk.chunks(20) {
-            produce(&broker, topic, part);
-            std::thread::sleep(Duration::from_millis(30));
-        }
-        if round < kills {
-            // A checkpoint of this run, then a kill at a random moment after it.
+        let wait_for_checkpoint = || {
             let deadline = Instant::now() + Duration::from_secs(30);
             while completed(&ck) <= before && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
             assert!(completed(&ck) > before, "round {round} {scale:?}: no checkpoint in 30 s");
-            std::thread::sleep(Duration::from_millis(rand::Rng::random_range(&mut rng, 0..400)));
+        };
+        if round < kills && kill_within.is_some() {
+            wait_for_checkpoint();
+        }
+        for part in chunk.chunks(20) {
+            produce(broker, topic, part);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        if round < kills {
+            // A checkpoint of this run, then a kill at a random moment after it.
+            let within = kill_within.unwrap_or_else(|| {
+                wait_for_checkpoint();
+                Duration::from_millis(400)
+            });
+            std::thread::sleep(Duration::from_millis(rand::Rng::random_range(&mut rng, 0..within.as_millis() as u64)));
             let members = members(job.id());
             match (kill_member, members.as_slice()) {
                 (true, [_, ..]) => {
@@ -133,18 +178,14 @@ fn run_with_kills_on(
         let last = all.iter().map(|(_, e)| e.ts).max().unwrap();
         let pushers: Vec<_> =
             (0..3).map(|p| (p, Event { user_id: "zz".into(), ts: last + 2 * HOUR, amount: 0 })).collect();
-        produce(&broker, topic, &pushers);
+        produce(broker, topic, &pushers);
         std::thread::sleep(Duration::from_secs(3));
         signal("-TERM", job.id());
         let (out, err) = output(job);
         add(&mut panes, &out);
         log.push_str(&format!("--- round {round} {scale:?} (stopped)\n{err}"));
     }
-    let mut got: Vec<String> =
-        panes.iter().map(|((u, s), t)| format!("{u}\t{s}\t{}\t{t}", s.parse::<i64>().unwrap() + HOUR)).collect();
-    got.sort();
-    assert_eq!(got, want, "totals over every run against one batch run\n{log}");
-    got
+    (panes, log)
 }
 
 #[test]
@@ -385,4 +426,70 @@ fn a_backfill_then_live_job_killed_during_the_replay_resumes_it_and_switches_onc
     got.sort();
     assert_eq!(got.len(), want.len(), "as many panes as history and topic have windows\n{log}\n{err}");
     assert_eq!(got, want, "history killed during the replay, then live, against the batch of each part");
+}
+
+/// Runs `live` with `--output-topic` over noida-db through `kills` kills of a random
+/// process of a 2 x 2 cluster, then reads the output topic with `read_committed`: each
+/// pane once, with the batch's total, none missing and none twice.
+fn exactly_once_through_kills(topic: &str, kills: usize) {
+    let broker = Noida::start();
+    let out_topic = format!("{topic}-totals");
+    broker.create_topic(topic, 3);
+    broker.create_topic(&out_topic, 3);
+    let all = events(600);
+    let want = batch_totals(&all);
+    // Checkpoints every second, and kills within a second of the events that fire panes:
+    // many panes are written by a run killed before the checkpoint that commits them.
+    let more = ["--output-topic", &out_topic, "--checkpoint-interval", "1s"].map(String::from);
+    let scale: &[&str] = &["--processes", "2", "--workers", "2"];
+    let within = Some(Duration::from_secs(1));
+    let (printed, log) = kill_rounds(&broker, topic, &all, &all, &more, &[scale], kills, true, within);
+    assert!(printed.is_empty(), "totals go to the topic, not stdout: {printed:?}");
+    let mut got: Vec<String> = read_committed(&broker.brokers(), &out_topic, 3)
+        .iter()
+        .map(|v| serde_json::from_str::<common::events::Total>(v).unwrap())
+        .filter(|t| t.user_id != "zz")
+        .map(|t| format!("{}\t{}\t{}\t{}", t.user_id, t.window_start, t.window_end, t.total))
+        .collect();
+    got.sort();
+    let mut seen = std::collections::BTreeSet::new();
+    for line in &got {
+        let pane: Vec<&str> = line.split('\t').take(2).collect();
+        assert!(seen.insert(pane.clone()), "pane {pane:?} written twice: {line}\n{log}");
+    }
+    assert_eq!(got, want, "the topic read committed against one batch run\n{log}");
+}
+
+/// Every record value of `topic`, read from the start with `isolation.level=read_committed`
+/// until nothing came for 3 s.
+fn read_committed(brokers: &str, topic: &str, partitions: i32) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "recovery-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(3) {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            got.push(String::from_utf8_lossy(m.expect("a record").payload().unwrap_or_default()).into_owned());
+            last = Instant::now();
+        }
+    }
+    got
+}
+
+#[test]
+fn a_two_by_two_cluster_killed_twenty_times_writes_each_pane_once_to_a_topic_read_committed() {
+    exactly_once_through_kills("events-eos-twenty", 20);
 }

@@ -92,13 +92,50 @@ pub enum Error {
         /// What librdkafka said about the first record that failed.
         reason: String,
     },
+    /// A transaction of exactly-once output failed (the broker went away, the committer was
+    /// fenced by another with the same transactional id): nothing of it is visible, and
+    /// a resumed run commits it again.
+    #[error("committing to topic {topic:?} in a transaction (transactional.id {transactional_id:?}): {reason}")]
+    Transaction {
+        /// The topic.
+        topic: String,
+        /// The committer's transactional id.
+        transactional_id: String,
+        /// What librdkafka said.
+        reason: String,
+    },
+    /// A fresh job found the commit marker of an earlier job with the same transactional id:
+    /// its checkpoints, numbered from 1 again, would be taken as committed and skipped.
+    #[error(
+        "exactly-once output to topic {topic:?}: transactional id {transactional_id:?} was used by an earlier job, \
+         which committed up to checkpoint {checkpoint} (consumer group {group:?}); a fresh job with it would skip its \
+         own first checkpoints as committed. Give this job its own transactional id (WriteKafka::transactional_id, \
+         --transactional-id), resume the earlier job from its checkpoint dir, or delete the consumer group {group:?}"
+    )]
+    MarkerInUse {
+        /// The topic.
+        topic: String,
+        /// The transactional id.
+        transactional_id: String,
+        /// The marker's consumer group.
+        group: String,
+        /// The checkpoint the marker says was committed last.
+        checkpoint: i64,
+    },
 }
 
 impl Error {
     /// Whether the user must fix something (a setting, a missing topic) rather than an
     /// external system being down.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::NoTopic { .. } | Error::Client { .. } | Error::Gap { .. } | Error::DeletedUnread { .. })
+        matches!(
+            self,
+            Error::NoTopic { .. }
+                | Error::Client { .. }
+                | Error::Gap { .. }
+                | Error::DeletedUnread { .. }
+                | Error::MarkerInUse { .. }
+        )
     }
 }
 

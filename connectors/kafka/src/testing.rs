@@ -6,7 +6,11 @@
 //! - [`Noida`] (the Kafka service of `noida-db`, shipped prebuilt in the `noida-db`
 //!   package), with a data directory of its own: it can add partitions to a topic
 //!   (CreatePartitions), which tansu answers with UnsupportedFeature, so the tests of
-//!   partition discovery use it.
+//!   partition discovery use it; and it hides aborted and open transactions from
+//!   `read_committed` consumers, which tansu does not, so the tests of exactly-once
+//!   output use it too.
+//!
+//! Both implement [`Broker`], for test helpers that work with either.
 //!
 //! Riffle's CI installs both; when one is missing the harness installs it with pip, once
 //! per process. A test that needs one and still cannot start it fails, saying so.
@@ -20,6 +24,40 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicRe
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+/// What tests of pipelines need of a broker, whichever runs: [`Tansu`] or [`Noida`].
+pub trait Broker {
+    /// The bootstrap servers to give clients.
+    fn brokers(&self) -> String;
+    /// Creates a topic with `partitions` partitions.
+    fn create_topic(&self, name: &str, partitions: u32);
+    /// Produces `records` (partition, key, value, timestamp ms) and waits for them all.
+    fn produce(&self, topic: &str, records: &[(i32, String, Vec<u8>, i64)]);
+}
+
+impl Broker for Tansu {
+    fn brokers(&self) -> String {
+        Tansu::brokers(self)
+    }
+    fn create_topic(&self, name: &str, partitions: u32) {
+        Tansu::create_topic(self, name, partitions);
+    }
+    fn produce(&self, topic: &str, records: &[(i32, String, Vec<u8>, i64)]) {
+        Tansu::produce(self, topic, records);
+    }
+}
+
+impl Broker for Noida {
+    fn brokers(&self) -> String {
+        Noida::brokers(self)
+    }
+    fn create_topic(&self, name: &str, partitions: u32) {
+        Noida::create_topic(self, name, partitions);
+    }
+    fn produce(&self, topic: &str, records: &[(i32, String, Vec<u8>, i64)]) {
+        Noida::produce(self, topic, records);
+    }
+}
 
 /// A running tansu broker.
 pub struct Tansu {

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use riffle_engine::prelude::*;
-use riffle_kafka::testing::Tansu;
+use riffle_kafka::testing::Broker;
 use serde::{Deserialize, Serialize};
 
 use super::example;
@@ -39,7 +39,7 @@ pub fn events(n: i64) -> Vec<(i32, Event)> {
 }
 
 /// Produces `events` to `topic`, keyed by user, at their event times.
-pub fn produce(broker: &Tansu, topic: &str, events: &[(i32, Event)]) {
+pub fn produce(broker: &dyn Broker, topic: &str, events: &[(i32, Event)]) {
     let records: Vec<_> =
         events.iter().map(|(p, e)| (*p, e.user_id.clone(), serde_json::to_vec(e).unwrap(), e.ts)).collect();
     broker.produce(topic, &records);

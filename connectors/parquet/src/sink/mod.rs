@@ -352,7 +352,7 @@ impl<T: Data> SinkFn for ParquetSink<T> {
         matches!(self.config.mode, OutputMode::ErrorIfExists | OutputMode::Append)
     }
 
-    fn commit_checkpoint(&self, staged: Vec<Vec<u8>>) -> riffle_engine::Result<()> {
+    fn commit_checkpoint(&self, _checkpoint: u64, staged: Vec<Vec<u8>>) -> riffle_engine::Result<()> {
         let mut moves = Vec::new();
         for s in &staged {
             moves.extend(Precommit::decode(s, &self.config.url)?);

@@ -154,6 +154,15 @@ pub struct PartEntry {
     pub name: String,
     /// Its size.
     pub bytes: u64,
+    /// A final part carried forward from an earlier checkpoint (the step had finished
+    /// before this one): a two-phase-commit sink's was committed with that checkpoint and
+    /// is not handed to this one's commit again.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub carried: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A grouping's part: its state by key group, and what it held waiting to be applied.
@@ -289,11 +298,19 @@ impl Checkpoints {
         m.parts.iter().filter(|p| p.step == index).map(|p| decode_part(&p.name, &self.store.get(&p.name)?)).collect()
     }
 
-    /// Makes visible what the two-phase-commit sinks staged for checkpoint `m`.
+    /// Makes visible what the two-phase-commit sinks staged for checkpoint `m`: the parts
+    /// written for it, not the final ones carried forward (committed with the checkpoint
+    /// they were written for, which was committed before this one's manifest was written).
     pub fn commit_sinks(&self, graph: &Graph, m: &Manifest) -> Result<()> {
         for step in self.steps.iter().filter(|s| s.kind == "sink") {
             if let NodeKind::Sink(f) = &graph.nodes()[step.index].kind {
-                f.commit_checkpoint(self.parts_of(m, step.index)?)?;
+                let staged = m
+                    .parts
+                    .iter()
+                    .filter(|p| p.step == step.index && !p.carried)
+                    .map(|p| decode_part(&p.name, &self.store.get(&p.name)?))
+                    .collect::<Result<Vec<_>>>()?;
+                f.commit_checkpoint(m.id, staged)?;
             }
         }
         Ok(())
@@ -459,11 +476,11 @@ pub fn commit(c: &Checkpoints, id: u64, workers: usize, previous: Option<&Manife
             let size = |name: &str| listed.iter().find(|(n, _)| name.ends_with(&format!("/{n}"))).map(|(_, s)| *s);
             let found =
                 PartKind::ALL.iter().map(|k| part_name(id, step.index, worker, *k)).find_map(|n| Some((size(&n)?, n)));
-            let (name, bytes) = match found {
-                Some((bytes, name)) => (name, bytes),
+            let (name, bytes, carried) = match found {
+                Some((bytes, name)) => (name, bytes, false),
                 None => {
                     // Finished before this checkpoint: its final part holds for it too.
-                    let carried = previous
+                    let earlier = previous
                         .and_then(|m| m.parts.iter().find(|p| p.step == step.index && p.worker == worker))
                         .filter(|p| is_kind(&p.name, PartKind::Final))
                         .ok_or_else(|| {
@@ -473,11 +490,11 @@ pub fn commit(c: &Checkpoints, id: u64, workers: usize, previous: Option<&Manife
                             ))
                         })?;
                     let fin = part_name(id, step.index, worker, PartKind::Final);
-                    c.store.copy(&carried.name, &fin)?;
-                    (fin, carried.bytes)
+                    c.store.copy(&earlier.name, &fin)?;
+                    (fin, earlier.bytes, true)
                 }
             };
-            parts.push(PartEntry { step: step.index, worker, name, bytes });
+            parts.push(PartEntry { step: step.index, worker, name, bytes, carried });
         }
     }
     let manifest =

@@ -180,7 +180,7 @@ fn crash_and_resume(out: &Output, mode: OutputMode) {
         w.write(rows(3, 20, 3_000)).unwrap();
     }
     assert_eq!(out.rows(), BTreeMap::new(), "nothing visible before a checkpoint's commit");
-    sink.commit_checkpoint(c1.clone()).unwrap();
+    sink.commit_checkpoint(1, c1.clone()).unwrap();
     assert_eq!(out.rows(), BTreeMap::from([(1, 160)]), "checkpoint 1's rows, each once");
     assert!(!out.has_success(), "_SUCCESS waits for the job's end");
     let committed = out.files();
@@ -201,14 +201,14 @@ fn crash_and_resume(out: &Output, mode: OutputMode) {
         assert!(e.contains("already holds files"), "a fresh job is still refused: {e}");
     }
     sink.check_resuming().unwrap();
-    sink.commit_checkpoint(c1.clone()).unwrap();
+    sink.commit_checkpoint(1, c1.clone()).unwrap();
     sink.recover().unwrap();
     assert_eq!(out.files(), committed, "checkpoint 1's files as they were, and nothing else");
     assert_eq!(out.staging(), Vec::<String>::new(), "recovery leaves nothing staged");
     if out.url.starts_with('/') {
         assert!(!std::path::Path::new(&out.url).join("_temporary").exists(), "nor staging folders");
     }
-    sink.commit_checkpoint(c1.clone()).unwrap();
+    sink.commit_checkpoint(1, c1.clone()).unwrap();
     assert_eq!(out.files(), committed, "a checkpoint committed again changes nothing");
 
     // The resumed run writes again what came after checkpoint 1, into the same windows
@@ -219,7 +219,7 @@ fn crash_and_resume(out: &Output, mode: OutputMode) {
         w.write(rows(2, 0, 5)).unwrap();
     }
     let c3 = precommit_all(&mut writers);
-    sink.commit_checkpoint(c3).unwrap();
+    sink.commit_checkpoint(1, c3).unwrap();
     let now = out.files();
     for (name, tags) in &committed {
         assert_eq!(now.get(name), Some(tags), "{name}, committed at checkpoint 1, is replaced: {now:?}");
@@ -291,7 +291,7 @@ fn files_handed_to_a_checkpoint_carry_the_run_token_and_the_rest_keep_their_name
     assert_eq!(w.precommit().unwrap(), Precommit::encode(Vec::new()), "nothing new: nothing handed over");
     w.write(rows(2, 0, 5)).unwrap(); // the same window again: the next generation
     w.finish().unwrap();
-    sink.commit_checkpoint(vec![c]).unwrap();
+    sink.commit_checkpoint(1, vec![c]).unwrap();
     sink.commit(vec![w.staged()]).unwrap();
     let names: Vec<String> = out.files().into_keys().collect();
     assert_eq!(names, [format!("part-0-10-w00003-{token}-1.parquet"), format!("part-0-10-w00003-{token}.parquet")]);
@@ -323,10 +323,10 @@ fn a_committed_file_gone_from_its_name_and_from_staging_is_an_error_naming_it() 
     let mut w = open(&sink, 1);
     w.write(rows(1, 0, 5)).unwrap();
     let c = w.precommit().unwrap();
-    sink.commit_checkpoint(vec![c.clone()]).unwrap();
+    sink.commit_checkpoint(1, vec![c.clone()]).unwrap();
     let name = out.files().into_keys().next().unwrap();
     std::fs::remove_file(dir.path().join(&name)).unwrap();
-    let e = sink.commit_checkpoint(vec![c]).unwrap_err().to_string();
+    let e = sink.commit_checkpoint(1, vec![c]).unwrap_err().to_string();
     assert!(e.contains(&name) && e.contains("missing"), "{e}");
 }
 
@@ -335,9 +335,9 @@ fn precommit_bytes_of_another_format_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = Output::local(dir.path());
     let sink = out.sink(OutputMode::Append);
-    let e = sink.commit_checkpoint(vec![br#"{"format":2,"files":[]}"#.to_vec()]).unwrap_err().to_string();
+    let e = sink.commit_checkpoint(1, vec![br#"{"format":2,"files":[]}"#.to_vec()]).unwrap_err().to_string();
     assert!(e.contains("format 2") && e.contains(&out.url), "{e}");
-    let e = sink.commit_checkpoint(vec![b"[]".to_vec()]).unwrap_err().to_string();
+    let e = sink.commit_checkpoint(1, vec![b"[]".to_vec()]).unwrap_err().to_string();
     assert!(e.contains("do not read back"), "{e}");
-    sink.commit_checkpoint(vec![Precommit::encode(Vec::new())]).unwrap();
+    sink.commit_checkpoint(1, vec![Precommit::encode(Vec::new())]).unwrap();
 }

@@ -184,17 +184,29 @@ pub type PortBatches = Vec<Option<Batch>>;
 /// One worker's instance of a ParDo step.
 pub trait ParDoInstance {
     /// Called once before the first bundle.
-    fn setup(&mut self) -> Result<()>;
+    fn setup(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Called at the start of each bundle.
-    fn start_bundle(&mut self) -> Result<()>;
+    fn start_bundle(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Processes one batch of the current bundle.
     fn process(&mut self, input: Batch) -> Result<()>;
     /// Called at the end of each bundle.
-    fn finish_bundle(&mut self) -> Result<()>;
+    fn finish_bundle(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Takes what was output since the last call.
     fn take_outputs(&mut self) -> PortBatches;
     /// Called once after the last bundle.
-    fn teardown(&mut self);
+    fn teardown(&mut self) {}
+}
+
+/// [`ParDoInstance::take_outputs`] of a step with one output, buffered in `out`.
+pub fn take_main<T: crate::Data>(out: &mut crate::Elements<T>) -> PortBatches {
+    let out = std::mem::take(out);
+    vec![(!out.is_empty()).then(|| Batch::new(out))]
 }
 
 /// Splits batches by destination worker before an exchange.

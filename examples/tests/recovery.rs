@@ -463,30 +463,11 @@ fn exactly_once_through_kills(topic: &str, kills: usize) {
 /// Every record value of `topic`, read from the start with `isolation.level=read_committed`
 /// until nothing came for 3 s.
 fn read_committed(brokers: &str, topic: &str, partitions: i32) -> Vec<String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "recovery-test-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut got = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < Duration::from_secs(3) {
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            got.push(String::from_utf8_lossy(m.expect("a record").payload().unwrap_or_default()).into_owned());
-            last = Instant::now();
-        }
-    }
-    got
+    let quiet = Duration::from_secs(3);
+    riffle_kafka::testing::read_topic(brokers, topic, partitions, "read_committed", quiet)
+        .into_iter()
+        .map(|(_, value, _)| value)
+        .collect()
 }
 
 #[test]

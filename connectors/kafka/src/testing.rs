@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 /// What tests of pipelines need of a broker, whichever runs: [`Tansu`] or [`Noida`].
@@ -314,4 +316,41 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
             std::task::Poll::Pending => std::thread::park_timeout(Duration::from_millis(100)),
         }
     }
+}
+
+/// Every record of `topic`'s partitions `0..partitions`, from the beginning, as (key,
+/// value, timestamp ms; -1 for none) in the order read, until none came for `quiet`.
+/// `isolation` is `read_committed` or `read_uncommitted`.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    quiet: Duration,
+) -> Vec<(String, String, i64)> {
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "riffle-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("a test consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("a partition to read");
+    }
+    consumer.assign(&tpl).expect("the partitions assigned");
+    let mut got = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.expect("a record");
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            got.push((key, value, m.timestamp().to_millis().unwrap_or(-1)));
+            last = Instant::now();
+        }
+    }
+    got
 }

@@ -11,13 +11,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use riffle_engine::prelude::*;
 use riffle_engine::runtime::{SinkFn, SinkWriter, StepContext, WorkerInfo};
 use riffle_engine::{Batch, Elements, PaneInfo};
@@ -28,29 +25,7 @@ use riffle_timely::RunOptions;
 /// Every record of `topic`'s partitions as (key, value, timestamp), read from the start
 /// with `isolation` (`read_committed` or `read_uncommitted`) until nothing came for 2 s.
 fn read_all(brokers: &str, topic: &str, partitions: i32, isolation: &str) -> Vec<(String, String, i64)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "exactly-once-test-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut got = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < Duration::from_secs(2) {
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m.expect("a record");
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-            got.push((key, value, m.timestamp().to_millis().unwrap_or(-1)));
-            last = Instant::now();
-        }
-    }
+    let mut got = riffle_kafka::testing::read_topic(brokers, topic, partitions, isolation, Duration::from_secs(2));
     got.sort();
     got
 }

@@ -125,14 +125,6 @@ struct ValuesInstance<V: ValuesFn> {
 }
 
 impl<V: ValuesFn> ParDoInstance for ValuesInstance<V> {
-    fn setup(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    fn start_bundle(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     fn process(&mut self, input: Batch) -> Result<()> {
         let input = input.try_into_elements::<V::In>()?;
         let mut current = 0;
@@ -150,16 +142,9 @@ impl<V: ValuesFn> ParDoInstance for ValuesInstance<V> {
         }
     }
 
-    fn finish_bundle(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     fn take_outputs(&mut self) -> PortBatches {
-        let out = std::mem::take(&mut self.out);
-        vec![(!out.is_empty()).then(|| Batch::new(out))]
+        crate::runtime::take_main(&mut self.out)
     }
-
-    fn teardown(&mut self) {}
 }
 
 impl<T: Data> PCollection<T> {

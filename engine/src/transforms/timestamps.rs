@@ -239,14 +239,6 @@ struct AssignInstance<T, W> {
 }
 
 impl<T: Data, W: WindowFn> ParDoInstance for AssignInstance<T, W> {
-    fn setup(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    fn start_bundle(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     fn process(&mut self, input: Batch) -> Result<()> {
         let mut elements = input.try_into_elements::<T>()?;
         let (window_fn, scratch) = (&*self.window_fn, &mut self.scratch);
@@ -285,14 +277,7 @@ impl<T: Data, W: WindowFn> ParDoInstance for AssignInstance<T, W> {
         .map_err(|p| Error::from_panic(&self.step, p, None))
     }
 
-    fn finish_bundle(&mut self) -> Result<()> {
-        Ok(())
-    }
-
     fn take_outputs(&mut self) -> PortBatches {
-        let out = std::mem::take(&mut self.out);
-        vec![(!out.is_empty()).then(|| Batch::new(out))]
+        crate::runtime::take_main(&mut self.out)
     }
-
-    fn teardown(&mut self) {}
 }

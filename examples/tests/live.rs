@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::events::{Event, HOUR, Total, batch_totals, events, produce};
+use common::events::{Event, HOUR, START, Total, batch_totals, events, produce};
 use common::example;
 
 use std::process::{Command, Stdio};
@@ -122,4 +122,63 @@ fn live_computes_the_backfill_totals_while_records_arrive_and_stops_on_sigterm()
     };
     let log = std::fs::read_to_string(dir.path().join("live.log")).unwrap();
     assert!(status.success(), "live exited with {status}: {log}");
+}
+
+#[test]
+fn with_early_firings_a_window_gives_accumulating_panes_while_it_is_open_then_one_on_time() {
+    // One user's spend in one hour: 1 + 2 at start, 4 more seconds later, then every
+    // partition's watermark past the hour. With --early 1s the open window fires what it
+    // holds (3) before the 4 arrives, then (accumulating) 7, and 7 once more on time
+    // (Beam fires the on-time pane always); without --early it would fire once, with 7.
+    let broker = Tansu::start();
+    broker.create_topic("spend", 2);
+    broker.create_sink_topic("totals", 1);
+    let at = |minutes: i64, amount: i64| Event { user_id: "ann".into(), ts: START + minutes * 60_000, amount };
+    produce(&broker, "spend", &[(0, at(10, 1)), (1, at(20, 2))]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = example("live")
+        .args(["--brokers", &broker.brokers(), "--topic", "spend", "--output-topic", "totals", "--no-progress"])
+        .args(["--window", "1h", "--out-of-orderness", "5s", "--early", "1s"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("err.log")).unwrap())
+        .spawn()
+        .unwrap();
+    // Ann's totals so far, in the order written.
+    let written = || -> Vec<i64> {
+        let records = riffle_kafka::testing::read_topic(
+            &broker.brokers(),
+            "totals",
+            1,
+            "read_uncommitted",
+            Duration::from_secs(2),
+        );
+        let totals = records.iter().filter_map(|(_, v, _)| serde_json::from_str::<Total>(v).ok());
+        totals
+            .filter(|t| t.user_id == "ann")
+            .inspect(|t| assert_eq!((t.window_start, t.window_end), (START, START + HOUR), "{t:?}"))
+            .map(|t| t.total)
+            .collect()
+    };
+    let wait_for = |enough: &dyn Fn(&[i64]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = written();
+        while !enough(&got) && Instant::now() < deadline {
+            got = written();
+        }
+        got
+    };
+    let log = || std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default();
+    let got = wait_for(&|t| t.contains(&3));
+    assert_eq!(got, [3], "an early pane of the open window\n{}", log());
+    produce(&broker, "spend", &[(0, at(30, 4))]);
+    let got = wait_for(&|t| t.contains(&7));
+    assert_eq!(got, [3, 7], "an early pane with everything so far\n{}", log());
+    let pushers: Vec<_> =
+        (0..2).map(|p| (p, Event { user_id: "zz".into(), ts: START + 3 * HOUR, amount: 0 })).collect();
+    produce(&broker, "spend", &pushers);
+    let got = wait_for(&|t| t.len() >= 3);
+    assert_eq!(got, [3, 7, 7], "the on-time pane, accumulating\n{}", log());
+    assert!(live.try_wait().unwrap().is_none(), "every pane came while the job ran");
+    assert!(Command::new("kill").args(["-TERM", &live.id().to_string()]).status().unwrap().success());
+    assert!(live.wait().unwrap().success(), "{}", log());
 }

@@ -219,6 +219,20 @@ fn the_sink_writes_keys_json_values_and_pane_timestamps() {
 }
 
 #[test]
+fn a_record_the_producer_cannot_deliver_fails_the_job_naming_the_topic_and_reason() {
+    // A value over the producer's message.max.bytes (1 MB by default) is refused: the job
+    // fails with the topic and librdkafka's reason rather than dropping the record.
+    let broker = Tansu::start();
+    broker.create_sink_topic("big", 1);
+    let p = Pipeline::new();
+    let input = p.create(vec![("small".to_string(), "x".repeat(10)), ("huge".to_string(), "x".repeat(2_000_000))]);
+    WriteKafka::topic("big").brokers(&broker.brokers()).key(|(k, _): &(String, String)| k.clone()).write(&input);
+    let err = riffle_timely::run(&p, &RunOptions::threads(1)).unwrap_err().to_string();
+    assert!(err.contains("\"big\""), "names the topic: {err}");
+    assert!(err.to_lowercase().contains("too large"), "says why: {err}");
+}
+
+#[test]
 fn a_broker_that_goes_away_while_running_fails_the_job_loudly() {
     let _one = LIVE.lock().unwrap_or_else(|p| p.into_inner());
     let broker = Tansu::start();

@@ -133,6 +133,14 @@ pub trait SourceReader {
     fn position(&self) -> Result<Vec<u8>> {
         Err(crate::Error::Internal("this source does not save its position".into()))
     }
+    /// The checkpoint cut at `position` (what [`SourceReader::position`] returned then) has
+    /// passed every sink: the job resumes from it, or a later one, after a crash. A reader
+    /// may publish it for monitoring (a Kafka reader commits its offsets to its consumer
+    /// group); the checkpoint, not this, is what a resume reads.
+    fn checkpoint_passed(&self, position: &[u8]) -> Result<()> {
+        let _ = position;
+        Ok(())
+    }
 }
 
 /// How far one reader of a bounded source has come (see [`SourceReader::progress`]).

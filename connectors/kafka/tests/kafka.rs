@@ -637,3 +637,58 @@ fn partitions_added_while_a_live_job_runs_are_read_and_counted_in_its_lag() {
     assert_eq!(first, [1_211], "one pane with the old partitions' and the added ones' amounts");
     assert_eq!(report.late_dropped("Sums"), 0);
 }
+
+#[test]
+fn a_job_with_checkpoints_commits_their_offsets_to_its_consumer_group() {
+    // Offsets go to the group when a checkpoint has passed every sink (for monitoring:
+    // resumes read the checkpoint): after every record was read and a checkpoint taken,
+    // the group's committed offsets are each partition's end.
+    let _one = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Tansu::start();
+    broker.create_topic("watched", 2);
+    let records: Vec<_> = (0..10i64)
+        .map(|i| {
+            let e = Event { user_id: format!("u{}", i % 3), ts: 1_000 * i, amount: i };
+            ((i % 2) as i32, e.user_id.clone(), serde_json::to_vec(&e).unwrap(), e.ts)
+        })
+        .collect();
+    broker.produce("watched", &records);
+    let dir = tempfile::tempdir().unwrap();
+    let (brokers, ck) = (broker.brokers(), dir.path().display().to_string());
+    let job = std::thread::spawn(move || {
+        let p = Pipeline::new();
+        let (read, _) = ReadKafka::<Event>::topic("watched").brokers(&brokers).group_id("watchers").read(&p);
+        riffle_connectors::memory::discard(&sums(read));
+        let opts = RunOptions {
+            workers: 2,
+            checkpoint_dir: Some(ck),
+            checkpoint_interval: Duration::from_millis(200),
+            ..RunOptions::default()
+        };
+        riffle_timely::run(&p, &opts)
+    });
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", "watchers")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let committed = || -> Vec<i64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("watched", 0);
+        tpl.add_partition("watched", 1);
+        let got = consumer.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+        got.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = committed();
+    while seen != [5, 5] && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        seen = committed();
+    }
+    riffle_timely::request_stop();
+    let ran = job.join().unwrap();
+    riffle_timely::reset_stop();
+    ran.unwrap();
+    assert_eq!(seen, [5, 5], "each partition's end, committed with a checkpoint");
+}

@@ -193,7 +193,9 @@ impl<T: Data> ReadKafka<T> {
     /// offset after the last record each partition has handed to the dataflow. Off by
     /// default: a record is committed once read, not once its panes are written, so a job
     /// restarted from its committed offsets ([`StartAt::Committed`]) can miss what was in
-    /// flight when it stopped. Checkpoints will commit offsets with the output instead.
+    /// flight when it stopped. In a job with checkpoints, offsets are committed once a
+    /// checkpoint has passed every sink instead (as with a [`ReadKafka::group_id`]): the
+    /// offsets it saved, for monitoring.
     pub fn commit_offsets(mut self, commit: bool) -> Self {
         self.commit = commit;
         self
@@ -471,6 +473,8 @@ impl<T: Data> ReadKafka<T> {
             errors: None,
             watcher,
             committed: self.commit.then(std::time::Instant::now),
+            commit_checkpoints: self.commit || self.group_id.is_some(),
+            checkpointed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -53,15 +53,27 @@ pub(super) struct KafkaReader<T> {
     pub(super) watcher: Option<EndWatcher>,
     /// Commit offsets: when they were last committed, if at all.
     pub(super) committed: Option<std::time::Instant>,
+    /// Commit each checkpoint's offsets to the consumer group once it has passed every
+    /// sink (a group id was given, or offsets are committed): for monitoring.
+    pub(super) commit_checkpoints: bool,
+    /// A checkpoint has passed: offsets are committed with checkpoints from then on, not
+    /// every second.
+    pub(super) checkpointed: std::sync::atomic::AtomicBool,
 }
 
 impl<T: Data> KafkaReader<T> {
     /// Commits the offset after each partition's last emitted record.
     fn commit(&mut self, mode: CommitMode) -> Result<()> {
         self.committed = Some(std::time::Instant::now());
+        let offsets: Vec<(i32, i64)> = self.partitions.iter().map(|p| (p.id, p.emitted)).collect();
+        self.commit_offsets(&offsets, mode)
+    }
+
+    /// Commits `(partition, next offset)`s to the consumer group.
+    fn commit_offsets(&self, offsets: &[(i32, i64)], mode: CommitMode) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
-        for p in &self.partitions {
-            tpl.add_partition_offset(&self.topic, p.id, Offset::Offset(p.emitted))
+        for (p, next) in offsets {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*next))
                 .map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
         }
         self.consumer.commit(&tpl, mode).map_err(|e| Error::Read {
@@ -218,7 +230,8 @@ impl<T: Data> SourceReader for KafkaReader<T> {
                 part.estimator.active(now);
             }
         }
-        if self.committed.is_some_and(|at| at.elapsed() >= COMMIT_EVERY) {
+        let checkpointed = self.checkpointed.load(std::sync::atomic::Ordering::Relaxed);
+        if !checkpointed && self.committed.is_some_and(|at| at.elapsed() >= COMMIT_EVERY) {
             self.commit(CommitMode::Async)?;
         }
         let Some(i) = self.ready.pop_front() else {
@@ -263,6 +276,20 @@ impl<T: Data> SourceReader for KafkaReader<T> {
             .map(|p| PartitionPosition { partition: p.id, next: p.emitted, end: p.end, estimator: p.estimator.state() })
             .collect();
         riffle_engine::position::encode(POSITION_VERSION, &KafkaPosition { partitions })
+    }
+
+    /// Commits the offsets the checkpoint saved (the offset after the last record
+    /// returned before its cut), when asked to ([`ReadKafka::group_id`] or
+    /// [`ReadKafka::commit_offsets`]): the group's lag then shows how far the job's last
+    /// checkpoint is behind the topic. A resume reads the checkpoint, not these.
+    fn checkpoint_passed(&self, position: &[u8]) -> riffle_engine::Result<()> {
+        self.checkpointed.store(true, std::sync::atomic::Ordering::Relaxed);
+        if !self.commit_checkpoints {
+            return Ok(());
+        }
+        let saved: KafkaPosition = riffle_engine::position::decode(&self.topic, POSITION_VERSION, position)?;
+        let offsets: Vec<(i32, i64)> = saved.partitions.iter().map(|p| (p.partition, p.next)).collect();
+        Ok(self.commit_offsets(&offsets, CommitMode::Async)?)
     }
 
     /// Each partition's lag (records between the next to read and its end as last

@@ -71,6 +71,8 @@ struct Cutter {
     stopping: bool,
     /// When it saw the last checkpoint it cut pass every sink.
     passed_at: Option<Instant>,
+    /// The reader's position at the last cut, until that checkpoint has passed every sink.
+    cut_at: Option<Vec<u8>>,
 }
 
 impl Cutter {
@@ -98,6 +100,9 @@ impl Cutter {
             if self.passed_at.is_none() {
                 let now = Instant::now();
                 self.passed_at = Some(now);
+                if let Some(position) = self.cut_at.take() {
+                    r.checkpoint_passed(&position)?;
+                }
                 if !self.stopping {
                     self.at = self.at.max(now + self.ck.interval);
                 }
@@ -108,7 +113,9 @@ impl Cutter {
         }
         let kind = if self.stopping { PartKind::Stop } else { PartKind::Cut };
         self.ck.note_cut(self.next);
-        self.ck.write_part(self.next, self.step, self.worker, kind, r.position()?)?;
+        let position = r.position()?;
+        self.ck.write_part(self.next, self.step, self.worker, kind, position.clone())?;
+        self.cut_at = Some(position);
         cap.downgrade(&Time { epoch: checkpoint::first_epoch(self.next), event: cap.time().event });
         self.next += 1;
         self.passed_at = None;
@@ -152,6 +159,7 @@ pub fn source<'scope>(
         at: Instant::now() + ck.interval,
         stopping: false,
         passed_at: None,
+        cut_at: None,
         ck,
         step,
         worker: ctx.worker.index,

@@ -301,6 +301,26 @@ impl<T: Data, W: View, U: Data> SideParDoFn for SideStep<T, W, U> {
 /// A side element with what orders it: its timestamp and its encoding.
 type Stamped<E> = (EventTime, Vec<u8>, E);
 
+/// The version of [`SavedView`] this build writes and reads.
+const SAVED_VIEW_VERSION: u32 = 1;
+
+/// A side view as a checkpoint holds it ([`SideParDoInstance::save_view`]): its windows in
+/// order, each with its elements' timestamps and encodings (the bytes the instance already
+/// orders them by, so nothing is encoded twice), sorted.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedView {
+    version: u32,
+    windows: Vec<SavedWindow>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedWindow {
+    window: Window,
+    /// For a gathered side input: the index of the firing the window holds.
+    firing: Option<u64>,
+    elements: Vec<(EventTime, Vec<u8>)>,
+}
+
 struct SideInstance<T, W: View, U> {
     step: Arc<str>,
     side: SideInput<W>,
@@ -413,5 +433,58 @@ impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
                 .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(&wv.value, 200))))?;
         }
         Ok((!out.is_empty()).then(|| Batch::new(out)))
+    }
+
+    fn save_view(&self) -> Result<Vec<u8>> {
+        let mut windows: Vec<SavedWindow> = self
+            .elements
+            .iter()
+            .map(|(w, elements)| {
+                let mut elements: Vec<(EventTime, Vec<u8>)> = elements.iter().map(|(t, b, _)| (*t, b.clone())).collect();
+                elements.sort();
+                SavedWindow { window: *w, firing: self.firings.get(w).copied(), elements }
+            })
+            .collect();
+        // A gathered window's firing can be empty: its index still says which firing it is.
+        for (w, firing) in &self.firings {
+            if !self.elements.contains_key(w) {
+                windows.push(SavedWindow { window: *w, firing: Some(*firing), elements: Vec::new() });
+            }
+        }
+        windows.sort_by_key(|w| w.window);
+        bitcode::serialize(&SavedView { version: SAVED_VIEW_VERSION, windows })
+            .map_err(|e| Error::Internal(format!("step '{}': saving the side view: {e}", self.step)))
+    }
+
+    fn restore_view(&mut self, saved: &[u8]) -> Result<()> {
+        let does_not_read = |why: String| {
+            Error::Config(format!(
+                "step '{}': the saved side view does not read as this step's ({why}); was the checkpoint taken by \
+                 another version of the pipeline?",
+                self.step
+            ))
+        };
+        let view: SavedView = bitcode::deserialize(saved).map_err(|e| does_not_read(e.to_string()))?;
+        if view.version != SAVED_VIEW_VERSION {
+            return Err(does_not_read(format!(
+                "version {}; this build reads version {SAVED_VIEW_VERSION}",
+                view.version
+            )));
+        }
+        self.elements.clear();
+        self.firings.clear();
+        self.built.clear();
+        for saved in view.windows {
+            if let Some(firing) = saved.firing {
+                self.firings.insert(saved.window, firing);
+            }
+            let mut elements = Vec::with_capacity(saved.elements.len());
+            for (t, bytes) in saved.elements {
+                let e: W::Elem = bitcode::deserialize(&bytes).map_err(|e| does_not_read(e.to_string()))?;
+                elements.push((t, bytes, e));
+            }
+            self.elements.insert(saved.window, elements);
+        }
+        Ok(())
     }
 }

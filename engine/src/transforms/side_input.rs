@@ -440,7 +440,8 @@ impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
             .elements
             .iter()
             .map(|(w, elements)| {
-                let mut elements: Vec<(EventTime, Vec<u8>)> = elements.iter().map(|(t, b, _)| (*t, b.clone())).collect();
+                let mut elements: Vec<(EventTime, Vec<u8>)> =
+                    elements.iter().map(|(t, b, _)| (*t, b.clone())).collect();
                 elements.sort();
                 SavedWindow { window: *w, firing: self.firings.get(w).copied(), elements }
             })

@@ -13,9 +13,13 @@
 //!   group, with what it holds waiting to be applied) as its part of checkpoint `n`, then
 //!   applies what it held aside. Until it has written its part it holds a capability in
 //!   generation `n - 1` on each output, so nothing downstream passes `n - 1` before it.
+//! - A **side-input step** does the same with its two inputs: side input stamped in
+//!   generation `n` or later waits aside, and once both inputs have passed generation
+//!   `n - 1` it writes its side view (worker 0's; every worker holds the same) and the main
+//!   batches waiting for their side windows, holding a capability in `n - 1` until then.
 //! - Process 0's **coordinator**, downstream of every sink, sees generation `n - 1` pass
-//!   once every source and grouping of every worker has written its part of `n`; it
-//!   checks the parts and writes the manifest, last: a checkpoint without its manifest
+//!   once every source, grouping and side-input step of every worker has written its
+//!   part of `n`; it checks the parts and writes the manifest, last: a checkpoint without its manifest
 //!   does not exist.
 //!
 //! A source or grouping that has finished writes a *final* part, good for every later

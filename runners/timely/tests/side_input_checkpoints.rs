@@ -1,16 +1,17 @@
 //! Checkpoints of a job with a side input: stopped at a checkpoint while main elements
-//! wait for their side windows, then resumed at another worker count, it emits exactly the
-//! panes of a run that never stopped. In a test binary of its own, because a stop is asked
-//! of the whole process (`riffle_timely::request_stop`), as a signal would.
+//! wait for their side windows, or failed while the side input is read, then resumed at
+//! another worker count, it emits exactly the panes of a run that never stopped. In a test
+//! binary of its own, because a stop is asked of the whole process
+//! (`riffle_timely::request_stop`), as a signal would.
 //!
 //! Bug classes caught: a side-input step left out of the checkpoint (the manifest lists
 //! it); a side view left out of the part, or not restored (main elements after the resume
 //! read side windows without the elements that came before the cut); main elements
 //! waiting at the cut lost, or restored on more than one worker (a pane's sum is off); a
-//! pane emitted both before the stop and after the resume. Each was checked by breaking
-//! that piece of `operators/side.rs` once. Not caught here: side input of the generation
-//! after the cut applied before the part is written (a stopped source reads nothing
-//! after its cut, so there is none).
+//! pane emitted both before the stop and after the resume; side input of the generation
+//! after the cut applied before the part is written (saved, then read again after the
+//! resume: a side list holds an element twice). Each was checked by breaking that piece
+//! of `operators/side.rs` once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,18 +34,28 @@ const WINDOW_MS: i64 = 1_000;
 /// for side windows whose events have all come: a side view lost at the resume would
 /// read them empty.
 const SIDE_LAG_MS: i64 = 5_000;
-/// The first run asks for a stop once this many side events are read: half the main
-/// elements still wait.
+/// The first run asks for a stop, or fails, once this many side events are read: a
+/// quarter of the main elements still wait.
 const STOP_AT: u64 = 150_000;
+
+/// How the first run ends, once [`STOP_AT`] side events are read.
+#[derive(Clone, Copy, PartialEq)]
+enum Ending {
+    /// It does not: the side input is read to its end.
+    None,
+    /// A stop is asked for, as SIGTERM would.
+    Stop,
+    /// The side step panics, and the job fails.
+    Fail,
+}
 
 /// A pane: (key, window start) -> sum.
 type Panes = BTreeMap<(u64, i64), u64>;
 
 /// Each main element reads the sum of its second's side list; summed per key and second.
-/// The side list of second `w` holds the side events `100w .. 100w + 100`. With `stop`,
-/// the job is asked to stop once [`STOP_AT`] side events are read.
-fn with_side(p: &Pipeline, stop: bool) -> PCollection<(u64, u64)> {
-    let stop = Arc::new(AtomicBool::new(stop));
+/// The side list of second `w` holds the side events `100w .. 100w + 100`.
+fn with_side(p: &Pipeline, ending: Ending) -> PCollection<(u64, u64)> {
+    let once = Arc::new(AtomicBool::new(true));
     let read = Arc::new(AtomicU64::new(0));
     let side = p
         .generate_stream(
@@ -57,8 +68,12 @@ fn with_side(p: &Pipeline, stop: bool) -> PCollection<(u64, u64)> {
                 std::thread::sleep(Duration::from_millis(1));
             }
             // Counted over every worker's share of the side input.
-            if read.fetch_add(1, Ordering::SeqCst) + 1 == STOP_AT && stop.load(Ordering::SeqCst) {
-                riffle_timely::request_stop();
+            if read.fetch_add(1, Ordering::SeqCst) + 1 >= STOP_AT && once.swap(false, Ordering::SeqCst) {
+                match ending {
+                    Ending::None => {}
+                    Ending::Stop => riffle_timely::request_stop(),
+                    Ending::Fail => panic!("the injected failure"),
+                }
             }
             *i
         })
@@ -92,12 +107,21 @@ fn opts(dir: &Path, workers: usize) -> RunOptions {
     }
 }
 
+/// Runs [`with_side`]; the panes it emitted (even when it failed), and its error.
+fn run_ending(opts: &RunOptions, ending: Ending) -> (Vec<WindowedValue<(u64, u64)>>, Result<(), String>) {
+    riffle_timely::reset_stop();
+    let p = Pipeline::new();
+    let out = riffle_connectors::memory::collect(&with_side(&p, ending));
+    let result = riffle_timely::run(&p, opts).map(|_| ()).map_err(|e| e.to_string());
+    riffle_timely::reset_stop();
+    let emitted = std::mem::take(&mut *out.lock().unwrap());
+    (emitted, result)
+}
+
 /// Runs [`with_side`]; its panes, or the error.
-fn run(opts: &RunOptions, stop: bool) -> Result<Vec<WindowedValue<(u64, u64)>>, String> {
-    riffle_timely::reset_stop();
-    let out = riffle_timely::testing::try_run_windowed(opts, |p| with_side(p, stop)).map_err(|e| e.to_string());
-    riffle_timely::reset_stop();
-    out
+fn run(opts: &RunOptions, ending: Ending) -> Result<Vec<WindowedValue<(u64, u64)>>, String> {
+    let (emitted, result) = run_ending(opts, ending);
+    result.map(|()| emitted)
 }
 
 /// Adds panes as (key, window start) -> sum to `into`, failing on two for one pane.
@@ -150,14 +174,14 @@ fn saved_side(dir: &Path) -> (Vec<usize>, Vec<usize>) {
 /// runs' panes together are the model's, each emitted once.
 fn stop_then_resume(workers: usize, resume_workers: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let first = run(&opts(dir.path(), workers), true).expect("the first run stops at a checkpoint");
+    let first = run(&opts(dir.path(), workers), Ending::Stop).expect("the first run stops at a checkpoint");
     let (views, waiting) = saved_side(dir.path());
     assert_eq!(waiting.len(), workers, "a part from every worker");
     assert!(views[0] > 0 && views[1..].iter().all(|v| *v == 0), "worker 0 alone saves the side view: {views:?}");
     let waited: usize = waiting.iter().sum();
     assert!(waited > 0, "main elements waited for their side windows at the cut: {waiting:?}");
 
-    let resumed = run(&opts(dir.path(), resume_workers), false).expect("the resumed run");
+    let resumed = run(&opts(dir.path(), resume_workers), Ending::None).expect("the resumed run");
     let mut got = Panes::new();
     panes(&first, &mut got);
     panes(&resumed, &mut got);
@@ -180,9 +204,34 @@ fn a_job_with_a_side_input_resumes_with_its_side_view_and_waiting_main_elements(
     // The model holds for an uninterrupted run.
     let dir = tempfile::tempdir().unwrap();
     let mut got = Panes::new();
-    panes(&run(&opts(dir.path(), 2), false).unwrap(), &mut got);
+    panes(&run(&opts(dir.path(), 2), Ending::None).unwrap(), &mut got);
     assert_eq!(got, expected());
 
     stop_then_resume(1, 3);
     stop_then_resume(2, 1);
+    // In this test, not one of its own: a stop is asked of the whole process.
+    fail_then_resume(1, 2);
+}
+
+/// Fails the job at `workers` while the side input is read, then resumes at
+/// `resume_workers` from its latest checkpoint: the panes of both runs together are the
+/// model's, a pane emitted by both (after the checkpoint, before the failure) with the
+/// same sum. Unlike a stop, a failure comes while side input of the generation after the
+/// cut is in flight, which the side step must not apply before it has written its part.
+fn fail_then_resume(workers: usize, resume_workers: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, failed) = run_ending(&opts(dir.path(), workers), Ending::Fail);
+    let err = failed.expect_err("the injected failure stops the first run");
+    assert!(err.contains("injected failure"), "{err}");
+    assert!(!manifests(dir.path()).is_empty(), "a checkpoint before the failure");
+    let resumed = run(&opts(dir.path(), resume_workers), Ending::None).expect("the resumed run");
+    let mut got = Panes::new();
+    for wv in first.iter().chain(&resumed) {
+        let Window::Interval { start, .. } = wv.window else { panic!("a fixed window: {wv:?}") };
+        let key = (wv.value.0, start.millis());
+        if let Some(before) = got.insert(key, wv.value.1) {
+            assert_eq!(before, wv.value.1, "two sums for pane {key:?}");
+        }
+    }
+    assert_eq!(got, expected(), "{workers} -> {resume_workers} workers after a failure");
 }

@@ -51,6 +51,8 @@ enum Ending {
 
 /// A pane: (key, window start) -> sum.
 type Panes = BTreeMap<(u64, i64), u64>;
+/// What a run emitted: (key, sum) per window.
+type Emitted = Vec<WindowedValue<(u64, u64)>>;
 
 /// Each main element reads the sum of its second's side list; summed per key and second.
 /// The side list of second `w` holds the side events `100w .. 100w + 100`.
@@ -108,7 +110,7 @@ fn opts(dir: &Path, workers: usize) -> RunOptions {
 }
 
 /// Runs [`with_side`]; the panes it emitted (even when it failed), and its error.
-fn run_ending(opts: &RunOptions, ending: Ending) -> (Vec<WindowedValue<(u64, u64)>>, Result<(), String>) {
+fn run_ending(opts: &RunOptions, ending: Ending) -> (Emitted, Result<(), String>) {
     riffle_timely::reset_stop();
     let p = Pipeline::new();
     let out = riffle_connectors::memory::collect(&with_side(&p, ending));
@@ -119,7 +121,7 @@ fn run_ending(opts: &RunOptions, ending: Ending) -> (Vec<WindowedValue<(u64, u64
 }
 
 /// Runs [`with_side`]; its panes, or the error.
-fn run(opts: &RunOptions, ending: Ending) -> Result<Vec<WindowedValue<(u64, u64)>>, String> {
+fn run(opts: &RunOptions, ending: Ending) -> Result<Emitted, String> {
     let (emitted, result) = run_ending(opts, ending);
     result.map(|()| emitted)
 }

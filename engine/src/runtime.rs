@@ -371,6 +371,12 @@ pub trait SideParDoInstance {
     fn ready(&self, window: crate::window::Window, side_watermark_past_end: bool) -> bool;
     /// Processes a main batch whose side windows are ready.
     fn process(&mut self, main: Batch) -> Result<Option<Batch>>;
+    /// The side view as it stands, for a checkpoint: every side element taken so far by
+    /// window (and, for a triggered side input, the firing each window holds), in an order
+    /// that does not depend on arrival, so that every worker saves the same bytes.
+    fn save_view(&self) -> Result<Vec<u8>>;
+    /// Replaces the side view with one [`SideParDoInstance::save_view`] wrote.
+    fn restore_view(&mut self, saved: &[u8]) -> Result<()>;
 }
 
 /// A sink: makes one writer per worker.

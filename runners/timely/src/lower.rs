@@ -59,7 +59,7 @@ pub fn build(worker: &mut Worker, graph: &std::sync::Arc<Graph>, env: &Env) {
                 NodeKind::Group(g) => group::group(edges.take(&node.inputs[0]), index, name, g, env),
                 NodeKind::SideParDo(f) => {
                     let (main, side_input) = (edges.take(&node.inputs[0]), edges.take(&node.inputs[1]));
-                    vec![side::side_par_do(main, side_input, name, f, env)]
+                    vec![side::side_par_do(main, side_input, index, name, f, env)]
                 }
                 NodeKind::Flatten => {
                     let inputs = node.inputs.iter().map(|p| edges.take(p)).collect();

@@ -13,9 +13,13 @@
 //!   group, with what it holds waiting to be applied) as its part of checkpoint `n`, then
 //!   applies what it held aside. Until it has written its part it holds a capability in
 //!   generation `n - 1` on each output, so nothing downstream passes `n - 1` before it.
+//! - A **side-input step** does the same with its two inputs: side input stamped in
+//!   generation `n` or later waits aside, and once both inputs have passed generation
+//!   `n - 1` it writes its side view (worker 0's; every worker holds the same) and the main
+//!   batches waiting for their side windows, holding a capability in `n - 1` until then.
 //! - Process 0's **coordinator**, downstream of every sink, sees generation `n - 1` pass
-//!   once every source and grouping of every worker has written its part of `n`; it
-//!   checks the parts and writes the manifest, last: a checkpoint without its manifest
+//!   once every source, grouping and side-input step of every worker has written its
+//!   part of `n`; it checks the parts and writes the manifest, last: a checkpoint without its manifest
 //!   does not exist.
 //!
 //! A source or grouping that has finished writes a *final* part, good for every later
@@ -139,7 +143,8 @@ pub struct StepEntry {
     pub index: usize,
     /// Its name.
     pub name: String,
-    /// `source`, `grouping` or `sink` (one that commits at checkpoints).
+    /// `source`, `grouping`, `side input` (a step that reads one) or `sink` (one that
+    /// commits at checkpoints).
     pub kind: String,
 }
 
@@ -172,6 +177,32 @@ pub struct GroupPart {
     pub state: BTreeMap<KeyGroup, Vec<u8>>,
     /// Input waiting for its watermark: key group, the watermark it was sent at (ms), the batch.
     pub waiting: Vec<(KeyGroup, i64, Batch)>,
+}
+
+/// A side-input step's part: its side view, and the main batches waiting for their side
+/// windows. Every worker holds the whole side view (the side input is broadcast), so
+/// worker 0 alone saves it and every worker restores it; main batches are not keyed, and
+/// each is restored on one worker.
+#[derive(Serialize, Deserialize)]
+pub struct SidePart {
+    /// [`riffle_engine::runtime::SideParDoInstance::save_view`]'s bytes: in worker 0's part only.
+    pub view: Option<Vec<u8>>,
+    /// Main batches waiting for their side windows: the event time they were sent at
+    /// (ms), the batch.
+    pub waiting: Vec<(i64, Batch)>,
+}
+
+impl SidePart {
+    /// Encodes a part's body.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        bincode::serialize(self).map_err(|e| Error::Internal(format!("a side-input step's part does not encode: {e}")))
+    }
+
+    /// Decodes a part's body.
+    pub fn decode(body: &[u8]) -> Result<SidePart> {
+        bincode::deserialize(body)
+            .map_err(|e| Error::Config(format!("a side-input step's part of the checkpoint does not decode: {e}")))
+    }
 }
 
 /// A source's or grouping's part as stored.
@@ -212,7 +243,8 @@ pub struct Checkpoints {
     pub start: u64,
     /// The checkpoint resumed from.
     pub resumed: Option<Manifest>,
-    /// The steps that take part (sources and groupings), as the manifest lists them.
+    /// The steps that take part (sources, groupings, side-input steps and sinks that
+    /// commit at checkpoints), as the manifest lists them.
     pub steps: Vec<StepEntry>,
     /// The job's last checkpoint (every part final) is complete.
     completed: std::sync::atomic::AtomicBool,
@@ -267,6 +299,16 @@ impl Checkpoints {
     pub fn resumed_parts(&self, index: usize) -> Result<Vec<Vec<u8>>> {
         let Some(m) = &self.resumed else { return Ok(Vec::new()) };
         m.parts.iter().filter(|p| p.step == index).map(|p| decode_part(&p.name, &self.store.get(&p.name)?)).collect()
+    }
+
+    /// [`Checkpoints::resumed_parts`], each with the worker that wrote it.
+    pub fn resumed_parts_by_worker(&self, index: usize) -> Result<Vec<(usize, Vec<u8>)>> {
+        let Some(m) = &self.resumed else { return Ok(Vec::new()) };
+        m.parts
+            .iter()
+            .filter(|p| p.step == index)
+            .map(|p| Ok((p.worker, decode_part(&p.name, &self.store.get(&p.name)?)?)))
+            .collect()
     }
 
     /// Notes that a source of this process cut checkpoint `id` (the first cut counts).
@@ -350,13 +392,7 @@ fn participants(graph: &Graph) -> Result<Vec<StepEntry>> {
                 )));
             }
             NodeKind::Group(_) => "grouping",
-            NodeKind::SideParDo(_) => {
-                return Err(Error::Config(format!(
-                    "step '{}': steps with side inputs do not save their state in checkpoints yet (leave out \
-                     --checkpoint-dir)",
-                    node.name
-                )));
-            }
+            NodeKind::SideParDo(_) => "side input",
             NodeKind::Sink(s) if s.commits() && s.commits_at_checkpoints() => "sink",
             NodeKind::Sink(s) if s.commits() => {
                 return Err(Error::Config(format!(

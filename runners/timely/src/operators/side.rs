@@ -1,11 +1,17 @@
 //! The side-input operator: every worker receives the whole side input; a main batch
 //! waits, holding its capability, until the side windows it reads are complete.
+//!
+//! In a job that takes checkpoints it saves, at checkpoint `n`'s cut, the side view (every
+//! side element of the generations before `n`) and the main batches still waiting, the
+//! way a grouping saves its state (see `group.rs` and docs/checkpoints.md): side input
+//! stamped in generation `n` or later is held aside, unapplied, until the part is written.
 
 use std::sync::Arc;
 
-use riffle_engine::Batch;
-use riffle_engine::runtime::SideParDoFn;
+use riffle_engine::runtime::{SideParDoFn, SideParDoInstance, WorkerInfo};
 use riffle_engine::window::Window;
+use riffle_engine::{Batch, EventTime, Watermark};
+use timely::PartialOrder;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -13,7 +19,27 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::{Capability, Exchange, Probe};
 
 use super::{BatchStream, Env};
-use crate::time::{Time, watermark};
+use crate::checkpoint::{self, Checkpoints, PartKind, SidePart};
+use crate::time::{Time, stamp_watermark, watermark};
+
+/// A main batch waiting for its side windows: its capability, the batch, the side windows.
+type Waiting = Vec<(Capability<Time>, Batch, Vec<Window>)>;
+
+/// A side-input step's side of checkpoints.
+struct SideCut {
+    ck: Arc<Checkpoints>,
+    /// The checkpoint it writes next.
+    next: u64,
+    /// A capability in the generation before `next`: its output cannot pass that
+    /// generation before this step has written its part, even when no main batch waits
+    /// (the side input is not connected to the output, and may pass the cut last).
+    hold: Option<Capability<Time>>,
+    /// Side input stamped in `next`'s generation or later, unapplied until the part is
+    /// written: the least time of its stamp, the batch.
+    aside: Vec<(Time, Batch)>,
+    /// It wrote its final part (both inputs are complete).
+    done: bool,
+}
 
 /// Sends a copy of every batch to every worker.
 fn broadcast<'scope>(side: BatchStream<'scope>, name: &str, peers: usize) -> BatchStream<'scope> {
@@ -38,10 +64,12 @@ fn broadcast<'scope>(side: BatchStream<'scope>, name: &str, peers: usize) -> Bat
     .exchange(|b: &Batch| b.target() as u64)
 }
 
-/// Lowers a side-input step: `main` transformed with the value of `side`.
+/// Lowers a side-input step, the `step`-th of its graph: `main` transformed with the value
+/// of `side`.
 pub fn side_par_do<'scope>(
     main: BatchStream<'scope>,
     side: BatchStream<'scope>,
+    step: usize,
     name: &str,
     f: &Arc<dyn SideParDoFn>,
     env: &Env,
@@ -60,16 +88,41 @@ pub fn side_par_do<'scope>(
     let counter = env.counter(name);
     let job = env.job.clone();
     let f = f.clone();
-    builder.build(move |capabilities| {
-        drop(capabilities);
+    let checkpoints = env.checkpoints.clone();
+    let worker = env.worker;
+    builder.build(move |mut capabilities| {
+        let initial = capabilities.pop().expect("one output");
         let mut instance = f.instantiate(&ctx);
-        // Main batches waiting for their side windows: capability, batch, the side windows.
-        let mut waiting: Vec<(Capability<Time>, Batch, Vec<Window>)> = Vec::new();
+        let mut waiting: Waiting = Vec::new();
+        let start = checkpoints.as_ref().map_or(0, |c| c.start);
+        if let Some(c) = checkpoints.as_ref().filter(|c| c.resumed.is_some()) {
+            if let Err(e) = restore(c, step, instance.as_mut(), &mut waiting, &initial, worker, start) {
+                job.fail(e);
+            }
+        }
+        let mut cut = checkpoints.map(|ck| SideCut {
+            ck,
+            next: start + 1,
+            hold: Some(initial.delayed(&Time { epoch: checkpoint::last_epoch(start), event: i64::MIN })),
+            aside: Vec::new(),
+            done: false,
+        });
+        drop(initial);
         move |frontiers| {
             let _busy = counter.busy();
             counter.set_input_watermark(watermark(&frontiers[0]).0.millis());
             let mut out = output.activate();
-            side_in.for_each_stamp(|_, containers| {
+            side_in.for_each_stamp(|cap, containers| {
+                let at = Time {
+                    epoch: cap.stamp().iter().map(|t| t.epoch).min().unwrap_or(0),
+                    event: stamp_watermark(cap.stamp()).0.millis(),
+                };
+                let later = cut.as_mut().filter(|c| checkpoint::generation(at.epoch) >= c.next);
+                if let Some(c) = later {
+                    // After the checkpoint this step writes next: aside until it has.
+                    c.aside.extend(containers.flat_map(|c| c.drain(..)).map(|b| (at, b)));
+                    return;
+                }
                 for container in containers {
                     for batch in container.drain(..) {
                         if !job.has_failed() {
@@ -100,32 +153,166 @@ pub fn side_par_do<'scope>(
             });
             if job.has_failed() {
                 waiting.clear();
+                cut = None;
                 return;
             }
-            // A side window is complete once the side input's watermark passed its end, or
-            // the side input ended; a triggered one is ready at its first firing.
-            let side_done = frontiers[1].frontier().is_empty();
-            let side_at = watermark(&frontiers[1]);
-            let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(_, _, needs)| {
-                side_done || needs.iter().all(|w| instance.ready(*w, side_at.is_past(w.max_timestamp())))
-            });
-            waiting = still;
-            for (cap, batch, _) in ready {
-                match instance.process(batch) {
-                    Ok(Some(b)) => {
-                        counter.add_out(b.len());
-                        out.session(&cap).give(b);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
+            let main_frontier: Vec<Time> = frontiers[0].frontier().to_vec();
+            let side_frontier: Vec<Time> = frontiers[1].frontier().to_vec();
+            loop {
+                // A side window is complete once the side input's watermark passed its end,
+                // or the side input ended; a triggered one is ready at its first firing. Side
+                // input held aside has arrived at its watermark: nothing is complete past that
+                // before it is applied.
+                let aside = cut.as_ref().map_or(&[][..], |c| &c.aside[..]);
+                let side_done = side_frontier.is_empty() && aside.is_empty();
+                let mut side_at = watermark(&frontiers[1]);
+                if let Some(at) = aside.iter().map(|(t, _)| t.event).min() {
+                    side_at = side_at.min(Watermark(EventTime::from_millis(at)));
+                }
+                if let Err(e) = release(&mut waiting, instance.as_mut(), side_done, side_at, &mut |cap, b| {
+                    counter.add_out(b.len());
+                    out.session(&cap).give(b);
+                }) {
+                    job.fail(e);
+                    waiting.clear();
+                    cut = None;
+                    return;
+                }
+                // Both inputs have passed the generations before the next checkpoint: every
+                // side element and main batch before the cut has arrived, and no side element
+                // after it was applied. Write the part, then apply what was held aside.
+                let Some(c) = cut.as_mut().filter(|c| {
+                    !c.done
+                        && checkpoint::passed_generation(&main_frontier, c.next - 1)
+                        && checkpoint::passed_generation(&side_frontier, c.next - 1)
+                }) else {
+                    break;
+                };
+                let is_final = main_frontier.is_empty() && side_frontier.is_empty() && c.aside.is_empty();
+                let written = side_part(instance.as_ref(), &waiting, c.next, worker).and_then(|body| {
+                    let kind = if is_final { PartKind::Final } else { PartKind::Cut };
+                    c.ck.write_part(c.next, step, worker.index, kind, body)
+                });
+                if let Err(e) = written {
+                    job.fail(e);
+                    waiting.clear();
+                    cut = None;
+                    return;
+                }
+                if is_final {
+                    c.done = true;
+                    c.hold = None;
+                    break;
+                }
+                c.next += 1;
+                let next = c.next;
+                // A batch saved in the part goes out, once its side windows are complete, in
+                // the generation the checkpoint begins, never before (a sink would commit it
+                // with the checkpoint, and the restored batch would go out again).
+                let first = checkpoint::first_epoch(next - 1);
+                for (cap, _, _) in waiting.iter_mut().filter(|(c, _, _)| c.time().epoch < first) {
+                    let t = Time { epoch: first, event: cap.time().event };
+                    cap.downgrade(&t);
+                }
+                let (now, later): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut c.aside).into_iter().partition(|(t, _)| checkpoint::generation(t.epoch) < next);
+                c.aside = later;
+                for (_, batch) in now {
+                    if let Err(e) = instance.add_side(batch) {
                         job.fail(e);
                         waiting.clear();
+                        cut = None;
                         return;
                     }
+                }
+            }
+            // The checkpoint hold follows the main input's watermark, in the generation
+            // before the next cut.
+            if let Some(c) = cut.as_mut().filter(|c| !c.done) {
+                let t = Time { epoch: checkpoint::last_epoch(c.next - 1), event: watermark(&frontiers[0]).0.millis() };
+                if let Some(h) = c.hold.as_mut().filter(|h| h.time().less_equal(&t) && *h.time() != t) {
+                    h.downgrade(&t);
                 }
             }
             counter.set_waiting(waiting.iter().map(|(_, b, _)| b.len()).sum());
         }
     });
     stream
+}
+
+/// Processes the waiting main batches whose side windows are complete, handing each
+/// output to `give` with its batch's capability.
+fn release(
+    waiting: &mut Waiting,
+    instance: &mut dyn SideParDoInstance,
+    side_done: bool,
+    side_at: Watermark,
+    give: &mut dyn FnMut(Capability<Time>, Batch),
+) -> riffle_engine::Result<()> {
+    let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(_, _, needs)| {
+        side_done || needs.iter().all(|w| instance.ready(*w, side_at.is_past(w.max_timestamp())))
+    });
+    *waiting = still;
+    for (cap, batch, _) in ready {
+        if let Some(b) = instance.process(batch)? {
+            give(cap, b);
+        }
+    }
+    Ok(())
+}
+
+/// This worker's part of checkpoint `next`: the side view (worker 0's alone: every worker
+/// holds the same), and the main batches of the generations before `next` still waiting.
+fn side_part(
+    instance: &dyn SideParDoInstance,
+    waiting: &Waiting,
+    next: u64,
+    worker: WorkerInfo,
+) -> riffle_engine::Result<Vec<u8>> {
+    let view = if worker.index == 0 { Some(instance.save_view()?) } else { None };
+    let waiting = waiting
+        .iter()
+        .filter(|(cap, _, _)| checkpoint::generation(cap.time().epoch) < next)
+        .map(|(cap, batch, _)| (cap.time().event, batch.clone()))
+        .collect();
+    SidePart { view, waiting }.encode()
+}
+
+/// Restores the side view of the checkpoint resumed from (every worker, from worker 0's
+/// part) and the main batches that waited in it: those a worker of that run held go to
+/// the worker of the same index modulo this run's count, each held from the start of this
+/// run's first generation at the event time it was sent at. Which side windows are
+/// complete is not saved: the side input's frontier says it again.
+fn restore(
+    ck: &Checkpoints,
+    step: usize,
+    instance: &mut dyn SideParDoInstance,
+    waiting: &mut Waiting,
+    initial: &Capability<Time>,
+    worker: WorkerInfo,
+    start: u64,
+) -> riffle_engine::Result<()> {
+    let mut views = 0;
+    for (saved_by, body) in ck.resumed_parts_by_worker(step)? {
+        let part = SidePart::decode(&body)?;
+        if let Some(view) = &part.view {
+            instance.restore_view(view)?;
+            views += 1;
+        }
+        if saved_by % worker.peers != worker.index {
+            continue;
+        }
+        for (event, batch) in part.waiting {
+            let mut needs = Vec::new();
+            let batch = instance.needs(batch, &mut needs)?;
+            waiting.push((initial.delayed(&Time { epoch: checkpoint::first_epoch(start), event }), batch, needs));
+        }
+    }
+    if views != 1 {
+        return Err(riffle_engine::Error::Config(format!(
+            "checkpoint {}: step {step} has {views} saved side views, not one: is the checkpoint damaged?",
+            ck.resumed.as_ref().map_or(0, |m| m.id)
+        )));
+    }
+    Ok(())
 }

@@ -210,3 +210,19 @@ pub mod browser {
         Some(tag[start..start + tag[start..].find('"')?].to_string())
     }
 }
+
+/// The completed checkpoints in a local checkpoint directory: the names of the folders
+/// that hold a manifest, in order (oldest first).
+pub fn checkpoint_manifests(dir: &std::path::Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().join("_MANIFEST.json").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}

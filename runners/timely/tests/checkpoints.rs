@@ -85,17 +85,6 @@ fn panes(out: &[WindowedValue<(u64, u64)>], into: &mut Panes) {
     }
 }
 
-fn manifests(dir: &Path) -> Vec<String> {
-    let mut found: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("_MANIFEST.json").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    found.sort();
-    found
-}
-
 /// Fails a run at `workers`, then resumes at `resume_workers`: every pane comes out, once
 /// with its right sum, and the resumed run did not start over.
 fn fail_then_resume(workers: usize, resume_workers: usize) {
@@ -104,7 +93,10 @@ fn fail_then_resume(workers: usize, resume_workers: usize) {
     let err = failed.expect_err("the injected failure stops the first run");
     assert!(err.contains("injected failure"), "{err}");
     let listing: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(!manifests(dir.path()).is_empty(), "the first run completed a checkpoint before failing: {listing:?}");
+    assert!(
+        !riffle_timely::testing::checkpoint_manifests(dir.path()).is_empty(),
+        "the first run completed a checkpoint before failing: {listing:?}"
+    );
 
     let resumed = run(&opts(dir.path(), resume_workers), false).expect("the resumed run");
     let mut got = Panes::new();
@@ -151,7 +143,7 @@ fn a_damaged_manifest_is_skipped_for_the_one_before() {
     // A run to the end leaves its last checkpoint (every part final) and the ones before.
     let often = RunOptions { checkpoint_interval: Duration::from_millis(40), ..opts(dir.path(), 2) };
     run(&often, false).unwrap();
-    let found = manifests(dir.path());
+    let found = riffle_timely::testing::checkpoint_manifests(dir.path());
     assert!(found.len() >= 2, "two checkpoints at least: {found:?}");
     std::fs::write(dir.path().join(found.last().unwrap()).join("_MANIFEST.json"), b"{ not json").unwrap();
     let resumed = run(&opts(dir.path(), 2), false).expect("resumes from the checkpoint before");
@@ -208,7 +200,7 @@ fn from_checkpoint_resumes_from_an_older_one_and_retention_keeps_the_newest() {
     // A run to the end: its last checkpoint (every part final) and the one before are kept.
     let keep_two = RunOptions { checkpoint_retain: 2, ..opts(dir.path(), 2) };
     run(&keep_two, false).unwrap();
-    let kept = manifests(dir.path());
+    let kept = riffle_timely::testing::checkpoint_manifests(dir.path());
     assert_eq!(kept.len(), 2, "--checkpoint-retain 2 keeps two: {kept:?}");
     let older: u64 = kept[0].strip_prefix("chk-").unwrap().parse().unwrap();
     let newer: u64 = kept[1].strip_prefix("chk-").unwrap().parse().unwrap();

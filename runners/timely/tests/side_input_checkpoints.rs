@@ -136,22 +136,11 @@ fn panes(out: &[WindowedValue<(u64, u64)>], into: &mut Panes) {
     }
 }
 
-fn manifests(dir: &Path) -> Vec<String> {
-    let mut found: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("_MANIFEST.json").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    found.sort();
-    found
-}
-
 /// The side-input step's parts in the newest checkpoint of `dir`: the bytes of the side
 /// view saved (worker 0's part alone holds it), and the main elements saved waiting, by
 /// worker.
 fn saved_side(dir: &Path) -> (Vec<usize>, Vec<usize>) {
-    let newest = manifests(dir).pop().expect("a checkpoint");
+    let newest = riffle_timely::testing::checkpoint_manifests(dir).pop().expect("a checkpoint");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join(&newest).join("_MANIFEST.json")).unwrap()).unwrap();
     let step = manifest["steps"]
@@ -225,7 +214,7 @@ fn fail_then_resume(workers: usize, resume_workers: usize) {
     let (first, failed) = run_ending(&opts(dir.path(), workers), Ending::Fail);
     let err = failed.expect_err("the injected failure stops the first run");
     assert!(err.contains("injected failure"), "{err}");
-    assert!(!manifests(dir.path()).is_empty(), "a checkpoint before the failure");
+    assert!(!riffle_timely::testing::checkpoint_manifests(dir.path()).is_empty(), "a checkpoint before the failure");
     let resumed = run(&opts(dir.path(), resume_workers), Ending::None).expect("the resumed run");
     let mut got = Panes::new();
     for wv in first.iter().chain(&resumed) {

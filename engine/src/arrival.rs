@@ -32,7 +32,6 @@
 //! watermarks, which then holds them until the input ends.
 //!
 //! [`GroupState::fire`]: crate::runtime::GroupState::fire
-//! [`GroupState::needs_whole_watermarks`]: crate::runtime::GroupState::needs_whole_watermarks
 //! [`GroupState::insert_all`]: crate::runtime::GroupState::insert_all
 
 use std::collections::BTreeMap;

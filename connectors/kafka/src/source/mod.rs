@@ -108,9 +108,9 @@ type TimeFn<T> = Arc<dyn Fn(&T) -> EventTime + Send + Sync>;
 /// the least over its partitions.
 ///
 /// A live read finds partitions added to the topic while it runs within about a second
-/// ([`END_REFRESH`]): the worker dealt one (`p % workers`) reads it from its earliest
-/// offset, with a watermark of its own that starts at the worker's (so it moves the
-/// worker's neither back nor on), and saves it in checkpoints with the others.
+/// (it asks for them every second): the worker dealt one (`p % workers`) reads it from
+/// its earliest offset, with a watermark of its own that starts at the worker's (so it
+/// moves the worker's neither back nor on), and saves it in checkpoints with the others.
 ///
 /// In **bounded** mode each partition is read up to the offset that was its end when the
 /// job started, and then the source ends: a topic's history run as a batch, with the

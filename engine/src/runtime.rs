@@ -137,7 +137,7 @@ pub trait SourceReader {
     /// passed every sink: the job resumes from it, or a later one, after a crash. A reader
     /// may publish it for monitoring (a Kafka reader commits its offsets to its consumer
     /// group); the checkpoint, not this, is what a resume reads.
-    fn checkpoint_passed(&self, position: &[u8]) -> Result<()> {
+    fn checkpoint_passed(&mut self, position: &[u8]) -> Result<()> {
         let _ = position;
         Ok(())
     }

@@ -474,7 +474,7 @@ impl<T: Data> ReadKafka<T> {
             watcher,
             committed: self.commit.then(std::time::Instant::now),
             commit_checkpoints: self.commit || self.group_id.is_some(),
-            checkpointed: std::sync::atomic::AtomicBool::new(false),
+            checkpointed: false,
         })
     }
 

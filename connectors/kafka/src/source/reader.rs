@@ -58,7 +58,7 @@ pub(super) struct KafkaReader<T> {
     pub(super) commit_checkpoints: bool,
     /// A checkpoint has passed: offsets are committed with checkpoints from then on, not
     /// every second.
-    pub(super) checkpointed: std::sync::atomic::AtomicBool,
+    pub(super) checkpointed: bool,
 }
 
 impl<T: Data> KafkaReader<T> {
@@ -230,8 +230,7 @@ impl<T: Data> SourceReader for KafkaReader<T> {
                 part.estimator.active(now);
             }
         }
-        let checkpointed = self.checkpointed.load(std::sync::atomic::Ordering::Relaxed);
-        if !checkpointed && self.committed.is_some_and(|at| at.elapsed() >= COMMIT_EVERY) {
+        if !self.checkpointed && self.committed.is_some_and(|at| at.elapsed() >= COMMIT_EVERY) {
             self.commit(CommitMode::Async)?;
         }
         let Some(i) = self.ready.pop_front() else {
@@ -282,8 +281,8 @@ impl<T: Data> SourceReader for KafkaReader<T> {
     /// returned before its cut), when asked to ([`ReadKafka::group_id`] or
     /// [`ReadKafka::commit_offsets`]): the group's lag then shows how far the job's last
     /// checkpoint is behind the topic. A resume reads the checkpoint, not these.
-    fn checkpoint_passed(&self, position: &[u8]) -> riffle_engine::Result<()> {
-        self.checkpointed.store(true, std::sync::atomic::Ordering::Relaxed);
+    fn checkpoint_passed(&mut self, position: &[u8]) -> riffle_engine::Result<()> {
+        self.checkpointed = true;
         if !self.commit_checkpoints {
             return Ok(());
         }

@@ -16,7 +16,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 
-use super::{BatchStream, Env, shuffle::shuffle};
+use super::{BatchStream, Env, forward_to_epoch, shuffle::shuffle};
 use crate::checkpoint::{self, Checkpoints, GroupPart, PartKind};
 use crate::time::{Time, watermark};
 
@@ -303,14 +303,6 @@ pub fn group<'scope>(
         }
     });
     streams
-}
-
-/// Moves every capability before `epoch` forward to it, at the same event time.
-fn forward_to_epoch<'a>(caps: impl Iterator<Item = &'a mut Capability<Time>>, epoch: u64) {
-    for c in caps.filter(|c| c.time().epoch < epoch) {
-        let t = Time { epoch, event: c.time().event };
-        c.downgrade(&t);
-    }
 }
 
 /// Emits fired panes, each at its output timestamp under the earliest hold (a pane is

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use riffle_engine::runtime::{StepContext, WorkerInfo};
 use riffle_engine::{Batch, Clock};
 use timely::dataflow::Stream;
+use timely::dataflow::operators::Capability;
 
 use crate::job::JobState;
 use crate::time::Time;
@@ -52,5 +53,13 @@ impl Env {
     /// The counter of step `name` on this worker.
     pub fn counter(&self, name: &str) -> Arc<crate::metrics::StepCounter> {
         self.metrics.counter(name, self.worker.index)
+    }
+}
+
+/// Moves every capability before `epoch` forward to it, at the same event time.
+pub(crate) fn forward_to_epoch<'a>(caps: impl Iterator<Item = &'a mut Capability<Time>>, epoch: u64) {
+    for c in caps.filter(|c| c.time().epoch < epoch) {
+        let t = Time { epoch, event: c.time().event };
+        c.downgrade(&t);
     }
 }

@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::{Capability, Exchange, Probe};
 
-use super::{BatchStream, Env};
+use super::{BatchStream, Env, forward_to_epoch};
 use crate::checkpoint::{self, Checkpoints, PartKind, SidePart};
 use crate::time::{Time, stamp_watermark, watermark};
 
@@ -210,10 +210,7 @@ pub fn side_par_do<'scope>(
                 // the generation the checkpoint begins, never before (a sink would commit it
                 // with the checkpoint, and the restored batch would go out again).
                 let first = checkpoint::first_epoch(next - 1);
-                for (cap, _, _) in waiting.iter_mut().filter(|(c, _, _)| c.time().epoch < first) {
-                    let t = Time { epoch: first, event: cap.time().event };
-                    cap.downgrade(&t);
-                }
+                forward_to_epoch(waiting.iter_mut().map(|(cap, _, _)| cap), first);
                 let (now, later): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut c.aside).into_iter().partition(|(t, _)| checkpoint::generation(t.epoch) < next);
                 c.aside = later;

@@ -83,7 +83,7 @@ impl Cutter {
     /// it, each a whole copy of the state (Flink's one concurrent checkpoint).
     fn cut_if_due(
         &mut self,
-        r: &dyn SourceReader,
+        r: &mut dyn SourceReader,
         cap: &mut Capability<Time>,
         sinks: &timely::dataflow::ProbeHandle<Time>,
     ) -> riffle_engine::Result<()> {
@@ -209,7 +209,7 @@ pub fn source<'scope>(
                 return;
             }
             if let Some(cutter) = cutter.as_mut().filter(|_| !job.has_failed()) {
-                if let Err(e) = cutter.cut_if_due(r.as_ref(), c, &sinks) {
+                if let Err(e) = cutter.cut_if_due(r.as_mut(), c, &sinks) {
                     job.fail(e);
                 }
             }
@@ -217,7 +217,7 @@ pub fn source<'scope>(
             // checkpoints, the source stops reading and cuts until the job stops at one.
             if let Some(cutter) = cutter.as_mut().filter(|_| crate::stop::stop_requested() && !job.has_failed()) {
                 cutter.stopping();
-                if let Err(e) = cutter.cut_if_due(r.as_ref(), c, &sinks) {
+                if let Err(e) = cutter.cut_if_due(r.as_mut(), c, &sinks) {
                     job.fail(e);
                 }
                 counter.set_watermark(c.time().event);

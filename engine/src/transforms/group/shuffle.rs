@@ -1,6 +1,9 @@
 //! The routing before a grouping's exchange: by key group, and with combiner lifting.
 
 use std::fmt::Debug;
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table;
 
 use super::*;
 
@@ -33,6 +36,12 @@ impl<K: Key, V: Data> Shuffle for KeyShuffle<K, V> {
 /// towards an output timestamp (`None`: none did).
 pub(super) type Stamped<K, Acc> = FastMap<K, (Acc, Option<EventTime>)>;
 
+/// A bundle's partials of one window: each key with its accumulator and combined
+/// timestamp, in a table rather than a map so that folding an element hashes its key
+/// once, whether it finds its partial or starts one, and still sees the key it moved in
+/// (to name it if the CombineFn panics).
+pub(super) type Partials<K, Acc> = hashbrown::HashTable<(K, (Acc, Option<EventTime>))>;
+
 /// Combiner lifting: folds inputs into per-key, per-window accumulators for a bundle,
 /// and sends those instead of the inputs.
 pub(super) struct LiftedShuffle<K, C: CombineFn> {
@@ -42,13 +51,15 @@ pub(super) struct LiftedShuffle<K, C: CombineFn> {
     /// (window, key), so a key is hashed alone and moved, never cloned, into it. Each
     /// partial carries the combined timestamp of its elements that count towards a pane's
     /// output timestamp (see [`TimestampCombiner`]).
-    pub(super) partials: Vec<(Window, Stamped<K, C::Accum>)>,
+    pub(super) partials: Vec<(Window, Partials<K, C::Accum>)>,
+    /// Hashes the keys of `partials`.
+    pub(super) hasher: foldhash::fast::RandomState,
     /// Where each window's partials are in `partials`: elements in event-time order
     /// within a bundle are rare (a day's rows shuffled), so the window changes often.
     pub(super) slots: FastMap<Window, usize>,
     /// Maps emptied by the last flush, kept with their capacity: a bundle meets about as
     /// many keys as the last one, and growing a fresh map each bundle costs rehashing.
-    pub(super) spare: Vec<Stamped<K, C::Accum>>,
+    pub(super) spare: Vec<Partials<K, C::Accum>>,
     pub(super) combiner: TimestampCombiner,
     /// The allowed lateness: an element sent past its window's end plus this is dropped
     /// here, and counted, rather than folded into a partial the grouping would drop.
@@ -69,6 +80,7 @@ impl<K: Key, C: CombineFn> ShuffleFn for LiftedShuffleFn<K, C> {
             step: ctx.name.clone(),
             combine: self.combine.clone(),
             partials: Vec::new(),
+            hasher: Default::default(),
             slots: FastMap::default(),
             spare: Vec::new(),
             combiner: self.combiner,
@@ -88,6 +100,7 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
         let (values, stamps) = input.into_elements::<(K, C::Input)>().into_columns();
         let (combine, partials, spare, combiner) = (&self.combine, &mut self.partials, &mut self.spare, self.combiner);
         let (slots, lateness, dropped) = (&mut self.slots, self.lateness_ms, &mut self.dropped);
+        let hasher = &self.hasher;
         // The element a CombineFn panicked on, formatted while it unwinds (the loop owns
         // the elements, so they are gone once it has).
         let mut failed_on: Option<String> = None;
@@ -108,22 +121,21 @@ impl<K: Key, C: CombineFn> Shuffle for LiftedShuffle<K, C> {
                     });
                     slot_window = Some(w);
                 }
-                let map = &mut partials[slot].1;
-                let _naming = NameOnPanic(&k, &v, &mut failed_on);
-                match map.get_mut(&k) {
-                    Some((acc, combined)) => {
-                        combine.add_input(acc, &v);
-                        combiner.fold(combined, stamps.timestamp(i), w.max_timestamp(), arrival);
+                let hash = hasher.hash_one(&k);
+                let entry = partials[slot].1.entry(hash, |(x, _)| *x == k, |(x, _)| hasher.hash_one(x));
+                let (key, (acc, combined)) = match entry {
+                    hash_table::Entry::Occupied(e) => e.into_mut(),
+                    hash_table::Entry::Vacant(e) => {
+                        let acc = {
+                            let _naming = NameOnPanic(&k, &v, &mut failed_on);
+                            combine.create_accumulator()
+                        };
+                        e.insert((k, (acc, None))).into_mut()
                     }
-                    None => {
-                        let mut acc = combine.create_accumulator();
-                        combine.add_input(&mut acc, &v);
-                        let mut combined = None;
-                        combiner.fold(&mut combined, stamps.timestamp(i), w.max_timestamp(), arrival);
-                        drop(_naming);
-                        map.insert(k, (acc, combined));
-                    }
-                }
+                };
+                let _naming = NameOnPanic(&*key, &v, &mut failed_on);
+                combine.add_input(acc, &v);
+                combiner.fold(combined, stamps.timestamp(i), w.max_timestamp(), arrival);
             }
         }))
         .map_err(|p| Error::from_panic(&self.step, p, failed_on.take()))

@@ -36,6 +36,13 @@ thread_local! {
 /// cross processes anyway.
 #[inline]
 pub fn stable_hash<K: Serialize + ?Sized>(key: &K) -> u64 {
+    // Most keys (integers, short strings, small tuples) encode into a buffer on the stack;
+    // only a longer one takes the thread-local buffer, whose access and borrow cost more
+    // than encoding and hashing a small key.
+    let mut small = StackBuf { bytes: [0; ON_STACK], len: 0 };
+    if bincode::serialize_into(&mut small, key).is_ok() {
+        return xxhash_rust::xxh3::xxh3_64(&small.bytes[..small.len]);
+    }
     let hash = |buf: &mut Vec<u8>| {
         buf.clear();
         bincode::serialize_into(&mut *buf, key)
@@ -47,6 +54,35 @@ pub fn stable_hash<K: Serialize + ?Sized>(key: &K) -> u64 {
         Ok(mut buf) => hash(&mut buf),
         Err(_) => hash(&mut Vec::new()),
     })
+}
+
+/// Bytes of a key's encoding that [`stable_hash`] keeps on the stack.
+const ON_STACK: usize = 128;
+
+/// A fixed buffer that refuses what does not fit (the key then takes the heap path).
+struct StackBuf {
+    bytes: [u8; ON_STACK],
+    len: usize,
+}
+
+impl std::io::Write for StackBuf {
+    #[inline]
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let end = self.len + data.len();
+        if end > ON_STACK {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.bytes[self.len..end].copy_from_slice(data);
+        self.len = end;
+        Ok(data.len())
+    }
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.write(data).map(drop)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl KeyGroup {
@@ -114,6 +150,16 @@ mod tests {
         assert_eq!(stable_hash("riffle"), PINNED_STR);
         assert_eq!(KeyGroup::of("riffle"), KeyGroup(PINNED_GROUP));
         assert_ne!(stable_hash(&("a", "b")), stable_hash(&("ab", "")));
+    }
+
+    #[test]
+    fn keys_past_the_stack_buffer_hash_as_documented() {
+        // Either side of the stack buffer's end: the heap path gives the same hash.
+        for len in [ON_STACK - 9, ON_STACK - 8, ON_STACK - 7, ON_STACK, 5 * ON_STACK] {
+            let text = "k".repeat(len);
+            let encoded = [(len as u64).to_le_bytes().to_vec(), text.clone().into_bytes()].concat();
+            assert_eq!(stable_hash(&text), xxh3_64(&encoded), "{len} bytes");
+        }
     }
 
     #[test]

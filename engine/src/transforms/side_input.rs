@@ -135,8 +135,7 @@ impl<T: Data + Sync> PCollection<T> {
         let (port, gathered) = if windowing.default_trigger {
             (self.port(), false)
         } else {
-            let keyed =
-                crate::transforms::map::closure_step(self, "SideInputKey", |x: &T, ctx| ctx.output(((), x.clone())));
+            let keyed = crate::transforms::map::map_step(self, "SideInputKey", |x: T| ((), x));
             (keyed.group_by_key().port(), true)
         };
         SideInput { port, window_fn: windowing.assign, view: Arc::new(view), gathered }

@@ -22,7 +22,7 @@ fn a_computed_singleton_filters_the_main_input_at_any_worker_count() {
     for workers in [1, 4] {
         let got = try_run_windowed(&RunOptions::threads(workers), |p| {
             let amounts = p.create(vec![1i64, 5, 9, 2, 8]);
-            let mean = amounts.map(|x| *x as f64).combine_globally(Mean::new()).as_singleton();
+            let mean = amounts.map(|x| x as f64).combine_globally(Mean::new()).as_singleton();
             amounts.filter_with(&mean, |x, mean| *x as f64 > *mean)
         })
         .unwrap();
@@ -186,10 +186,10 @@ fn split(p: &Pipeline, accumulating: bool) -> (PCollection<i64>, PCollection<i64
     let input = p.test_stream(updating_script());
     let side = input
         .filter(|(tag, _)| *tag == 0)
-        .map(|(_, v)| *v)
+        .map(|(_, v)| v)
         .triggering(Trigger::repeatedly(Trigger::after_processing_time(1_000)));
     let side = if accumulating { side.accumulating_fired_panes() } else { side };
-    (side, input.filter(|(tag, _)| *tag == 1).map(|(_, v)| *v))
+    (side, input.filter(|(tag, _)| *tag == 1).map(|(_, v)| v))
 }
 
 #[test]

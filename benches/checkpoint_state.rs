@@ -50,7 +50,7 @@ fn job(p: &Pipeline, keys: u64, stop: bool) {
             if stop && seen.fetch_add(1, Ordering::Relaxed) + 1 == keys {
                 riffle_timely::request_stop();
             }
-            *kv
+            kv
         })
         .window_into(FixedWindows::of_millis(DAY_MS))
         .combine_per_key(Sum::new());

@@ -138,7 +138,7 @@ fn latency(rate: u64, secs: u64, early: bool) -> Vec<i64> {
             read = read.client_config(k, v);
         }
         let (events, _) = read.read(&p);
-        let windowed = events.map(|e| (e.user_id.clone(), e.ts)).window_into(FixedWindows::of_millis(2_000));
+        let windowed = events.map(|e| (e.user_id, e.ts)).window_into(FixedWindows::of_millis(2_000));
         let windowed = if early {
             windowed
                 .triggering(Trigger::after_watermark().with_early_firings(Trigger::after_processing_time(1_000)))

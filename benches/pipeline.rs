@@ -41,7 +41,7 @@ fn record(i: u64) -> (u64, u64) {
 fn riffle(n: u64, workers: usize) -> (usize, u64) {
     let p = Pipeline::new();
     let counts =
-        p.generate_sequence(n, record).map(|(k, v)| (*k, v * 2)).group_by_key().map(|(k, vs)| (*k, vs.len() as u64));
+        p.generate_sequence(n, record).map(|(k, v)| (k, v * 2)).group_by_key().map(|(k, vs)| (k, vs.len() as u64));
     let out = riffle_connectors::memory::collect(&counts);
     riffle_timely::run(&p, &RunOptions::threads(workers)).expect("riffle job");
     let out = out.lock().unwrap();

@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
     };
     let p = Pipeline::new();
     let events = ReadParquet::<Event>::from(&url).timestamp_column("ts").backfill(true).read(&p);
-    let firsts = events.map(|e| (e.id.clone(), e.ts)).par_do_stateful(FirstWithinADay).named("Dedupe");
+    let firsts = events.map(|e| (e.id, e.ts)).par_do_stateful(FirstWithinADay).named("Dedupe");
     riffle_connectors::stdout::print_lines(&firsts, |(id, ts)| format!("{id}\tminute {}", (ts - T0) / 60_000));
     let ran = riffle_timely::run(&p, &cli.run);
     if !riffle_timely::is_cluster_member() {

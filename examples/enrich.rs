@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     };
     let p = Pipeline::new();
     let users = ReadParquet::<User>::from(&users_url).read(&p).named("ReadUsers");
-    let by_id = users.map(|u| (u.user_id.clone(), (u.name.clone(), u.country.clone()))).as_map();
+    let by_id = users.map(|u| (u.user_id, (u.name, u.country))).as_map();
     let events = ReadParquet::<Event>::from(&events_url).read(&p).named("ReadEvents");
     let enriched = events
         .map_with(&by_id, |e, users| match users.get(&e.user_id) {
@@ -85,8 +85,8 @@ fn main() -> anyhow::Result<()> {
             None => Err(format!("unknown user {:?} (amount {})", e.user_id, e.amount)),
         })
         .named("Enrich");
-    let rows = enriched.flat_map(|r: &Result<String, String>| r.clone().ok()).named("Enriched");
-    let dead_letters = enriched.flat_map(|r: &Result<String, String>| r.clone().err()).named("DeadLetters");
+    let rows = enriched.flat_map(|r: Result<String, String>| r.ok()).named("Enriched");
+    let dead_letters = enriched.flat_map(|r: Result<String, String>| r.err()).named("DeadLetters");
     riffle_connectors::stdout::print_lines(&rows, |line| line.clone());
     riffle_connectors::stdout::print_lines(&dead_letters, |why| format!("dead letter: {why}"));
     let ran = riffle_timely::run(&p, &cli.run);

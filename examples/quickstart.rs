@@ -106,12 +106,12 @@ fn main() -> anyhow::Result<()> {
 
     let p = Pipeline::new();
     let (sales, rejected) = parse(&p);
-    let from_log = hourly(&sales.map(|s| (s.user.clone(), s.cents)), "log    ");
+    let from_log = hourly(&sales.map(|s| (s.user, s.cents)), "log    ");
     print_lines(&rejected, |bad| format!("dead letter: {bad}"));
 
     // The same sales from Parquet, in backfill mode: the same totals.
     let rows = ReadParquet::<SaleRow>::from(&parquet).timestamp_column("ts").backfill(true).read(&p);
-    let from_parquet = hourly(&rows.map(|r| (r.user_id.clone(), r.amount)), "parquet");
+    let from_parquet = hourly(&rows.map(|r| (r.user_id, r.amount)), "parquet");
     print_lines(&PCollection::flatten(&[from_log, from_parquet]), |line| line.clone());
 
     let ran = riffle_timely::run(&p, &cli.run);

@@ -57,7 +57,7 @@ fn a_failed_job_leaves_the_previous_output_in_place() {
     let out = dir.path().join("out.txt");
     std::fs::write(&out, "previous\n").unwrap();
     let p = Pipeline::new();
-    let bad = p.create((0..50).collect::<Vec<i32>>()).map(|x| if *x == 49 { panic!("no") } else { *x });
+    let bad = p.create((0..50).collect::<Vec<i32>>()).map(|x| if x == 49 { panic!("no") } else { x });
     riffle_connectors::text::write_lines(&bad, &out, |x| x.to_string());
     assert!(riffle_timely::run(&p, &RunOptions::threads(2)).is_err());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous\n");

@@ -72,6 +72,13 @@ impl<X: Copy + PartialEq> Column<X> {
         }
     }
 
+    /// A column of `xs`, stored once if they are all equal.
+    fn from_vec(xs: Vec<X>) -> Self {
+        let Some(&first) = xs.first() else { return Column::new() };
+        let uniform = xs.iter().all(|x| *x == first);
+        Column { first: Some(first), each: if uniform { Vec::new() } else { xs } }
+    }
+
     #[inline]
     fn get(&self, i: usize) -> X {
         if self.each.is_empty() { self.first.expect("Column::get on an empty column") } else { self.each[i] }
@@ -165,12 +172,19 @@ impl<T> Elements<T> {
         self.values.reserve(n);
     }
 
-    /// The batch with `values` in place of its own, one for one, each keeping the
-    /// timestamp, window and pane of the value it replaces.
-    pub(crate) fn with_values<U>(self, values: Vec<U>) -> Elements<U> {
-        assert_eq!(values.len(), self.values.len(), "one new value per element");
-        let Elements { timestamps, windows, panes, .. } = self;
+    /// The batch of `values`, one for one with `stamps` (from [`Elements::into_columns`],
+    /// with the values replaced, consumed or kept): each value gets the timestamp, window
+    /// and pane at its index, and the columns are moved, not copied.
+    pub(crate) fn from_columns(values: Vec<T>, stamps: Stamps) -> Elements<T> {
+        let Stamps { timestamps, windows, panes } = stamps;
         Elements { values, timestamps, windows, panes }
+    }
+
+    /// The batch with each element's timestamp replaced by `timestamps`' entry at its
+    /// index; windows and panes stay.
+    pub(crate) fn with_timestamp_column(self, timestamps: Vec<EventTime>) -> Elements<T> {
+        assert_eq!(timestamps.len(), self.values.len(), "one new timestamp per element");
+        Elements { timestamps: Column::from_vec(timestamps), ..self }
     }
 
     /// Keeps the elements whose `keep` entry is true, metadata and all, in order.
@@ -371,6 +385,16 @@ impl Stamps {
     #[inline]
     pub(crate) fn pane(&self, i: usize) -> PaneInfo {
         self.panes.get(i)
+    }
+
+    /// The one timestamp, window and pane of every element, where the batch has one of
+    /// each (and at least one element).
+    pub(crate) fn uniform(&self) -> Option<(EventTime, Window, PaneInfo)> {
+        let uniform = self.timestamps.each.is_empty() && self.windows.each.is_empty() && self.panes.each.is_empty();
+        if !uniform {
+            return None;
+        }
+        Some((self.timestamps.first?, self.windows.first?, self.panes.first?))
     }
 
     /// Runs of consecutive elements in one window, `len` elements in all: the window and

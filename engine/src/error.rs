@@ -36,7 +36,10 @@ pub enum Error {
         step: String,
         /// The panic message.
         message: String,
-        /// The element being processed, printed with `Debug` and truncated.
+        /// The element being processed: printed with `Debug` and truncated where the
+        /// code borrowed it (a DoFn, `filter`); where it took the element by value (`map`,
+        /// `flat_map`), the value is gone, and this says where the element was in its
+        /// bundle, its timestamp and its window instead.
         element: Option<String>,
     },
     /// A source or sink could not read or write.

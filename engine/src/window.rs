@@ -66,7 +66,7 @@ pub trait WindowFn: Send + Sync + 'static {
 /// use riffle_engine::prelude::*;
 /// let mut out = riffle_timely::testing::run_bounded_windowed(|p| {
 ///     p.create_timestamped(vec![('a', EventTime::from_millis(0)), ('a', EventTime::from_millis(5)), ('a', EventTime::from_millis(30))])
-///         .map(|k| (*k, 1u64))
+///         .map(|k| (k, 1u64))
 ///         .window_into(Sessions::with_gap_millis(10))
 ///         .combine_per_key(Sum::new())
 /// });
@@ -203,7 +203,7 @@ impl WindowFn for FixedWindows {
 /// // Each element counts in every 30 ms window that holds it, one starting every 10 ms.
 /// let mut out = riffle_timely::testing::run_bounded(|p| {
 ///     p.create_timestamped(vec![('k', EventTime::from_millis(25))])
-///         .map(|k| (*k, 1u64))
+///         .map(|k| (k, 1u64))
 ///         .window_into(SlidingWindows::of_millis(30, 10))
 ///         .combine_per_key(Count::new())
 /// });

@@ -41,11 +41,7 @@ pub fn user_totals(events: &PCollection<Event>, window_ms: i64, early_ms: Option
             .accumulating_fired_panes(),
         None => windowed,
     };
-    windowed
-        .map(|e| (e.user_id.clone(), e.amount))
-        .combine_per_key(Sum::new())
-        .named("SumPerUserPerWindow")
-        .par_do(ToTotal)
+    windowed.map(|e| (e.user_id, e.amount)).combine_per_key(Sum::new()).named("SumPerUserPerWindow").par_do(ToTotal)
 }
 
 /// Parses a duration with a unit (ms, s, m, h or d) into milliseconds.

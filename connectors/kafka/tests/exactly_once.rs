@@ -162,7 +162,7 @@ fn sums(p: &Pipeline, fail: Arc<AtomicBool>) -> PCollection<(String, i64)> {
         if i % 200 == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(!(*i == FAIL_AT && fail.swap(false, Ordering::SeqCst)), "the injected failure at event {i}");
+        assert!(!(i == FAIL_AT && fail.swap(false, Ordering::SeqCst)), "the injected failure at event {i}");
         (format!("k{}", i % KEYS), 1i64)
     })
     .window_into(FixedWindows::of_millis(1_000))

@@ -56,7 +56,7 @@ fn produce_events(broker: &Tansu, topic: &str, events: &[(i32, Event)]) {
 fn sums(input: PCollection<Event>) -> PCollection<(String, i64)> {
     input
         .window_into(FixedWindows::of_millis(10_000))
-        .map(|e| (e.user_id.clone(), e.amount))
+        .map(|e| (e.user_id, e.amount))
         .combine_per_key(Sum::new())
         .named("Sums")
 }

@@ -190,8 +190,8 @@ fn a_failed_job_leaves_no_file_visible() {
     // The last event fails, after thousands have reached the sink.
     let last = ev.last().unwrap().clone();
     let poisoned = p.create(ev).map(move |e| {
-        assert!(*e != last, "a poisoned row");
-        e.clone()
+        assert!(e != last, "a poisoned row");
+        e
     });
     // Small row groups and parts: uploads are under way when the job fails.
     WriteParquet::to(&out.display().to_string()).row_group_size(1000).upload_part_size(64).write(&poisoned);
@@ -444,7 +444,7 @@ fn a_cluster_job_that_fails_makes_nothing_visible_and_the_next_run_cleans_its_st
         let seen = SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let process = std::env::var(riffle_timely::cluster::ENV_PROCESS);
         assert!(!(seen == 200 && process.as_deref() == Ok("1")), "a failure in process 1, midway");
-        t.clone()
+        t
     });
     WriteParquet::to(&url).row_group_size(100).write(&totals);
     let err = riffle_timely::run(&p, &local_cluster(2, 2, name)).expect_err("process 1 fails");
@@ -526,8 +526,8 @@ fn output_is_not_committed_when_another_branch_of_the_job_fails_later() {
     // Many batches, each its own activation: the Parquet branch finishes between them,
     // and the other branch fails at its very last element.
     let slow = p.generate_sequence(400_000, |i| i).map(|x| {
-        assert!(*x != 399_999, "the other branch fails, late");
-        *x
+        assert!(x != 399_999, "the other branch fails, late");
+        x
     });
     riffle_connectors::memory::discard(&slow);
     let err = riffle_timely::run(&p, &RunOptions::threads(2)).unwrap_err().to_string();

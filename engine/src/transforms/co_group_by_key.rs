@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::element::{Data, Key};
 use crate::pipeline::PCollection;
-use crate::transforms::map::closure_step;
+use crate::transforms::map::map_step;
 
 /// A value from one of up to three inputs, tagged by which.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,7 +25,7 @@ pub type CoGrouped3<K, A, B, C> = (K, (Vec<A>, Vec<B>, Vec<C>));
 type Nothing = ();
 
 fn tag<K: Key, V: Data, T: Data>(c: &PCollection<(K, V)>, f: fn(V) -> T) -> PCollection<(K, T)> {
-    closure_step(c, "TagInput", move |(k, v): &(K, V), ctx| ctx.output((k.clone(), f(v.clone()))))
+    map_step(c, "TagInput", move |(k, v): (K, V)| (k, f(v)))
 }
 
 impl<K: Key, A: Data> PCollection<(K, A)> {
@@ -55,12 +55,12 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
             let (mut xs, mut ys) = (Vec::new(), Vec::new());
             for v in vs {
                 match v {
-                    Tagged::A(x) => xs.push(x.clone()),
-                    Tagged::B(y) => ys.push(y.clone()),
+                    Tagged::A(x) => xs.push(x),
+                    Tagged::B(y) => ys.push(y),
                     Tagged::C(()) => {}
                 }
             }
-            (k.clone(), (xs, ys))
+            (k, (xs, ys))
         })
     }
 
@@ -87,12 +87,12 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
             let (mut xs, mut ys, mut zs) = (Vec::new(), Vec::new(), Vec::new());
             for v in vs {
                 match v {
-                    Tagged::A(x) => xs.push(x.clone()),
-                    Tagged::B(y) => ys.push(y.clone()),
-                    Tagged::C(z) => zs.push(z.clone()),
+                    Tagged::A(x) => xs.push(x),
+                    Tagged::B(y) => ys.push(y),
+                    Tagged::C(z) => zs.push(z),
                 }
             }
-            (k.clone(), (xs, ys, zs))
+            (k, (xs, ys, zs))
         })
     }
 
@@ -115,16 +115,14 @@ impl<K: Key, A: Data> PCollection<(K, A)> {
         let tagged: Vec<PCollection<(K, (usize, A))>> = inputs
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                closure_step(c, "TagInput", move |(k, v): &(K, A), ctx| ctx.output((k.clone(), (i, v.clone()))))
-            })
+            .map(|(i, c)| map_step(c, "TagInput", move |(k, v): (K, A)| (k, (i, v))))
             .collect();
         PCollection::flatten(&tagged).group_by_key().map(move |(k, vs)| {
             let mut lists = vec![Vec::new(); n];
             for (i, v) in vs {
-                lists[*i].push(v.clone());
+                lists[i].push(v);
             }
-            (k.clone(), lists)
+            (k, lists)
         })
     }
 }

@@ -182,7 +182,7 @@ impl Pipeline {
     /// let strategy = WatermarkStrategy::bounded_out_of_orderness(5);
     /// let mut out = riffle_timely::testing::run_bounded(|p| {
     ///     p.generate_stream(100, |i| ((i % 2) as u8, EventTime::from_millis(i as i64)), strategy)
-    ///         .map(|k| (*k, 1u64))
+    ///         .map(|k| (k, 1u64))
     ///         .window_into(FixedWindows::of_millis(50))
     ///         .combine_per_key(Count::new())
     /// });

@@ -29,6 +29,7 @@ use crate::pane::PaneInfo;
 use crate::pipeline::PCollection;
 use crate::runtime::{SideParDoFn, SideParDoInstance, StepContext};
 use crate::time::EventTime;
+use crate::transforms::map::moved_element;
 use crate::transforms::par_do::ProcessContext;
 use crate::window::{Window, WindowFn};
 
@@ -135,8 +136,7 @@ impl<T: Data + Sync> PCollection<T> {
         let (port, gathered) = if windowing.default_trigger {
             (self.port(), false)
         } else {
-            let keyed =
-                crate::transforms::map::closure_step(self, "SideInputKey", |x: &T, ctx| ctx.output(((), x.clone())));
+            let keyed = crate::transforms::map::map_step(self, "SideInputKey", |x: T| ((), x));
             (keyed.group_by_key().port(), true)
         };
         SideInput { port, window_fn: windowing.assign, view: Arc::new(view), gathered }
@@ -174,14 +174,16 @@ impl<K: Key + Sync, V: Data + Sync> PCollection<(K, V)> {
 
 impl<T: Data> PCollection<T> {
     /// `f(element, side value)` for every element, with `side` read for the element's
-    /// window (see [`crate::transforms::side_input`]).
+    /// window (see [`crate::transforms::side_input`]). Like [`map`](PCollection::map), `f`
+    /// takes the element by value, so a panic's error names the element by its index in
+    /// the batch, its timestamp and its window, not by its value.
     ///
     /// ```
     /// use riffle_engine::prelude::*;
     /// let mut out = riffle_timely::testing::run_bounded(|p| {
     ///     let names = p.create(vec![(1u32, "ana".to_string()), (2, "bo".to_string())]).as_map();
     ///     p.create(vec![(1u32, 10i64), (2, 5), (3, 1)]).map_with(&names, |(id, amount), names| {
-    ///         (names.get(id).cloned().unwrap_or_else(|| "?".into()), *amount)
+    ///         (names.get(&id).cloned().unwrap_or_else(|| "?".into()), amount)
     ///     })
     /// });
     /// out.sort();
@@ -190,16 +192,19 @@ impl<T: Data> PCollection<T> {
     pub fn map_with<W: View, U: Data>(
         &self,
         side: &SideInput<W>,
-        f: impl Fn(&T, &W::Value) -> U + Send + Sync + 'static,
+        f: impl Fn(T, &W::Value) -> U + Send + Sync + 'static,
     ) -> PCollection<U> {
         let f = Arc::new(f);
         add_side_step(self, side, "MapWithSide", move || {
             let f = f.clone();
-            Box::new(move |x: &T, v: &W::Value, ts, w, pane, out: &mut Elements<U>| out.push(f(x, v), ts, w, pane))
+            ElementFn::ByValue(Box::new(move |x: T, v: &W::Value, (ts, w, pane): Stamp, out: &mut Elements<U>| {
+                out.push(f(x, v), ts, w, pane)
+            }))
         })
     }
 
-    /// The elements for which `f(element, side value)` holds.
+    /// The elements for which `f(element, side value)` holds; `f` borrows the element, so
+    /// a panic's error names its value.
     pub fn filter_with<W: View>(
         &self,
         side: &SideInput<W>,
@@ -208,28 +213,29 @@ impl<T: Data> PCollection<T> {
         let f = Arc::new(f);
         add_side_step(self, side, "FilterWithSide", move || {
             let f = f.clone();
-            Box::new(move |x: &T, v: &W::Value, ts, w, pane, out: &mut Elements<T>| {
+            ElementFn::Borrowing(Box::new(move |x: &T, v: &W::Value, (ts, w, pane): Stamp, out: &mut Elements<T>| {
                 if f(x, v) {
                     out.push(x.clone(), ts, w, pane);
                 }
-            })
+            }))
         })
     }
 
-    /// Zero or more outputs per element, from `f(element, side value)`.
+    /// Zero or more outputs per element, from `f(element, side value)`; as with
+    /// [`map_with`](PCollection::map_with), `f` takes the element by value.
     pub fn flat_map_with<W: View, U: Data, I: IntoIterator<Item = U>>(
         &self,
         side: &SideInput<W>,
-        f: impl Fn(&T, &W::Value) -> I + Send + Sync + 'static,
+        f: impl Fn(T, &W::Value) -> I + Send + Sync + 'static,
     ) -> PCollection<U> {
         let f = Arc::new(f);
         add_side_step(self, side, "FlatMapWithSide", move || {
             let f = f.clone();
-            Box::new(move |x: &T, v: &W::Value, ts, w, pane, out: &mut Elements<U>| {
+            ElementFn::ByValue(Box::new(move |x: T, v: &W::Value, (ts, w, pane): Stamp, out: &mut Elements<U>| {
                 for u in f(x, v) {
                     out.push(u, ts, w, pane);
                 }
-            })
+            }))
         })
     }
 
@@ -242,9 +248,11 @@ impl<T: Data> PCollection<T> {
     ) -> PCollection<D::Out> {
         add_side_step(self, side, "ParDoWithSide", move || {
             let mut dofn = dofn.clone();
-            Box::new(move |x: &T, v: &W::Value, ts, w, pane, out: &mut Elements<D::Out>| {
-                crate::transforms::par_do::with_context(out, ts, w, pane, |ctx| dofn.process(x, v, ctx));
-            })
+            ElementFn::Borrowing(Box::new(
+                move |x: &T, v: &W::Value, (ts, w, pane): Stamp, out: &mut Elements<D::Out>| {
+                    crate::transforms::par_do::with_context(out, ts, w, pane, |ctx| dofn.process(x, v, ctx));
+                },
+            ))
         })
     }
 }
@@ -261,7 +269,22 @@ pub trait SideDoFn<V>: Clone + Send + Sync + 'static {
 
 /// One worker's per-element function of a side-input step: element, side value,
 /// timestamp, window, pane, and where its outputs go.
-type ElementFn<T, V, U> = Box<dyn FnMut(&T, &V, EventTime, Window, PaneInfo, &mut Elements<U>)>;
+enum ElementFn<T, V, U> {
+    /// Takes the element by value (`map_with`, `flat_map_with`, as `map` does): a panic's
+    /// error can name only where the element was.
+    ByValue(ByValueFn<T, V, U>),
+    /// Borrows the element (`filter_with`, a DoFn): a panic's error names its value.
+    Borrowing(BorrowingFn<T, V, U>),
+}
+
+/// An element's timestamp, window and pane, which its outputs keep.
+type Stamp = (EventTime, Window, PaneInfo);
+
+/// [`ElementFn::ByValue`]'s function.
+type ByValueFn<T, V, U> = Box<dyn FnMut(T, &V, Stamp, &mut Elements<U>)>;
+
+/// [`ElementFn::Borrowing`]'s function.
+type BorrowingFn<T, V, U> = Box<dyn FnMut(&T, &V, Stamp, &mut Elements<U>)>;
 
 /// Makes a worker's [`ElementFn`].
 type Factory<T, V, U> = Arc<dyn Fn() -> ElementFn<T, V, U> + Send + Sync>;
@@ -418,7 +441,7 @@ impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
         let input = main.try_into_elements::<T>()?;
         let mut out = Elements::<U>::with_capacity(input.len());
         let mut current: Option<(Window, Arc<W::Value>)> = None;
-        for wv in input.into_iter_windowed() {
+        for (i, wv) in input.into_iter_windowed().enumerate() {
             let value = match &current {
                 Some((w, v)) if *w == wv.window => v.clone(),
                 _ => {
@@ -428,9 +451,17 @@ impl<T: Data, W: View, U: Data> SideParDoInstance for SideInstance<T, W, U> {
                     v
                 }
             };
-            let f = &mut self.f;
-            catch_unwind(AssertUnwindSafe(|| f(&wv.value, &value, wv.timestamp, wv.window, wv.pane, &mut out)))
-                .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(&wv.value, 200))))?;
+            let (ts, w, pane) = (wv.timestamp, wv.window, wv.pane);
+            match &mut self.f {
+                ElementFn::ByValue(f) => {
+                    catch_unwind(AssertUnwindSafe(|| f(wv.value, &value, (ts, w, pane), &mut out)))
+                        .map_err(|p| Error::from_panic(&self.step, p, Some(moved_element(i, "batch", ts, w))))?
+                }
+                ElementFn::Borrowing(f) => {
+                    catch_unwind(AssertUnwindSafe(|| f(&wv.value, &value, (ts, w, pane), &mut out)))
+                        .map_err(|p| Error::from_panic(&self.step, p, Some(truncated_debug(&wv.value, 200))))?
+                }
+            }
         }
         Ok((!out.is_empty()).then(|| Batch::new(out)))
     }
@@ -536,7 +567,7 @@ mod tests {
     fn a_restored_side_view_reads_as_the_saved_one_and_saves_the_same_bytes() {
         let p = Pipeline::new();
         let side = p.create(vec![0i64]).as_list();
-        p.create(vec![0i64]).map_with(&side, |x, list| (*x, list.iter().sum::<i64>()));
+        p.create(vec![0i64]).map_with(&side, |x, list| (x, list.iter().sum::<i64>()));
         let mut before = instance(&p);
         before.add_side(batch([3i64, 1, 2].map(|v| (v, PaneInfo::NO_FIRING)))).unwrap();
         let saved = before.save_view().unwrap();
@@ -555,7 +586,7 @@ mod tests {
         let p = Pipeline::new();
         let side =
             p.create(vec![0i64]).triggering(Trigger::repeatedly(Trigger::after_processing_time(1_000))).as_singleton();
-        p.create(vec![0i64]).map_with(&side, |x, latest| (*x, *latest));
+        p.create(vec![0i64]).map_with(&side, |x, latest| (x, *latest));
         let firing = |index| PaneInfo { index, ..PaneInfo::NO_FIRING };
         let mut before = instance(&p);
         before.add_side(batch([(((), vec![1i64]), firing(0)), (((), vec![5i64]), firing(2))])).unwrap();
@@ -572,7 +603,7 @@ mod tests {
     fn a_view_of_another_version_is_an_error_naming_the_step() {
         let p = Pipeline::new();
         let side = p.create(vec![0i64]).as_list();
-        p.create(vec![0i64]).map_with(&side, |x, list| (*x, list.len() as i64));
+        p.create(vec![0i64]).map_with(&side, |x, list| (x, list.len() as i64));
         let saved = bitcode::serialize(&SavedView { version: 99, windows: Vec::new() }).unwrap();
         let err = instance(&p).restore_view(&saved).unwrap_err().to_string();
         assert!(err.contains("'S'") && err.contains("version 99"), "{err}");

@@ -46,7 +46,7 @@ pub enum SplitEvent<T> {
 ///     .split(vec![SplitEvent::Pause(5), SplitEvent::Chunk(vec![(1u8, ms(3))])]);
 /// let mut out = riffle_timely::testing::run_bounded(|p| {
 ///     p.split_stream(stream)
-///         .map(|k| (*k, 1u64))
+///         .map(|k| (k, 1u64))
 ///         .window_into(FixedWindows::of_millis(10))
 ///         .combine_per_key(Count::new())
 /// });

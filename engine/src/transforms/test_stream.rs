@@ -66,7 +66,7 @@ pub enum TestEvent<T> {
 ///     .advance_watermark_to(ms(20))
 ///     .add_elements(vec![("c".to_string(), ms(25))]);
 /// let mut out = riffle_timely::testing::run_bounded(|p| {
-///     p.test_stream(script).map(|s| (0u8, s.clone())).window_into(FixedWindows::of_millis(10)).combine_per_key(Count::new())
+///     p.test_stream(script).map(|s| (0u8, s)).window_into(FixedWindows::of_millis(10)).combine_per_key(Count::new())
 /// });
 /// out.sort();
 /// assert_eq!(out, [(0, 1), (0, 1), (0, 1)]);

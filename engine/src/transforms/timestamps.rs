@@ -11,11 +11,13 @@ use crate::graph::{NodeKind, OutputInfo, PortRef, Windowing};
 use crate::pipeline::PCollection;
 use crate::runtime::{ParDoFn, ParDoInstance, PortBatches, StepContext};
 use crate::time::EventTime;
-use crate::transforms::map::closure_step;
+use crate::transforms::map::timestamps_step;
 use crate::window::{Window, WindowFn};
 
 impl<T: Data> PCollection<T> {
     /// Sets each element's event timestamp to `f(element)` (Beam's `WithTimestamps`).
+    /// `f` borrows the element, which goes on unchanged (moved, not cloned) with its new
+    /// timestamp, its window and its pane; a panic's error names the element's value.
     ///
     /// ```
     /// use riffle_engine::prelude::*;
@@ -25,7 +27,7 @@ impl<T: Data> PCollection<T> {
     /// assert!(out.iter().all(|wv| wv.timestamp.millis() == wv.value));
     /// ```
     pub fn with_timestamps(&self, f: impl Fn(&T) -> EventTime + Send + Sync + 'static) -> PCollection<T> {
-        closure_step(self, "WithTimestamps", move |x: &T, ctx| ctx.output_with_timestamp(x.clone(), f(x)))
+        timestamps_step(self, "WithTimestamps", f)
     }
 
     /// Assigns each element to windows by its timestamp (Beam's `Window.into`); the
@@ -74,7 +76,7 @@ impl<T: Data> PCollection<T> {
     /// let ms = EventTime::from_millis;
     /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
     ///     p.create_timestamped(vec![(1u8, ms(3)), (1, ms(7))])
-    ///         .map(|k| (*k, 1u64))
+    ///         .map(|k| (k, 1u64))
     ///         .window_into(FixedWindows::of_millis(10))
     ///         .with_timestamp_combiner(TimestampCombiner::Earliest)
     ///         .combine_per_key(Count::new())
@@ -98,7 +100,7 @@ impl<T: Data> PCollection<T> {
     /// let script = TestStream::new().add_elements((1..=5).map(|i| (7u8, ms(i))).collect());
     /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
     ///     p.test_stream(script)
-    ///         .map(|k| (*k, 1u64))
+    ///         .map(|k| (k, 1u64))
     ///         .window_into(FixedWindows::of_millis(10))
     ///         .triggering(Trigger::after_watermark().with_early_firings(Trigger::after_count(2)))
     ///         .combine_per_key(Count::new())
@@ -127,7 +129,7 @@ impl<T: Data> PCollection<T> {
     ///     .add_elements(vec![(1u8, ms(6))]);
     /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
     ///     p.test_stream(script)
-    ///         .map(|k| (*k, 1u64))
+    ///         .map(|k| (k, 1u64))
     ///         .window_into(FixedWindows::of_millis(10))
     ///         .with_allowed_lateness(10)
     ///         .accumulating_fired_panes()
@@ -192,7 +194,7 @@ impl<T: Data> PCollection<T> {
     ///     .add_elements(vec![(1u8, ms(7))]); // 21 ms after: dropped
     /// let out = riffle_timely::testing::run_bounded_windowed(|p| {
     ///     p.test_stream(script)
-    ///         .map(|k| (*k, 1u64))
+    ///         .map(|k| (k, 1u64))
     ///         .window_into(FixedWindows::of_millis(10))
     ///         .with_allowed_lateness(10)
     ///         .combine_per_key(Count::new())

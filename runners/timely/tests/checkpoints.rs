@@ -46,7 +46,7 @@ fn sums_failing(p: &Pipeline, fail: Arc<AtomicBool>) -> PCollection<(u64, u64)> 
         if i % 200 == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(!(*i == FAIL_AT && fail.swap(false, Ordering::SeqCst)), "the injected failure at event {i}");
+        assert!(!(i == FAIL_AT && fail.swap(false, Ordering::SeqCst)), "the injected failure at event {i}");
         (i % KEYS, 1u64)
     })
     .window_into(FixedWindows::of_millis(WINDOW_MS))

@@ -42,26 +42,25 @@ fn pipeline(p: &Pipeline, out: &Path) {
 
     let hourly = input
         .window_into(FixedWindows::of_millis(HOUR))
-        .map(|(u, a, _)| (*u, *a))
+        .map(|(u, a, _)| (u, a))
         .combine_per_key(Sum::new())
         .par_do(FormatWindowed);
 
-    let by_user = input.map(|(u, a, _)| (*u, *a)).group_by_key().map(|(u, amounts)| {
-        let mut amounts = amounts.clone();
+    let by_user = input.map(|(u, a, _)| (u, a)).group_by_key().map(|(u, mut amounts)| {
         amounts.sort();
         format!("gbk\t{u}\t{}\t{}\t{}", amounts.len(), amounts[0], amounts[amounts.len() - 1])
     });
 
     let parts = input.reshuffle().partition(2, |(_, a, _), _| usize::from(*a < 0));
-    let (credits, debits) = (parts[0].map(|(u, a, _)| (*u, *a)), parts[1].map(|(u, a, _)| (*u, *a)));
+    let (credits, debits) = (parts[0].map(|(u, a, _)| (u, a)), parts[1].map(|(u, a, _)| (u, a)));
     let joined = credits.co_group_by_key(&debits).map(|(u, (c, d))| format!("cogbk\t{u}\t{}\t{}", c.len(), d.len()));
 
     let distinct = input.map(|(_, a, _)| a.rem_euclid(7)).distinct().map(|r| format!("distinct\t{r}"));
-    let max = input.map(|(_, a, _)| *a).combine_globally(Max::new()).map(|m| format!("max\t{m}"));
+    let max = input.map(|(_, a, _)| a).combine_globally(Max::new()).map(|m| format!("max\t{m}"));
     let counts = input.map(|(u, _, _)| u % 5).count_per_element().map(|(r, n)| format!("count\t{r}\t{n}"));
 
     let sessions = input
-        .map(|(u, a, _)| (*u, *a))
+        .map(|(u, a, _)| (u, a))
         .window_into(Sessions::with_gap_millis(SESSION_GAP))
         .combine_per_key(Count::new())
         .par_do(FormatSession)

@@ -19,10 +19,12 @@ use riffle_timely::testing::{is_cluster_member, local_cluster, try_run_windowed}
 #[test]
 fn a_panic_in_user_code_names_the_step_and_the_element() {
     for workers in [1, 3] {
+        // `map` takes the element by value: by the time the panic is caught its value is
+        // gone, so the error names where it was, its timestamp and its window.
         let err = try_run_windowed(&RunOptions::threads(workers), |p| {
             p.create((0..100).collect::<Vec<i32>>())
                 .map(|x| x * 2)
-                .map(|x| if *x == 26 { panic!("thirteen is unlucky") } else { *x })
+                .map(|x| if x == 26 { panic!("thirteen is unlucky") } else { x })
                 .named("Superstition")
         })
         .expect_err("the job fails");
@@ -30,7 +32,45 @@ fn a_panic_in_user_code_names_the_step_and_the_element() {
         assert!(matches!(err, Error::UserCode { .. }), "{msg}");
         assert_eq!(err.domain(), ErrorDomain::User);
         assert!(msg.contains("step 'Superstition' panicked: thirteen is unlucky"), "{msg}");
-        assert!(msg.contains("element: 26"), "{msg}");
+        assert!(msg.contains("while processing element: number "), "{msg}");
+        assert!(msg.contains(" of its bundle, at -inf in Global"), "{msg}");
+        assert!(msg.contains("cannot be shown"), "{msg}");
+        if workers == 1 {
+            // One worker reads the 100 elements as one bundle: 26 is the 14th.
+            assert!(msg.contains("number 13 (from 0) of its bundle"), "{msg}");
+        }
+
+        // A DoFn and a filter borrow the element: their errors name its value.
+        let err = try_run_windowed(&RunOptions::threads(workers), |p| {
+            p.create((0..100).collect::<Vec<i32>>()).map(|x| x * 2).par_do(Unlucky).named("SuperstitiousDoFn")
+        })
+        .expect_err("the job fails");
+        let msg = err.to_string();
+        assert!(msg.contains("step 'SuperstitiousDoFn' panicked: thirteen is unlucky"), "{msg}");
+        assert!(msg.contains("element: 26 at -inf in Global"), "{msg}");
+        let err = try_run_windowed(&RunOptions::threads(workers), |p| {
+            p.create((0..100).collect::<Vec<i32>>())
+                .map(|x| x * 2)
+                .filter(|x| if *x == 26 { panic!("thirteen is unlucky") } else { true })
+                .named("SuperstitiousFilter")
+        })
+        .expect_err("the job fails");
+        let msg = err.to_string();
+        assert!(msg.contains("step 'SuperstitiousFilter' panicked: thirteen is unlucky"), "{msg}");
+        assert!(msg.contains("element: 26 at -inf in Global"), "{msg}");
+    }
+}
+
+/// A DoFn that panics at 26.
+#[derive(Clone)]
+struct Unlucky;
+
+impl DoFn for Unlucky {
+    type In = i32;
+    type Out = i32;
+    fn process(&mut self, x: &i32, ctx: &mut ProcessContext<'_, i32>) {
+        assert!(*x != 26, "thirteen is unlucky");
+        ctx.output(*x);
     }
 }
 
@@ -88,7 +128,7 @@ fn a_panic_in_a_combine_fn_names_the_step() {
 fn a_panic_in_a_cluster_fails_the_job() {
     let started = Instant::now();
     let p = Pipeline::new();
-    let out = p.create((0..1000).collect::<Vec<u32>>()).map(|x| if *x == 999 { panic!("boom at {x}") } else { *x });
+    let out = p.create((0..1000).collect::<Vec<u32>>()).map(|x| if x == 999 { panic!("boom at {x}") } else { x });
     riffle_connectors::memory::collect(&out);
     let result = riffle_timely::run(&p, &local_cluster(2, 1, "a_panic_in_a_cluster_fails_the_job"));
     let err = result.expect_err("the launcher reports failure");
@@ -109,7 +149,7 @@ fn slow_job() -> Pipeline {
         if seen == 50 && std::env::var(ENV_PROCESS).as_deref() == Ok("1") {
             std::process::abort(); // a crash: no unwinding, no goodbye to the peer
         }
-        *x
+        x
     });
     out.count_per_element();
     p

@@ -36,7 +36,7 @@ fn generated_counts(workers: usize, explicit: bool) -> (Vec<CountPane>, u64) {
         move |i| ((i % 16) as u8, ms(i as i64 * 2 - jitter(i))),
         WatermarkStrategy::bounded_out_of_orderness(1_000),
     );
-    let windowed = events.map(|k| (*k, 1u64)).window_into(FixedWindows::of_millis(1_000));
+    let windowed = events.map(|k| (k, 1u64)).window_into(FixedWindows::of_millis(1_000));
     let windowed = if explicit { windowed.triggering(Trigger::after_watermark()) } else { windowed };
     let counts = windowed.combine_per_key(Count::new()).named("Counts");
     let out = riffle_connectors::memory::collect(&counts);

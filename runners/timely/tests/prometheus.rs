@@ -26,7 +26,7 @@ fn metrics_are_served_while_the_job_runs() {
             .create((0..60).collect::<Vec<u32>>())
             .map(|x| {
                 std::thread::sleep(Duration::from_millis(25));
-                *x
+                x
             })
             .named("Slow");
         riffle_connectors::memory::discard(&slow);
@@ -85,7 +85,7 @@ fn a_job_that_checkpoints_serves_its_last_checkpoints_figures() {
             .create((0..80u64).map(|i| (i % 3, i)).collect::<Vec<_>>())
             .map(|kv| {
                 std::thread::sleep(Duration::from_millis(25));
-                *kv
+                kv
             })
             .combine_per_key(Sum::new());
         riffle_connectors::memory::discard(&sums);

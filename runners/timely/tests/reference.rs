@@ -126,7 +126,7 @@ fn riffle(c: &Case) -> Vec<Row> {
             .create(case.input.clone())
             .with_timestamps(|(_, _, ts)| EventTime::from_millis(*ts))
             .filter(move |(_, v, _)| *v > keep)
-            .map(|(k, v, _)| (*k, *v));
+            .map(|(k, v, _)| (k, v));
         match case.window {
             Windows::Sliding(size, period) if size == period => kv = kv.window_into(FixedWindows::of_millis(size)),
             Windows::Sliding(size, period) => kv = kv.window_into(SlidingWindows::of_millis(size, period)),
@@ -134,12 +134,11 @@ fn riffle(c: &Case) -> Vec<Row> {
             Windows::Global => {}
         }
         match case.agg {
-            Agg::Sum => kv.map_values(|v| *v as i64).combine_per_key(Sum::new()).map_values(|s| s.to_string()),
+            Agg::Sum => kv.map_values(|v| v as i64).combine_per_key(Sum::new()).map_values(|s| s.to_string()),
             Agg::Count => kv.combine_per_key(Count::new()).map_values(|n| n.to_string()),
             Agg::Max => kv.combine_per_key(Max::new()).map_values(|m| m.to_string()),
             Agg::Mean => kv.combine_per_key(Mean::new()).map_values(|m| format!("{m:.6}")),
-            Agg::Group => kv.group_by_key().map_values(|vs| {
-                let mut vs = vs.clone();
+            Agg::Group => kv.group_by_key().map_values(|mut vs| {
                 vs.sort();
                 format!("{vs:?}")
             }),

@@ -49,11 +49,11 @@ fn a_downstream_sum_of_retracting_panes_counts_only_the_latest() {
             .named("PerKey");
         // Downstream: the total of the keys' latest sums, once, at the window's end.
         let total = per_key
-            .map(|(_, v)| ('T', *v))
+            .map(|(_, v)| ('T', v))
             .triggering(Trigger::after_watermark())
             .combine_per_key(Sum::new())
             .named("Total");
-        let lists = per_key.map(|(_, v)| ('L', *v)).triggering(Trigger::after_watermark()).group_by_key();
+        let lists = per_key.map(|(_, v)| ('L', v)).triggering(Trigger::after_watermark()).group_by_key();
         let per_key_out = riffle_connectors::memory::collect(&per_key);
         let total_out = riffle_connectors::memory::collect(&total);
         let lists_out = riffle_connectors::memory::collect(&lists);
@@ -101,7 +101,7 @@ fn merged_sessions_retract_the_panes_of_the_sessions_they_replace() {
     let total = sessions
         .window_into(GlobalWindows)
         .triggering(Trigger::after_watermark())
-        .map(|(k, v)| (*k, *v))
+        .map(|(k, v)| (k, v))
         .combine_per_key(Sum::new());
     let sessions_out = riffle_connectors::memory::collect(&sessions);
     let total_out = riffle_connectors::memory::collect(&total);

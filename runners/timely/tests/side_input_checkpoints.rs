@@ -77,7 +77,7 @@ fn with_side(p: &Pipeline, ending: Ending) -> PCollection<(u64, u64)> {
                     Ending::Fail => panic!("the injected failure"),
                 }
             }
-            *i
+            i
         })
         .named("SlowSide")
         .window_into(FixedWindows::of_millis(WINDOW_MS))

@@ -22,7 +22,7 @@ fn a_computed_singleton_filters_the_main_input_at_any_worker_count() {
     for workers in [1, 4] {
         let got = try_run_windowed(&RunOptions::threads(workers), |p| {
             let amounts = p.create(vec![1i64, 5, 9, 2, 8]);
-            let mean = amounts.map(|x| *x as f64).combine_globally(Mean::new()).as_singleton();
+            let mean = amounts.map(|x| x as f64).combine_globally(Mean::new()).as_singleton();
             amounts.filter_with(&mean, |x, mean| *x as f64 > *mean)
         })
         .unwrap();
@@ -38,11 +38,14 @@ fn list_map_and_multimap_views() {
         let users = p.create(vec![(s("u1"), s("Ana")), (s("u2"), s("Bo"))]).as_map();
         let all = p.create(vec![3i64, 1, 2]).as_list();
         p.create(vec![s("u1"), s("u2"), s("u3")])
-            .map_with(&users, |id, users| (id.clone(), users.get(id).cloned().unwrap_or_else(|| "?".into())))
+            .map_with(&users, |id, users| {
+                let name = users.get(&id).cloned().unwrap_or_else(|| "?".into());
+                (id, name)
+            })
             .map_with(&tags, |(id, name), tags| {
-                let mut t = tags.get(id).cloned().unwrap_or_default();
+                let mut t = tags.get(&id).cloned().unwrap_or_default();
                 t.sort();
-                (name.clone(), t.join("+"))
+                (name, t.join("+"))
             })
             .map_with(&all, |(name, tags), all| format!("{name} {tags} {all:?}"))
     })
@@ -62,7 +65,7 @@ fn windowed(opts: &RunOptions) -> Vec<WindowedValue<(i64, i64)>> {
             .as_singleton_or(0);
         p.create_timestamped(vec![(1i64, ms(2)), (2, ms(6)), (3, ms(11)), (4, ms(23))])
             .window_into(FixedWindows::of_millis(5))
-            .map_with(&side, |x, total| (*x, *total))
+            .map_with(&side, |x, total| (x, *total))
     })
     .unwrap()
 }
@@ -89,7 +92,7 @@ fn side_inputs_are_the_same_on_two_processes_of_two_workers() {
     let lines = p
         .create_timestamped(vec![(1i64, ms(2)), (2, ms(6)), (3, ms(11)), (4, ms(23))])
         .window_into(FixedWindows::of_millis(5))
-        .map_with(&side, |x, total| (*x, *total))
+        .map_with(&side, |x, total| (x, *total))
         .par_do(Describe::new());
     riffle_connectors::text::write_lines(&lines, &out, |l| l.clone());
     riffle_timely::run(&p, &local_cluster(2, 2, TEST)).unwrap();
@@ -131,7 +134,7 @@ fn an_empty_singleton_without_a_default_is_an_error_naming_the_step() {
     assert!(err.contains("AddThreshold") && err.contains("as_singleton_or"), "{err}");
     let err = try_run_windowed(&RunOptions::threads(2), |p| {
         let twice = p.create(vec![("k".to_string(), 1i64), ("k".to_string(), 2)]).as_map();
-        p.create(vec!["k".to_string()]).map_with(&twice, |k, m| m[k]).named("Lookup")
+        p.create(vec!["k".to_string()]).map_with(&twice, |k, m| m[&k]).named("Lookup")
     })
     .unwrap_err()
     .to_string();
@@ -186,10 +189,10 @@ fn split(p: &Pipeline, accumulating: bool) -> (PCollection<i64>, PCollection<i64
     let input = p.test_stream(updating_script());
     let side = input
         .filter(|(tag, _)| *tag == 0)
-        .map(|(_, v)| *v)
+        .map(|(_, v)| v)
         .triggering(Trigger::repeatedly(Trigger::after_processing_time(1_000)));
     let side = if accumulating { side.accumulating_fired_panes() } else { side };
-    (side, input.filter(|(tag, _)| *tag == 1).map(|(_, v)| *v))
+    (side, input.filter(|(tag, _)| *tag == 1).map(|(_, v)| v))
 }
 
 #[test]
@@ -200,7 +203,7 @@ fn a_triggered_singleton_side_input_gives_later_elements_its_latest_firing() {
         let got = try_run_windowed(&RunOptions::threads(workers), |p| {
             let (side, main) = split(p, false);
             let latest = side.as_singleton();
-            main.map_with(&latest, |x, v| (*x, *v))
+            main.map_with(&latest, |x, v| (x, *v))
         })
         .unwrap();
         assert_eq!(values(got), [(1, 10), (2, 10), (3, 20)], "{workers} workers");
@@ -213,7 +216,7 @@ fn a_triggered_list_side_input_with_accumulating_panes_holds_everything_so_far()
         let got = try_run_windowed(&RunOptions::threads(workers), |p| {
             let (side, main) = split(p, true);
             let all = side.as_list();
-            main.map_with(&all, |x, v| (*x, v.clone()))
+            main.map_with(&all, |x, v| (x, v.clone()))
         })
         .unwrap();
         assert_eq!(values(got), [(1, vec![10]), (2, vec![10]), (3, vec![10, 20])], "{workers} workers");
@@ -225,7 +228,7 @@ fn a_triggered_singleton_with_accumulating_panes_is_an_error_that_says_why() {
     let err = try_run_windowed(&RunOptions::threads(2), |p| {
         let (side, main) = split(p, true);
         let latest = side.as_singleton();
-        main.map_with(&latest, |x, v| (*x, *v))
+        main.map_with(&latest, |x, v| (x, *v))
     })
     .unwrap_err()
     .to_string();
@@ -240,7 +243,7 @@ fn a_triggered_side_input_updates_the_same_on_two_processes_of_two_workers() {
     let p = Pipeline::new();
     let (side, main) = split(&p, false);
     let latest = side.as_singleton();
-    let lines = main.map_with(&latest, |x, v| (*x, *v));
+    let lines = main.map_with(&latest, |x, v| (x, *v));
     riffle_connectors::text::write_lines(&lines, &out, |(x, v)| format!("{x} {v}"));
     riffle_timely::run(&p, &local_cluster(2, 2, TEST)).unwrap();
     let mut got: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();

@@ -265,7 +265,7 @@ fn a_timer_output_timestamp_holds_the_watermark_for_the_groupings_downstream() {
             .test_stream(script)
             .par_do_stateful(Delayed)
             .window_into(FixedWindows::of_millis(10))
-            .map(|(_, v)| ((), *v))
+            .map(|(_, v)| ((), v))
             .combine_per_key(Sum::new())
             .named("Sums");
         let out = riffle_connectors::memory::collect(&sums);

@@ -339,7 +339,7 @@ fn timestamp_combiners_hold_triggered_panes_at_their_elements() {
         let regrouped = sums
             .window_into(FixedWindows::of_millis(4))
             .triggering(Trigger::after_watermark())
-            .map(|(k, v)| (*k, *v))
+            .map(|(k, v)| (k, v))
             .combine_per_key(Sum::new());
         let out = riffle_connectors::memory::collect(&sums);
         let down = riffle_connectors::memory::collect(&regrouped);

@@ -58,7 +58,7 @@ fn the_web_view_shows_the_running_job_in_a_browser_and_agrees_with_the_run_repor
                 if i % 200 == 0 && !BROWSED.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                (*k, 1i64)
+                (k, 1i64)
             })
             .named("Pace");
         let sums = events.window_into(FixedWindows::of_millis(1_000)).combine_per_key(Sum::new()).named("Sums");

@@ -123,7 +123,7 @@ impl DoFn for ToTotal {
 pub fn windowed_sum(events: &PCollection<Event>, window: i64) -> PCollection<Total> {
     events
         .window_into(FixedWindows::of_millis(window))
-        .map(|e| (e.user_id.clone(), e.amount))
+        .map(|e| (e.user_id, e.amount))
         .combine_per_key(Sum::new())
         .par_do(ToTotal)
 }

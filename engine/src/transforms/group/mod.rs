@@ -383,8 +383,7 @@ impl<T: Data> PCollection<T> {
     /// ```
     pub fn combine_globally<C: CombineFn<Input = T>>(&self, combine: C) -> PCollection<C::Output> {
         let default_on_empty = combine.has_default() && self.info().windowing.is_global;
-        let keyed =
-            crate::transforms::map::closure_step(self, "KeyForCombine", |x: &T, ctx| ctx.output(((), x.clone())));
+        let keyed = crate::transforms::map::map_step(self, "KeyForCombine", |x: T| ((), x));
         add_combine(&keyed, "CombineGlobally", combine, Some(()), default_on_empty).values()
     }
 }
@@ -398,7 +397,7 @@ impl<T: Key> PCollection<T> {
     /// assert_eq!(out, [('a', 2), ('b', 1)]);
     /// ```
     pub fn count_per_element(&self) -> PCollection<(T, u64)> {
-        crate::transforms::map::closure_step(self, "PairWithUnit", |x: &T, ctx| ctx.output((x.clone(), ())))
+        crate::transforms::map::map_step(self, "PairWithUnit", |x: T| (x, ()))
             .combine_per_key_as("CountPerElement", Count::new())
     }
 
@@ -410,7 +409,7 @@ impl<T: Key> PCollection<T> {
     /// assert_eq!(out, [1, 3]);
     /// ```
     pub fn distinct(&self) -> PCollection<T> {
-        crate::transforms::map::closure_step(self, "PairWithUnit", |x: &T, ctx| ctx.output((x.clone(), ())))
+        crate::transforms::map::map_step(self, "PairWithUnit", |x: T| (x, ()))
             .combine_per_key_as("Distinct", Count::new())
             .keys()
     }

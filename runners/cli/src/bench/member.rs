@@ -133,8 +133,8 @@ fn riffle<R: Record>(spec: &Spec, process: Option<usize>, hostfile: Option<PathB
             "Discard"
         }
         Op::Gbk => {
-            let grouped = records.map(|r| (r.key(), *r)).group_by_key().named("Group");
-            riffle_connectors::memory::discard(&grouped.map(|(k, vs)| (*k, vs.len() as u64)));
+            let grouped = records.map(|r| (r.key(), r)).group_by_key().named("Group");
+            riffle_connectors::memory::discard(&grouped.map(|(k, vs)| (k, vs.len() as u64)));
             "Group"
         }
         Op::Combine => {

@@ -24,7 +24,7 @@ RIFFLE=$(realpath "${1:-target/release/riffle}")
 OUT=${2:-docs/results/netns}
 SHAPES=${SHAPES:-"none 10gbit:8mb 1gbit:1mb"}
 DELAY_US=${DELAY_US:-}
-DELAY_LINE=$(realpath "${DELAY_LINE:-$(dirname "$RIFFLE")/delay_line}")
+DELAY_LINE=${DELAY_LINE:-$(dirname "$RIFFLE")/delay_line}
 SWEEP=${SWEEP:-"--sizes 72,1024 --workers 1,2 --ops exchange --skew --tcp-mib 512"}
 mkdir -p "$OUT"
 

@@ -110,6 +110,17 @@ where
     }
 }
 
+/// `f` of each value, borrowed, noting in `current` the index it is at (for a panic's
+/// error, which then names that value: the functions that borrow leave them in place).
+fn each_borrowed<T, R>(values: &[T], current: &mut usize, f: impl Fn(&T) -> R) -> Vec<R> {
+    let mut out = Vec::with_capacity(values.len());
+    for (i, x) in values.iter().enumerate() {
+        *current = i;
+        out.push(f(x));
+    }
+    out
+}
+
 /// The elements `f` holds true of, moved, not cloned.
 struct FilterValues<T, F> {
     f: F,
@@ -121,12 +132,7 @@ impl<T: Data, F: Fn(&T) -> bool + Send + Sync + 'static> ValuesFn for FilterValu
     type Out = T;
     type Made = Vec<bool>;
     fn make(&self, values: &mut Vec<T>, _: &Stamps, current: &mut usize) -> Vec<bool> {
-        let mut keep = Vec::with_capacity(values.len());
-        for (i, x) in values.iter().enumerate() {
-            *current = i;
-            keep.push((self.f)(x));
-        }
-        keep
+        each_borrowed(values, current, &self.f)
     }
     fn finish(values: Vec<T>, stamps: Stamps, keep: Vec<bool>) -> Elements<T> {
         Elements::from_columns(values, stamps).retain_by(&keep)
@@ -145,12 +151,7 @@ impl<T: Data, F: Fn(&T) -> EventTime + Send + Sync + 'static> ValuesFn for Times
     type Out = T;
     type Made = Vec<EventTime>;
     fn make(&self, values: &mut Vec<T>, _: &Stamps, current: &mut usize) -> Vec<EventTime> {
-        let mut timestamps = Vec::with_capacity(values.len());
-        for (i, x) in values.iter().enumerate() {
-            *current = i;
-            timestamps.push((self.f)(x));
-        }
-        timestamps
+        each_borrowed(values, current, &self.f)
     }
     fn finish(values: Vec<T>, stamps: Stamps, timestamps: Vec<EventTime>) -> Elements<T> {
         Elements::from_columns(values, stamps).with_timestamp_column(timestamps)

@@ -21,6 +21,15 @@ const PARTITIONS: i32 = 4;
 const PER_PARTITION: i64 = 30;
 const PATIENCE: Duration = Duration::from_secs(3);
 
+/// The source's step as worker `index` of `peers` sees it, on `clock`.
+fn step_context(clock: &Arc<ManualClock>, index: usize, peers: usize) -> StepContext {
+    StepContext {
+        name: "ReadKafka".into(),
+        worker: riffle_engine::runtime::WorkerInfo { index, peers },
+        clock: clock.clone(),
+    }
+}
+
 /// Partition `p`'s record `i`: at time `1_000_000 + i * 150 + p`, in order within its
 /// partition.
 fn produce(broker: &Tansu, topic: &str, from: i64, to: i64) {
@@ -79,11 +88,7 @@ fn a_bounded_read_resumes_each_partition_where_it_was_at_any_worker_count() {
         // Records written after the checkpoint are past the end the job started with.
         let run = {
             let clock = Arc::new(ManualClock::new());
-            let ctx = |index, peers| StepContext {
-                name: "ReadKafka".into(),
-                worker: riffle_engine::runtime::WorkerInfo { index, peers },
-                clock: clock.clone(),
-            };
+            let ctx = |index, peers| step_context(&clock, index, peers);
             let mut readers: Vec<_> = (0..before).map(|w| source.open(&ctx(w, before)).unwrap()).collect();
             let mut first = Vec::new();
             for r in &mut readers {
@@ -162,11 +167,7 @@ fn a_live_read_saves_the_partitions_it_picked_up_and_reads_those_added_while_dow
             .start_at(StartAt::Latest)
             .watermarks(WatermarkStrategy::bounded_out_of_orderness(0));
         let clock = Arc::new(ManualClock::new());
-        let ctx = |index, peers| StepContext {
-            name: "ReadKafka".into(),
-            worker: riffle_engine::runtime::WorkerInfo { index, peers },
-            clock: clock.clone(),
-        };
+        let ctx = |index, peers| step_context(&clock, index, peers);
         let mut readers: Vec<_> = (0..before).map(|w| source.open(&ctx(w, before)).unwrap()).collect();
         write(0..2, 0, PER_PARTITION);
         broker.add_partitions(&topic, 4);

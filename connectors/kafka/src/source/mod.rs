@@ -421,26 +421,17 @@ impl<T: Data> ReadKafka<T> {
                 Some(s) => self.resumed_range(&consumer, s)?,
                 None => self.range(&consumer, p, added_since)?,
             };
-            let done = end.is_some_and(|end| start >= end);
-            if !done {
-                tpl.add_partition_offset(&self.topic, p, Offset::Offset(start))
-                    .map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
-            }
             // The idle clock starts at assignment, not at the epoch: a partition is idle
             // when it has read nothing for the timeout since it was assigned.
             let estimator = self.strategy.estimator();
             let mut estimator = resume.map_or(estimator, |s| estimator.restored(s.estimator));
             estimator.active(ctx.clock.now());
-            partitions.push(Partition {
-                id: p,
-                end,
-                next: start,
-                known_end: high,
-                done,
-                estimator,
-                pending: Vec::new(),
-                emitted: start,
-            });
+            let partition = Partition::new(p, start, end, high, estimator);
+            if !partition.done {
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(start))
+                    .map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
+            }
+            partitions.push(partition);
         }
         consumer.assign(&tpl).map_err(|e| Error::Client { topic: self.topic.clone(), reason: e.to_string() })?;
         let watcher = match self.bounded {

@@ -35,6 +35,15 @@ pub(super) struct Partition<T> {
     pub(super) emitted: i64,
 }
 
+impl<T> Partition<T> {
+    /// Partition `id`, read from offset `start` (to `end`, in bounded mode), whose end the
+    /// broker last gave as `known_end`.
+    pub(super) fn new(id: i32, start: i64, end: Option<i64>, known_end: i64, estimator: WatermarkEstimator) -> Self {
+        let done = end.is_some_and(|end| start >= end);
+        Partition { id, end, next: start, known_end, done, estimator, pending: Vec::new(), emitted: start }
+    }
+}
+
 pub(super) struct KafkaReader<T> {
     pub(super) topic: String,
     pub(super) brokers: String,
@@ -120,16 +129,7 @@ impl<T: Data> KafkaReader<T> {
         let held = riffle_engine::EstimatorState { max_seen: EventTime::MIN, watermark: floor.0 };
         let mut estimator = self.strategy.estimator().restored(held);
         estimator.active(now);
-        self.partitions.push(Partition {
-            id,
-            end: None,
-            next: low,
-            known_end: high,
-            done: false,
-            estimator,
-            pending: Vec::new(),
-            emitted: low,
-        });
+        self.partitions.push(Partition::new(id, low, None, high, estimator));
         tracing::info!(
             topic = %self.topic,
             partition = id,

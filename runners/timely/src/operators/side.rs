@@ -158,70 +158,65 @@ pub fn side_par_do<'scope>(
             }
             let main_frontier: Vec<Time> = frontiers[0].frontier().to_vec();
             let side_frontier: Vec<Time> = frontiers[1].frontier().to_vec();
-            loop {
-                // A side window is complete once the side input's watermark passed its end,
-                // or the side input ended; a triggered one is ready at its first firing. Side
-                // input held aside has arrived at its watermark: nothing is complete past that
-                // before it is applied.
-                let aside = cut.as_ref().map_or(&[][..], |c| &c.aside[..]);
-                let side_done = side_frontier.is_empty() && aside.is_empty();
-                let mut side_at = watermark(&frontiers[1]);
-                if let Some(at) = aside.iter().map(|(t, _)| t.event).min() {
-                    side_at = side_at.min(Watermark(EventTime::from_millis(at)));
-                }
-                if let Err(e) = release(&mut waiting, instance.as_mut(), side_done, side_at, &mut |cap, b| {
-                    counter.add_out(b.len());
-                    out.session(&cap).give(b);
-                }) {
-                    job.fail(e);
-                    waiting.clear();
-                    cut = None;
-                    return;
-                }
-                // Both inputs have passed the generations before the next checkpoint: every
-                // side element and main batch before the cut has arrived, and no side element
-                // after it was applied. Write the part, then apply what was held aside.
-                let Some(c) = cut.as_mut().filter(|c| {
-                    !c.done
-                        && checkpoint::passed_generation(&main_frontier, c.next - 1)
-                        && checkpoint::passed_generation(&side_frontier, c.next - 1)
-                }) else {
-                    break;
-                };
-                let is_final = main_frontier.is_empty() && side_frontier.is_empty() && c.aside.is_empty();
-                let written = side_part(instance.as_ref(), &waiting, c.next, worker).and_then(|body| {
+            // Releasing what is ready and writing checkpoint parts, until neither can go on;
+            // any failure stops the step the same way.
+            let stepped = (|| -> riffle_engine::Result<()> {
+                loop {
+                    // A side window is complete once the side input's watermark passed its end,
+                    // or the side input ended; a triggered one is ready at its first firing. Side
+                    // input held aside has arrived at its watermark: nothing is complete past that
+                    // before it is applied.
+                    let aside = cut.as_ref().map_or(&[][..], |c| &c.aside[..]);
+                    let side_done = side_frontier.is_empty() && aside.is_empty();
+                    let mut side_at = watermark(&frontiers[1]);
+                    if let Some(at) = aside.iter().map(|(t, _)| t.event).min() {
+                        side_at = side_at.min(Watermark(EventTime::from_millis(at)));
+                    }
+                    release(&mut waiting, instance.as_mut(), side_done, side_at, &mut |cap, b| {
+                        counter.add_out(b.len());
+                        out.session(&cap).give(b);
+                    })?;
+                    // Both inputs have passed the generations before the next checkpoint: every
+                    // side element and main batch before the cut has arrived, and no side element
+                    // after it was applied. Write the part, then apply what was held aside.
+                    let Some(c) = cut.as_mut().filter(|c| {
+                        !c.done
+                            && checkpoint::passed_generation(&main_frontier, c.next - 1)
+                            && checkpoint::passed_generation(&side_frontier, c.next - 1)
+                    }) else {
+                        break;
+                    };
+                    let is_final = main_frontier.is_empty() && side_frontier.is_empty() && c.aside.is_empty();
+                    let body = side_part(instance.as_ref(), &waiting, c.next, worker)?;
                     let kind = if is_final { PartKind::Final } else { PartKind::Cut };
-                    c.ck.write_part(c.next, step, worker.index, kind, body)
-                });
-                if let Err(e) = written {
-                    job.fail(e);
-                    waiting.clear();
-                    cut = None;
-                    return;
-                }
-                if is_final {
-                    c.done = true;
-                    c.hold = None;
-                    break;
-                }
-                c.next += 1;
-                let next = c.next;
-                // A batch saved in the part goes out, once its side windows are complete, in
-                // the generation the checkpoint begins, never before (a sink would commit it
-                // with the checkpoint, and the restored batch would go out again).
-                let first = checkpoint::first_epoch(next - 1);
-                forward_to_epoch(waiting.iter_mut().map(|(cap, _, _)| cap), first);
-                let (now, later): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut c.aside).into_iter().partition(|(t, _)| checkpoint::generation(t.epoch) < next);
-                c.aside = later;
-                for (_, batch) in now {
-                    if let Err(e) = instance.add_side(batch) {
-                        job.fail(e);
-                        waiting.clear();
-                        cut = None;
-                        return;
+                    c.ck.write_part(c.next, step, worker.index, kind, body)?;
+                    if is_final {
+                        c.done = true;
+                        c.hold = None;
+                        break;
+                    }
+                    c.next += 1;
+                    let next = c.next;
+                    // A batch saved in the part goes out, once its side windows are complete, in
+                    // the generation the checkpoint begins, never before (a sink would commit it
+                    // with the checkpoint, and the restored batch would go out again).
+                    let first = checkpoint::first_epoch(next - 1);
+                    forward_to_epoch(waiting.iter_mut().map(|(cap, _, _)| cap), first);
+                    let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut c.aside)
+                        .into_iter()
+                        .partition(|(t, _)| checkpoint::generation(t.epoch) < next);
+                    c.aside = later;
+                    for (_, batch) in now {
+                        instance.add_side(batch)?;
                     }
                 }
+                Ok(())
+            })();
+            if let Err(e) = stepped {
+                job.fail(e);
+                waiting.clear();
+                cut = None;
+                return;
             }
             // The checkpoint hold follows the main input's watermark, in the generation
             // before the next cut.

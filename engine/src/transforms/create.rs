@@ -356,19 +356,11 @@ impl Share {
     /// The next index of the share below `count` not emitted before, if any; moves past it.
     #[inline]
     fn next_index(&mut self, count: u64) -> Option<u64> {
-        if self.inherited.is_empty() {
-            // A fresh share (no restore): every index of the strand, without the search.
-            let i = self.own.next;
-            if i >= count {
-                return None;
-            }
-            self.own.next += self.own.peers;
-            return Some(i);
-        }
         while self.own.next < count {
             let i = self.own.next;
             self.own.next += self.own.peers;
-            if !self.inherited.iter().any(|s| s.covers(i)) {
+            // A fresh share (no restore) takes every index of its strand, without the search.
+            if self.inherited.is_empty() || !self.inherited.iter().any(|s| s.covers(i)) {
                 return Some(i);
             }
         }
